@@ -1,0 +1,1 @@
+"""Event envelope, typed properties, validation with error codes, bundle codec."""

@@ -1,0 +1,1 @@
+"""The imperative shell: Faust app, agents, Kafka and Redis adapters, CLI."""

@@ -1,0 +1,53 @@
+"""`segstream` command line: one entry point, one module per sub-command.
+
+Each sub-command lives in ``stream/cmd_<name>.py`` and exposes
+``register(subparsers: argparse._SubParsersAction) -> None``; the parser it adds sets
+``func`` (called with the parsed namespace, returns the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Sub-command modules, in the order `segstream --help` lists them. A module that is not
+# present yet (feature not built) is skipped, so the CLI always starts.
+COMMAND_MODULES = (
+    "stream.cmd_worker",
+    "stream.cmd_replay",
+    "stream.cmd_schemas",
+    "stream.cmd_segments",
+    "stream.cmd_simulate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segstream",
+        description="Real-time behavioural customer segmentation on Kafka.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
