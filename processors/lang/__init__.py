@@ -1,0 +1,1 @@
+"""The segment language: parse, validate and compile segment definitions (no eval)."""
