@@ -1,0 +1,225 @@
+"""segstream settings: the ONE place that reads the environment.
+
+Every field of :class:`Settings` is read from ``SEGSTREAM_<FIELD NAME IN UPPER CASE>``; its type,
+default and meaning live next to the field (``metadata["doc"]``) so that
+``docs/configuration.md`` is generated from this class (``python -m stream.settings``) and a unit
+test fails when the two disagree. Nothing else in the code base reads ``os.environ``: build a
+``Settings`` (``Settings.from_env()`` in the shell, ``Settings(...)`` or ``replace(...)`` in
+tests) and pass it down.
+
+>>> s = Settings.from_env({"SEGSTREAM_BUNDLE_MAX_EVENTS": "100", "SEGSTREAM_TOPIC_PREFIX": "t1-"})
+>>> s.bundle_max_events, s.topic("raw"), s.group_id
+(100, 't1-segstream-events', 't1-segstream')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os  # the one module allowed to read os.environ
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "SEGSTREAM_"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_DEFAULT_DATA_DIR = Path(".run/data")
+TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the settings cannot accept."""
+
+
+def _f(default: Any, doc: str, *, minimum: float | None = None,
+       choices: tuple[str, ...] | None = None) -> Any:
+    """A documented settings field (``doc`` is what docs/configuration.md shows)."""
+    meta: dict[str, Any] = {"doc": doc, "minimum": minimum, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of a segstream process (worker, tools, benchmarks)."""
+
+    # --- connections -------------------------------------------------------------------------
+    kafka_bootstrap: str = _f(
+        "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated `host:port` list.")
+    redis_url: str = _f("redis://127.0.0.1:6379/0", "Redis URL of the state and membership stores.")
+    # --- identity ----------------------------------------------------------------------------
+    app_id: str = _f(
+        "segstream",
+        "Faust application id; with the topic prefix it is the Kafka consumer group id.")
+    topic_prefix: str = _f(
+        "",
+        "Prefix added to every topic name and to the consumer group id (tests use a unique one "
+        "per run so runs never share topics or offsets).")
+    # --- topics ------------------------------------------------------------------------------
+    raw_topic: str = _f(
+        "segstream-events",
+        "Raw topic (public contract): one record = one event object or a JSON array of events.")
+    bundles_topic: str = _f(
+        "segstream-bundles",
+        "Internal topic of validated events packed into bundles, partitioned by routing id.")
+    deadletters_topic: str = _f(
+        "segstream-deadletters",
+        "Rejected events with their reason code, original bytes and origin.")
+    changes_topic: str = _f("segstream-changes", "Segment ENTER/EXIT changes, keyed by customer.")
+    definitions_topic: str = _f("segstream-definitions", "Segment definition documents.")
+    raw_partitions: int = _f(
+        4, "Partitions of the raw topic when the worker has to create it.", minimum=1)
+    bundle_partitions: int = _f(
+        8,
+        "Partitions of the bundles topic. Routing ids map to them with Kafka's murmur2 "
+        "(schemas.partitioner); changing it on a live system moves customers.", minimum=1)
+    deadletter_partitions: int = _f(1, "Partitions of the dead-letter topic.", minimum=1)
+    changes_partitions: int = _f(8, "Partitions of the changes topic.", minimum=1)
+    replication_factor: int = _f(
+        1, "Replication factor of the topics the worker creates.", minimum=1)
+    # --- ingest ------------------------------------------------------------------------------
+    bundle_max_events: int = _f(500, "A bundle is flushed when it holds this many events.",
+                                minimum=1)
+    bundle_max_bytes: int = _f(
+        512 * 1024,
+        "A bundle is flushed when its estimated size reaches this many bytes (must stay below "
+        "the broker's message.max.bytes, 1 MiB by default); an encoded bundle above it is split.",
+        minimum=1024)
+    bundle_linger_ms: int = _f(
+        50,
+        "Longest wait, in milliseconds, for more raw records before the pending bundles are "
+        "flushed (the ingest batch window).", minimum=1)
+    ingest_batch_records: int = _f(
+        1000,
+        "Most raw records the ingest agent takes in one batch before flushing its bundles.",
+        minimum=1)
+    max_record_bytes: int = _f(
+        1024 * 1024, "Raw records larger than this are dead-lettered whole.", minimum=1)
+    max_events_per_record: int = _f(
+        1000, "Raw JSON arrays with more events than this are dead-lettered whole.", minimum=1)
+    # --- Kafka client tuning ---------------------------------------------------------------
+    commit_interval_ms: int = _f(
+        1000,
+        "How often, in milliseconds, the worker commits the offsets of fully processed records.",
+        minimum=1)
+    producer_linger_ms: int = _f(
+        5, "Producer linger, in milliseconds, before a produce request is sent.", minimum=0)
+    auto_offset_reset: str = _f(
+        "earliest", "Where a new consumer group starts reading: `earliest` or `latest`.",
+        choices=("earliest", "latest"))
+    # --- process -----------------------------------------------------------------------------
+    web_host: str = _f(
+        "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.")
+    web_port: int = _f(6066, "Port of the worker's web server.", minimum=1)
+    data_dir: Path = _f(  # noqa: RUF009 (a Path is immutable; _f returns a plain field)
+        _DEFAULT_DATA_DIR, "Directory for the worker's local files (Faust datadir).")
+    log_level: str = _f("info", "Log level: debug, info, warning, error or critical.",
+                        choices=LOG_LEVELS)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+
+    # --- derived names -------------------------------------------------------------------------
+    @property
+    def group_id(self) -> str:
+        """Kafka consumer group id (= Faust app id): topic prefix + app id."""
+        return self.topic_prefix + self.app_id
+
+    def topic(self, role: TopicRole) -> str:
+        """The full (prefixed) name of the topic with that role."""
+        names: dict[str, str] = {
+            "raw": self.raw_topic, "bundles": self.bundles_topic,
+            "deadletters": self.deadletters_topic, "changes": self.changes_topic,
+            "definitions": self.definitions_topic,
+        }
+        return self.topic_prefix + names[role]
+
+    # --- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``SEGSTREAM_*`` variables (``os.environ`` when *environ* is None).
+
+        Unknown ``SEGSTREAM_*`` names are logged as a warning (a likely typo), not an error: the
+        deploy scripts use the same prefix for their own variables.
+        """
+        if environ is None:
+            environ = os.environ
+        known = {env_name(f.name): f for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            logging.getLogger(__name__).warning(
+                "ignoring unknown setting(s) %s (not a field of stream.settings.Settings)",
+                ", ".join(unknown))
+        values = {f.name: _parse(name, f, environ[name])
+                  for name, f in known.items() if name in environ}
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _type_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.type).replace("Path", "path")
+
+
+def _parse(name: str, f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _type_name(f)
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "path":
+            if not text:
+                raise ValueError("empty path")
+            return Path(text)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected {kind}") from None
+    return text.lower() if f.metadata.get("choices") else text
+
+
+def _check(f: dataclasses.Field[Any], value: Any) -> None:
+    name = env_name(f.name)
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name}={value!r}: must be >= {minimum:g}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise SettingsError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    if f.name in ("kafka_bootstrap", "redis_url", "app_id") and not value:
+        raise SettingsError(f"{name} must not be empty")
+    if f.name.endswith("_topic") and not value:
+        raise SettingsError(f"{name} must not be empty")
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md, generated from the field documentation."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- GENERATED by `python -m stream.settings > docs/configuration.md`; do not edit. -->",
+        "",
+        "Every segstream process reads its configuration from environment variables with the",
+        "prefix `SEGSTREAM_` (class `stream.settings.Settings`, the only reader of the",
+        "environment). A bad value stops the process with a message naming the variable; an",
+        "unknown `SEGSTREAM_*` variable is logged as a warning. Topic names and the consumer",
+        "group id get `SEGSTREAM_TOPIC_PREFIX` prepended.",
+        "",
+        "| variable | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        shown = f"`{default}`" if default != "" else '`""` (none)'
+        lines.append(
+            f"| `{env_name(f.name)}` | {_type_name(f)} | {shown} | {f.metadata['doc']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_markdown())

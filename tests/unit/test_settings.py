@@ -1,0 +1,77 @@
+"""Settings: parsing from the environment, clear errors, and the generated reference page."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from stream.settings import Settings, SettingsError, env_name, settings_markdown
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_defaults_match_the_documented_topic_names() -> None:
+    s = Settings.from_env({})
+    assert [s.topic(r) for r in ("raw", "bundles", "deadletters", "changes", "definitions")] == [
+        "segstream-events", "segstream-bundles", "segstream-deadletters", "segstream-changes",
+        "segstream-definitions"]
+    assert s.web_host == "127.0.0.1"
+
+
+def test_every_field_is_read_from_its_env_name() -> None:
+    samples = {"int": "7", "str": "x-value", "Path": "/tmp/segstream-test"}
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        if f.metadata["choices"]:
+            env[env_name(f.name)] = f.metadata["choices"][-1]
+        else:
+            env[env_name(f.name)] = samples[str(f.type)]
+    s = Settings.from_env(env)
+    for f in dataclasses.fields(Settings):
+        assert str(getattr(s, f.name)) == env[env_name(f.name)].lower(), f.name
+
+
+def test_prefix_applies_to_topics_and_group() -> None:
+    s = Settings.from_env({"SEGSTREAM_TOPIC_PREFIX": "run42-", "SEGSTREAM_APP_ID": "ingest"})
+    assert s.topic("bundles") == "run42-segstream-bundles"
+    assert s.group_id == "run42-ingest"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SEGSTREAM_WEB_PORT": "eighty"}, "SEGSTREAM_WEB_PORT='eighty': expected int"),
+        ({"SEGSTREAM_BUNDLE_MAX_EVENTS": "0"}, "SEGSTREAM_BUNDLE_MAX_EVENTS=0: must be >= 1"),
+        ({"SEGSTREAM_LOG_LEVEL": "loud"}, "must be one of debug"),
+        ({"SEGSTREAM_AUTO_OFFSET_RESET": "middle"}, "must be one of earliest, latest"),
+        ({"SEGSTREAM_KAFKA_BOOTSTRAP": ""}, "SEGSTREAM_KAFKA_BOOTSTRAP must not be empty"),
+        ({"SEGSTREAM_RAW_TOPIC": " "}, "SEGSTREAM_RAW_TOPIC must not be empty"),
+        ({"SEGSTREAM_DATA_DIR": ""}, "SEGSTREAM_DATA_DIR='': expected path"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("*", r"\*")):
+        Settings.from_env(env)
+
+
+def test_unknown_variable_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    s = Settings.from_env({"SEGSTREAM_BUNDLE_MAX_EVENT": "3"})
+    assert s.bundle_max_events == 500
+    assert "SEGSTREAM_BUNDLE_MAX_EVENT" in caplog.text
+
+
+def test_direct_construction_is_validated_too() -> None:
+    with pytest.raises(SettingsError, match="SEGSTREAM_BUNDLE_PARTITIONS"):
+        Settings(bundle_partitions=0)
+
+
+def test_every_field_is_documented_and_the_doc_is_current() -> None:
+    for f in dataclasses.fields(Settings):
+        assert f.metadata["doc"].strip(), f"{f.name} has no documentation"
+    text = DOC.read_text(encoding="utf-8")
+    for f in dataclasses.fields(Settings):
+        assert f"`{env_name(f.name)}`" in text, f"{env_name(f.name)} missing from {DOC}"
+    assert text == settings_markdown(), (
+        "docs/configuration.md is stale: run `python -m stream.settings > docs/configuration.md`")
