@@ -21,7 +21,7 @@ def test_defaults_match_the_documented_topic_names() -> None:
 
 
 def test_every_field_is_read_from_its_env_name() -> None:
-    samples = {"int": "7", "str": "x-value", "Path": "/tmp/segstream-test"}
+    samples = {"int": "7000", "str": "x-value", "Path": "/tmp/segstream-test"}
     env: dict[str, str] = {}
     for f in dataclasses.fields(Settings):
         if f.metadata["choices"]:
