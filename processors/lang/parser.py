@@ -1,0 +1,445 @@
+"""Hand-written tokenizer and recursive-descent parser of segment conditions (no eval).
+
+Grammar (``docs/segment-language.md`` has the full reference)::
+
+    expr := or ;  or := and ("or" and)* ;  and := not ("and" not)* ;  not := "not" not | cmp
+    cmp  := sum (CMPOP sum | "between" sum "and" sum | "in" "[" literals "]"
+                 | "within" DURATION | "is" ["not"] "null")?
+    sum  := prod (("+"|"-") prod)* ;  prod := unary (("*"|"/") unary)* ;  unary := "-" unary | atom
+    atom := NUMBER | STRING | DURATION | true | false | null | now | "(" expr ")" | call
+          | trait.NAME | cart.FIELD | purchases.FIELD
+          | EVENTSET "then" "no" EVENTSET "within" DURATION
+    EVENTSET := TYPE ("|" TYPE)* ["where" filter]
+
+>>> parse("count(purchase, 30d) >= 2")  # doctest: +NORMALIZE_WHITESPACE
+Compare(pos=21, op='>=', left=Aggregate(pos=0, func='count',
+    events=EventSet(pos=6, types=('purchase',), filter=None), prop=None, window_ms=2592000000),
+    right=Literal(pos=24, value=2))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from processors.lang import ast
+from processors.lang.errors import DefinitionError, did_you_mean
+from processors.lang.vocab import (
+    AGGREGATES,
+    CART_FIELDS,
+    DATE_FUNCS,
+    EVENT_TYPES,
+    FUNCTIONS,
+    INSTANT_FUNCS,
+    KEYWORDS,
+    PURCHASE_FIELDS,
+    UNITS,
+)
+
+
+class Token(NamedTuple):
+    kind: str  # NUM STR DUR NAME OP END
+    text: str
+    value: object
+    pos: int
+
+
+_OPS2 = ("==", "!=", "<=", ">=")
+_OPS1 = "<>+-*/()[],|."
+_CMP_OPS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def _err(pos: int, message: str) -> DefinitionError:
+    return DefinitionError(None, pos, message)
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split ``text`` into tokens; raises DefinitionError at the first bad character."""
+    toks: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        start = i
+        if c.isdigit():
+            while i < n and text[i].isdigit():
+                i += 1
+            is_float = i + 1 < n and text[i] == "." and text[i + 1].isdigit()
+            if is_float:
+                i += 1
+                while i < n and text[i].isdigit():
+                    i += 1
+            j = i
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            suffix = text[i:j]
+            if suffix:
+                if suffix not in UNITS:
+                    raise _err(i, f"unknown duration unit '{suffix}' (use ms, s, m, h, d or w)")
+                if is_float:
+                    raise _err(start, "durations are whole numbers (write 90m, not 1.5h)")
+                toks.append(Token("DUR", text[start:j], int(text[start:i]) * UNITS[suffix], start))
+                i = j
+                continue
+            num: object = float(text[start:i]) if is_float else int(text[start:i])
+            toks.append(Token("NUM", text[start:i], num, start))
+            continue
+        if c.isalpha() or c == "_":
+            while i < n and (text[i].isalnum() or text[i] == "_"):
+                i += 1
+            toks.append(Token("NAME", text[start:i], text[start:i], start))
+            continue
+        if c in "\"'":
+            i += 1
+            buf: list[str] = []
+            while True:
+                if i >= n:
+                    raise _err(start, "unterminated string")
+                ch = text[i]
+                if ch == c:
+                    i += 1
+                    break
+                if ch == "\\":
+                    if i + 1 >= n or text[i + 1] not in _ESCAPES:
+                        raise _err(i, "bad escape in string (use \\\" \\' \\\\ \\n \\t)")
+                    buf.append(_ESCAPES[text[i + 1]])
+                    i += 2
+                    continue
+                buf.append(ch)
+                i += 1
+            toks.append(Token("STR", text[start:i], "".join(buf), start))
+            continue
+        two = text[i : i + 2]
+        if two in _OPS2:
+            toks.append(Token("OP", two, two, start))
+            i += 2
+            continue
+        if c in _OPS1:
+            toks.append(Token("OP", c, c, start))
+            i += 1
+            continue
+        if c == "=":
+            raise _err(i, "use '==' to compare")
+        raise _err(i, f"unexpected character {c!r}")
+    toks.append(Token("END", "", None, n))
+    return toks
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.toks = tokenize(text)
+        self.i = 0
+        self.in_filter = False
+
+    # --- token helpers --------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def at(self, text: str) -> bool:
+        t = self.tok
+        return t.kind in ("OP", "NAME") and t.text == text
+
+    def take(self) -> Token:
+        t = self.tok
+        self.i += 1
+        return t
+
+    def expect(self, text: str, what: str | None = None) -> Token:
+        if not self.at(text):
+            raise _err(self.tok.pos, f"expected {what or repr(text)}, found {self.describe()}")
+        return self.take()
+
+    def describe(self) -> str:
+        t = self.tok
+        return "end of condition" if t.kind == "END" else repr(t.text)
+
+    # --- grammar --------------------------------------------------------------------------
+    def parse(self) -> ast.Expr:
+        e = self.expr()
+        if self.tok.kind != "END":
+            raise _err(self.tok.pos, f"unexpected {self.describe()} (missing 'and'/'or'?)")
+        return e
+
+    def expr(self) -> ast.Expr:
+        return self.or_()
+
+    def or_(self) -> ast.Expr:
+        pos = self.tok.pos
+        items = [self.and_()]
+        while self.at("or"):
+            self.take()
+            items.append(self.and_())
+        return items[0] if len(items) == 1 else ast.Or(pos, tuple(items))
+
+    def and_(self) -> ast.Expr:
+        pos = self.tok.pos
+        items = [self.not_()]
+        while self.at("and"):
+            self.take()
+            items.append(self.not_())
+        return items[0] if len(items) == 1 else ast.And(pos, tuple(items))
+
+    def not_(self) -> ast.Expr:
+        if self.at("not"):
+            pos = self.take().pos
+            return ast.Not(pos, self.not_())
+        return self.cmp()
+
+    def cmp(self) -> ast.Expr:
+        left = self.sum_()
+        t = self.tok
+        if t.kind == "OP" and t.text in _CMP_OPS:
+            self.take()
+            return ast.Compare(t.pos, t.text, left, self.sum_())  # type: ignore[arg-type]
+        if self.at("between"):
+            self.take()
+            low = self.sum_()
+            self.expect("and", "'and' of 'between ... and ...'")
+            return ast.Between(t.pos, left, low, self.sum_())
+        if self.at("in"):
+            self.take()
+            return ast.In(t.pos, left, self.literal_list())
+        if self.at("within") and not self.in_filter:
+            self.take()
+            return ast.Within(t.pos, left, self.duration())
+        if self.at("is"):
+            self.take()
+            negate = False
+            if self.at("not"):
+                self.take()
+                negate = True
+            self.expect("null", "'null' after 'is'")
+            return ast.IsNull(t.pos, left, negate)
+        return left
+
+    def literal_list(self) -> tuple[ast.Scalar, ...]:
+        self.expect("[", "'[' to start the list")
+        out: list[ast.Scalar] = []
+        while not self.at("]"):
+            out.append(self.literal_value())
+            if not self.at("]"):
+                self.expect(",", "',' or ']'")
+        self.take()
+        if not out:
+            raise _err(self.toks[self.i - 1].pos, "empty list")
+        return tuple(out)
+
+    def literal_value(self) -> ast.Scalar:
+        t = self.tok
+        sign = 1
+        if self.at("-") and self.peek().kind == "NUM":
+            self.take()
+            sign, t = -1, self.tok
+        if t.kind in ("NUM", "STR"):
+            self.take()
+            v = t.value
+            assert isinstance(v, int | float | str)
+            return sign * v if not isinstance(v, str) else v
+        if t.kind == "NAME" and t.text in ("true", "false", "null"):
+            self.take()
+            return {"true": True, "false": False, "null": None}[t.text]
+        raise _err(t.pos, f"expected a literal (number, string, true, false), "
+                          f"found {self.describe()}")
+
+    def duration(self) -> int:
+        t = self.tok
+        if t.kind != "DUR":
+            raise _err(t.pos, f"expected a duration such as 30d or 1h, found {self.describe()}")
+        self.take()
+        assert isinstance(t.value, int)
+        if t.value <= 0:
+            raise _err(t.pos, "a duration must be positive")
+        return t.value
+
+    def sum_(self) -> ast.Expr:
+        left = self.prod()
+        while self.tok.kind == "OP" and self.tok.text in ("+", "-"):
+            op = self.take()
+            left = ast.Arith(op.pos, op.text, left, self.prod())  # type: ignore[arg-type]
+        return left
+
+    def prod(self) -> ast.Expr:
+        left = self.unary()
+        while self.tok.kind == "OP" and self.tok.text in ("*", "/"):
+            op = self.take()
+            left = ast.Arith(op.pos, op.text, left, self.unary())  # type: ignore[arg-type]
+        return left
+
+    def unary(self) -> ast.Expr:
+        if self.at("-"):
+            pos = self.take().pos
+            nxt = self.tok
+            if nxt.kind == "NUM":
+                self.take()
+                assert isinstance(nxt.value, int | float)
+                return ast.Literal(pos, -nxt.value)
+            return ast.Neg(pos, self.unary())
+        return self.atom()
+
+    def atom(self) -> ast.Expr:
+        t = self.tok
+        if t.kind in ("NUM", "STR"):
+            self.take()
+            return ast.Literal(t.pos, t.value)  # type: ignore[arg-type]
+        if t.kind == "DUR":
+            self.take()
+            assert isinstance(t.value, int)
+            return ast.Duration(t.pos, t.value)
+        if self.at("("):
+            self.take()
+            e = self.expr()
+            self.expect(")", "')'")
+            return e
+        if t.kind != "NAME":
+            raise _err(t.pos, f"expected a value, found {self.describe()}")
+        name = t.text
+        if name in ("true", "false", "null"):
+            self.take()
+            return ast.Literal(t.pos, {"true": True, "false": False, "null": None}[name])
+        if name == "now":
+            self.take()
+            return ast.Now(t.pos)
+        if name in ("trait", "cart", "purchases") and self.peek().text == ".":
+            return self.profile_ref()
+        if self.peek().text == "(" and self.peek().kind == "OP":
+            return self.call()
+        if self.in_filter:
+            if name in KEYWORDS:
+                raise _err(t.pos, f"expected a property name, found keyword '{name}'")
+            self.take()
+            return ast.PropRef(t.pos, name)
+        if name in EVENT_TYPES:
+            return self.then_no()
+        if name in KEYWORDS:
+            raise _err(t.pos, f"expected a value, found keyword '{name}'")
+        hint = did_you_mean(name, sorted(EVENT_TYPES | FUNCTIONS | {"trait", "cart", "purchases"}))
+        raise _err(t.pos, f"unknown name '{name}'{hint}")
+
+    def profile_ref(self) -> ast.ProfileRef:
+        ns = self.take()
+        self.take()  # "."
+        f = self.tok
+        if f.kind != "NAME":
+            raise _err(f.pos, f"expected a field name after '{ns.text}.', found {self.describe()}")
+        self.take()
+        fields = {"cart": CART_FIELDS, "purchases": PURCHASE_FIELDS}.get(ns.text)
+        if fields is not None and f.text not in fields:
+            hint = did_you_mean(f.text, fields)
+            raise _err(f.pos, f"unknown field '{ns.text}.{f.text}'{hint}; "
+                              f"fields: {', '.join(sorted(fields))}")
+        return ast.ProfileRef(ns.pos, ns.text, f.text)  # type: ignore[arg-type]
+
+    def event_type(self) -> str:
+        t = self.tok
+        if t.kind != "NAME":
+            raise _err(t.pos, f"expected an event type, found {self.describe()}")
+        if t.text not in EVENT_TYPES:
+            if t.text in ("alias", "forget"):
+                raise _err(t.pos, f"'{t.text}' events cannot be selected (they change identity)")
+            raise _err(t.pos, f"unknown event type '{t.text}'{did_you_mean(t.text, EVENT_TYPES)}")
+        self.take()
+        return t.text
+
+    def event_types(self) -> tuple[str, ...]:
+        types = [self.event_type()]
+        while self.at("|"):
+            self.take()
+            types.append(self.event_type())
+        return tuple(dict.fromkeys(types))
+
+    def filter_(self) -> ast.Expr | None:
+        if not self.at("where"):
+            return None
+        self.take()
+        outer, self.in_filter = self.in_filter, True
+        try:
+            return self.expr()
+        finally:
+            self.in_filter = outer
+
+    def event_set(self) -> ast.EventSet:
+        pos = self.tok.pos
+        types = self.event_types()
+        return ast.EventSet(pos, types, self.filter_())
+
+    def then_no(self) -> ast.ThenNo:
+        first = self.event_set()
+        if not self.at("then"):
+            raise _err(self.tok.pos, "an event set is not a value here: use count(...), "
+                                     "last(...), since(...) or 'A then no B within T'")
+        pos = self.take().pos
+        self.expect("no", "'no' after 'then'")
+        then = self.event_set()
+        self.expect("within", "'within' and a duration")
+        return ast.ThenNo(pos, first, then, self.duration())
+
+    def call(self) -> ast.Expr:
+        fn = self.take()
+        name, pos = fn.text, fn.pos
+        if name not in FUNCTIONS:
+            raise _err(pos, f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)}")
+        if self.in_filter:
+            raise _err(pos, "functions are not allowed inside a 'where' filter")
+        self.take()  # "("
+        node: ast.Expr
+        if name in AGGREGATES:
+            if name == "count":
+                events, prop = self.event_set(), None
+            else:
+                tpos = self.tok.pos
+                typ = self.event_type()
+                self.expect(".", f"'.' and a property: {name}({typ}.amount, 30d)")
+                p = self.tok
+                if p.kind != "NAME":
+                    raise _err(p.pos, f"expected a property name, found {self.describe()}")
+                self.take()
+                prop = p.text
+                events = ast.EventSet(tpos, (typ,), self.filter_())
+            self.expect(",", "',' and a window such as 30d")
+            node = ast.Aggregate(pos, name, events, prop, self.duration())  # type: ignore[arg-type]
+        elif name in INSTANT_FUNCS:
+            node = ast.Instant(pos, name, self.event_set())  # type: ignore[arg-type]
+        elif name == "since":
+            node = ast.Since(pos, self.event_set())
+        elif name == "hour_share":
+            events = self.event_set()
+            self.expect(",", "',' and the first hour (0-23)")
+            h1 = self.hour()
+            self.expect(",", "',' and the last hour (0-23)")
+            node = ast.HourShare(pos, events, h1, self.hour())
+        else:
+            assert name in DATE_FUNCS
+            node = ast.DateFunc(pos, name, self.expr())  # type: ignore[arg-type]
+        self.expect(")", "')'")
+        return node
+
+    def hour(self) -> int:
+        t = self.tok
+        if t.kind != "NUM" or not isinstance(t.value, int) or not 0 <= t.value <= 23:
+            raise _err(t.pos, f"expected an hour 0-23, found {self.describe()}")
+        self.take()
+        return t.value
+
+
+def parse(text: str) -> ast.Expr:
+    """Parse a condition into the AST (syntax only; ``check.check_condition`` types it)."""
+    return _Parser(text).parse()
+
+
+def parse_duration(text: str) -> int:
+    """A duration such as ``1h`` in milliseconds.
+
+    >>> parse_duration("15m")
+    900000
+    """
+    toks = tokenize(text.strip())
+    if len(toks) != 2 or toks[0].kind != "DUR":
+        raise _err(0, f"expected a duration such as 30d or 1h, found {text!r}")
+    assert isinstance(toks[0].value, int)
+    return toks[0].value
