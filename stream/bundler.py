@@ -1,0 +1,144 @@
+"""Packing validated events into per-partition bundles: the pure part of the ingest agent.
+
+No Kafka here. :class:`Bundler` keeps one pending list of events per bundle-topic partition,
+appends each event to the list of the partition its routing id hashes to (so the order of the
+events of one routing id is their arrival order) and hands out a :class:`Bundle` when a list
+reaches ``max_events`` events or ``max_bytes`` estimated bytes; :meth:`Bundler.drain` hands out
+the rest at the end of an ingest batch. Bundles of one partition come out oldest first, and the
+agent produces them in that order to that explicit partition.
+
+Sizes are *estimates* (the caller passes each event's share of its raw record plus a constant),
+so that no event is encoded twice; :func:`encode_within` encodes a bundle and splits it in halves
+in the rare case the real size goes over the limit, which keeps every record under the broker's
+``message.max.bytes``.
+
+>>> b = Bundler(num_partitions=2, max_events=2, max_bytes=10_000,
+...             partition_of=lambda rid: len(rid) % 2)
+>>> b.add({"n": 1}, "a", 10); b.add({"n": 2}, "bb", 10); b.add({"n": 3}, "cc", 10)
+>>> [(x.partition, [e["n"] for e in x.events]) for x in b.drain()]
+[(0, [2, 3]), (1, [1])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Event = dict[str, Any]
+
+#: Bytes added to each event's share of its raw record in the size estimate: the canonical form
+#: spells out defaults (source, schema_version, null ids) that the raw event may omit.
+EVENT_OVERHEAD_BYTES = 96
+
+
+@dataclass(slots=True)
+class Bundle:
+    """Events bound for one partition of the bundle topic, in arrival order."""
+
+    partition: int
+    events: list[Event]
+    estimated_bytes: int
+
+
+class PartitionCache:
+    """``routing id -> partition`` memo in front of a (slow, pure-Python) murmur2 partitioner.
+
+    Customers send many events, so most look-ups hit. The memo is cleared when it reaches
+    ``max_entries`` (simple, bounded memory, no per-hit bookkeeping).
+
+    >>> calls = []
+    >>> cache = PartitionCache(lambda rid, n: calls.append(rid) or len(rid) % n, 4, max_entries=2)
+    >>> [cache("abc"), cache("abc"), cache("z"), cache("abcd"), cache("abc")], calls
+    ([3, 3, 1, 0, 3], ['abc', 'z', 'abcd', 'abc'])
+    """
+
+    __slots__ = ("_cache", "_max", "_n", "_partition_for")
+
+    def __init__(self, partition_for: Callable[[str, int], int], num_partitions: int,
+                 max_entries: int = 200_000) -> None:
+        self._partition_for = partition_for
+        self._n = num_partitions
+        self._max = max_entries
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, routing_id: str) -> int:
+        p = self._cache.get(routing_id)
+        if p is None:
+            p = self._partition_for(routing_id, self._n)
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[routing_id] = p
+        return p
+
+
+class Bundler:
+    """Per-partition packing of events with size- and count-based flushing."""
+
+    __slots__ = ("_events", "_max_bytes", "_max_events", "_partition_of", "_ready", "_sizes",
+                 "num_partitions")
+
+    def __init__(self, num_partitions: int, max_events: int, max_bytes: int,
+                 partition_of: Callable[[str], int]) -> None:
+        if num_partitions < 1 or max_events < 1 or max_bytes < 1:
+            raise ValueError("num_partitions, max_events and max_bytes must be >= 1")
+        self.num_partitions = num_partitions
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._partition_of = partition_of
+        self._events: list[list[Event]] = [[] for _ in range(num_partitions)]
+        self._sizes = [0] * num_partitions
+        self._ready: list[Bundle] = []
+
+    def add(self, event: Event, routing_id: str, size: int) -> None:
+        """Append *event* to its partition's pending bundle; full bundles become ready."""
+        p = self._partition_of(routing_id)
+        pending = self._events[p]
+        if pending and self._sizes[p] + size > self._max_bytes:
+            self._close(p)
+            pending = self._events[p]
+        pending.append(event)
+        self._sizes[p] += size
+        if len(pending) >= self._max_events:
+            self._close(p)
+
+    def take_ready(self) -> list[Bundle]:
+        """The bundles that are full, oldest first (they leave the bundler)."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def drain(self) -> list[Bundle]:
+        """Every bundle, full or not, oldest first per partition; the bundler is empty after."""
+        for p in range(self.num_partitions):
+            if self._events[p]:
+                self._close(p)
+        return self.take_ready()
+
+    @property
+    def pending_events(self) -> int:
+        """Events added and not yet handed out (ready bundles included)."""
+        return sum(map(len, self._events)) + sum(len(b.events) for b in self._ready)
+
+    def _close(self, p: int) -> None:
+        self._ready.append(Bundle(p, self._events[p], self._sizes[p]))
+        self._events[p] = []
+        self._sizes[p] = 0
+
+
+def encode_within(events: Sequence[Event], max_bytes: int,
+                  encode: Callable[[Sequence[Event]], bytes]) -> list[bytes]:
+    """Encode *events* as one bundle, or as several (halving) when the result is too big.
+
+    A single event is never split, whatever its size (validation bounds event sizes).
+
+    >>> import json
+    >>> enc = lambda evs: json.dumps(list(evs)).encode()
+    >>> [len(b) for b in encode_within([{"k": "x" * 10}] * 4, 60, enc)]
+    [42, 42]
+    """
+    data = encode(events)
+    if len(data) <= max_bytes or len(events) <= 1:
+        return [data]
+    mid = len(events) // 2
+    return encode_within(events[:mid], max_bytes, encode) + encode_within(
+        events[mid:], max_bytes, encode)
