@@ -126,19 +126,122 @@ class Bundler:
 
 
 def encode_within(events: Sequence[Event], max_bytes: int,
-                  encode: Callable[[Sequence[Event]], bytes]) -> list[bytes]:
+                  encode: Callable[[Sequence[Event]], bytes]) -> list[tuple[int, bytes]]:
     """Encode *events* as one bundle, or as several (halving) when the result is too big.
 
-    A single event is never split, whatever its size (validation bounds event sizes).
+    Returns ``(number of events, encoded bundle)`` pairs in order. A single event is never
+    split, whatever its size (validation bounds event sizes).
 
     >>> import json
     >>> enc = lambda evs: json.dumps(list(evs)).encode()
-    >>> [len(b) for b in encode_within([{"k": "x" * 10}] * 4, 60, enc)]
-    [42, 42]
+    >>> [(n, len(b)) for n, b in encode_within([{"k": "x" * 10}] * 4, 60, enc)]
+    [(2, 42), (2, 42)]
     """
     data = encode(events)
     if len(data) <= max_bytes or len(events) <= 1:
-        return [data]
+        return [(len(events), data)]
     mid = len(events) // 2
     return encode_within(events[:mid], max_bytes, encode) + encode_within(
         events[mid:], max_bytes, encode)
+
+
+# --- one ingest batch: raw records in, bundles + dead letters out -----------------------------
+
+#: Dead-letter code for an event that broke our own code (never the sender's fault).
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one ingest batch must produce before its raw offsets may be committed."""
+
+    bundles: list[Bundle]
+    dead_letters: list[bytes]
+    records: int
+    valid_by_type: dict[str, int]
+    invalid_by_code: dict[str, int]
+
+
+class RecordPacker:
+    """Validates raw records and packs them: the per-record work of the ingest agent.
+
+    Pure apart from logging; the validator, routing, partitioning and dead-letter codec are
+    passed in (``schemas`` functions in the agent, fakes in tests) so the logic is tested
+    without Kafka. No exception escapes :meth:`add_record`: a failure of the validator or of the
+    packing of one event dead-letters that record/event with code ``internal_error``.
+    """
+
+    __slots__ = ("_bundler", "_counts", "_dead", "_encode_dead_letter", "_invalid", "_log",
+                 "_now_ms", "_parse", "_records", "_routing_id", "_to_json")
+
+    def __init__(self, bundler: Bundler, *,
+                 parse: Callable[[bytes | None], tuple[list[Event], Sequence[Any]]],
+                 routing_id: Callable[[Event], str],
+                 encode_dead_letter: Callable[..., bytes],
+                 to_json: Callable[[Any], bytes],
+                 now_ms: Callable[[], int],
+                 log: Callable[..., None]) -> None:
+        self._bundler = bundler
+        self._parse = parse
+        self._routing_id = routing_id
+        self._encode_dead_letter = encode_dead_letter
+        self._to_json = to_json
+        self._now_ms = now_ms
+        self._log = log
+        self._reset()
+
+    def _reset(self) -> None:
+        self._dead: list[bytes] = []
+        self._records = 0
+        self._counts: dict[str, int] = {}
+        self._invalid: dict[str, int] = {}
+
+    def add_record(self, value: bytes | None, topic: str, partition: int, offset: int) -> None:
+        """Validate one raw record; its valid events go to the bundler, the others die."""
+        self._records += 1
+        raw = value if value is not None else b""
+        try:
+            valid, rejected = self._parse(value)
+        except Exception as exc:  # a validator bug must not kill the agent
+            self._log("validator failed on %s[%d]@%d: %r", topic, partition, offset, exc)
+            self._dead_letter(INTERNAL_ERROR, f"validator failed: {exc!r}", raw,
+                              (topic, partition, offset), None)
+            return
+        for r in rejected:
+            self._dead_letter(str(r.code), r.message, r.raw, (topic, partition, offset),
+                              r.index)
+        if not valid:
+            return
+        size = len(raw) // (len(valid) + len(rejected)) + EVENT_OVERHEAD_BYTES
+        add = self._bundler.add
+        routing_id = self._routing_id
+        counts = self._counts
+        for event in valid:
+            try:
+                add(event, routing_id(event), size)
+                t = event["type"]
+                counts[t] = counts.get(t, 0) + 1
+            except Exception as exc:  # one bad event must not kill the agent
+                self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, exc)
+                self._dead_letter(INTERNAL_ERROR, f"packing failed: {exc!r}",
+                                  self._safe_json(event), (topic, partition, offset), None)
+
+    def finish(self) -> BatchResult:
+        """Everything the batch must produce (all bundles drained); the packer is reset."""
+        result = BatchResult(self._bundler.drain(), self._dead, self._records, self._counts,
+                             self._invalid)
+        self._reset()
+        return result
+
+    def _dead_letter(self, code: str, message: str, raw: bytes,
+                     origin: tuple[str, int, int], index: int | None) -> None:
+        self._invalid[code] = self._invalid.get(code, 0) + 1
+        topic, partition, offset = origin
+        self._dead.append(self._encode_dead_letter(
+            code, message, raw, topic, partition, offset, index, self._now_ms()))
+
+    def _safe_json(self, event: Any) -> bytes:
+        try:
+            return self._to_json(event)
+        except Exception:
+            return repr(event).encode()

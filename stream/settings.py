@@ -98,6 +98,13 @@ class Settings:
         1024 * 1024, "Raw records larger than this are dead-lettered whole.", minimum=1)
     max_events_per_record: int = _f(
         1000, "Raw JSON arrays with more events than this are dead-lettered whole.", minimum=1)
+    max_event_bytes: int = _f(
+        32_768, "Events larger than this (bytes of their JSON text) are dead-lettered.",
+        minimum=1)
+    max_future_ms: int = _f(
+        600_000,
+        "How far, in milliseconds, an event timestamp may be ahead of the ingest clock "
+        "(device clock skew) before the event is dead-lettered.", minimum=0)
     # --- Kafka client tuning ---------------------------------------------------------------
     commit_interval_ms: int = _f(
         1000,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.bundler import Bundle, Bundler, PartitionCache, encode_within
+from stream.bundler import Bundle, Bundler, PartitionCache, RecordPacker, encode_within
 
 
 def _partition(rid: str, n: int) -> int:
@@ -104,9 +104,77 @@ def _encode(events: Sequence[dict[str, Any]]) -> bytes:
 def test_encode_within_splits_only_when_needed(n: int, width: int, limit: int) -> None:
     events = [{"i": i, "pad": "x" * width} for i in range(n)]
     parts = encode_within(events, limit, _encode)
-    decoded = [e for p in parts for e in json.loads(p)]
+    decoded = [e for _, p in parts for e in json.loads(p)]
     assert decoded == events  # order kept, nothing lost or duplicated
-    for p in parts:
-        assert len(p) <= limit or len(json.loads(p)) == 1
+    for n, p in parts:
+        assert n == len(json.loads(p))
+        assert len(p) <= limit or n == 1
     if len(_encode(events)) <= limit:
         assert len(parts) == 1
+
+
+# --- RecordPacker: validation results -> bundles + dead letters --------------------------------
+
+class _Rej(NamedTuple):
+    index: int | None
+    code: str
+    message: str
+    raw: bytes
+
+
+def _fake_parse(value: bytes | None) -> tuple[list[dict[str, Any]], list[_Rej]]:
+    """Records are JSON arrays; an element without "rid" is rejected, "boom" crashes."""
+    if value == b"boom":
+        raise RuntimeError("validator bug")
+    items = json.loads(value or b"[]")
+    valid = [e for e in items if "rid" in e]
+    rejected = [_Rej(i, "missing_routing_id", "no rid", json.dumps(e).encode())
+                for i, e in enumerate(items) if "rid" not in e]
+    return valid, rejected
+
+
+def _rid(event: dict[str, Any]) -> str:
+    if event["rid"] == "explode":
+        raise KeyError("routing")
+    return str(event["rid"])
+
+
+def _packer(n: int = 3, max_events: int = 2) -> RecordPacker:
+    return RecordPacker(
+        Bundler(n, max_events, 10_000, PartitionCache(_partition, n)),
+        parse=_fake_parse, routing_id=_rid,
+        encode_dead_letter=lambda *fields: json.dumps(
+            [f.decode() if isinstance(f, bytes) else f for f in fields]).encode(),
+        to_json=lambda e: json.dumps(e).encode(), now_ms=lambda: 42, log=lambda *a: None)
+
+
+def test_packer_splits_valid_and_rejected_with_origin() -> None:
+    packer = _packer()
+    packer.add_record(json.dumps([{"rid": "a", "type": "t1"}, {"x": 1},
+                                  {"rid": "b", "type": "t2"}]).encode(), "raw", 3, 17)
+    packer.add_record(json.dumps([{"rid": "a", "type": "t1"}]).encode(), "raw", 1, 5)
+    result = packer.finish()
+    assert result.records == 2
+    assert result.valid_by_type == {"t1": 2, "t2": 1}
+    assert result.invalid_by_code == {"missing_routing_id": 1}
+    assert [json.loads(d) for d in result.dead_letters] == [
+        ["missing_routing_id", "no rid", '{"x": 1}', "raw", 3, 17, 1, 42]]
+    by_partition = {b.partition: [e["rid"] for e in b.events] for b in result.bundles}
+    assert by_partition == {_partition("a", 3): ["a", "a"], _partition("b", 3): ["b"]}
+    assert packer.finish().records == 0  # reset after finish
+
+
+def test_packer_survives_validator_and_packing_failures() -> None:
+    packer = _packer()
+    packer.add_record(b"boom", "raw", 0, 1)
+    packer.add_record(json.dumps([{"rid": "explode", "type": "t"}, {"rid": "ok", "type": "t"}])
+                      .encode(), "raw", 0, 2)
+    packer.add_record(None, "raw", 0, 3)  # a tombstone: the (fake) validator sees None
+    result = packer.finish()
+    assert result.invalid_by_code == {"internal_error": 2}
+    letters = [json.loads(d) for d in result.dead_letters]
+    assert letters[0][:3] == ["internal_error", "validator failed: RuntimeError('validator bug')",
+                              "boom"]
+    assert letters[1][0] == "internal_error" and letters[1][2] == '{"rid": "explode", "type": "t"}'
+    assert [e["rid"] for b in result.bundles for e in b.events] == ["ok"]
+    assert result.valid_by_type == {"t": 1}

@@ -1,0 +1,62 @@
+"""The Kafka topics of a segstream app, with the names and partition counts from the settings.
+
+All values and keys are raw ``bytes`` (Faust's ``raw`` codec): the payload codecs live in
+``schemas`` (bundles, dead letters, changes) and stay independent of Faust. Every topic is marked
+``internal`` so that a worker creates it (if missing) before it subscribes or produces; the raw
+topic is created by the worker only for local runs and tests — in production it is provisioned
+with the partitions the websites' traffic needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import TopicT
+
+from stream.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics one app uses (Faust topic descriptions, not connections)."""
+
+    raw: TopicT
+    bundles: TopicT
+    deadletters: TopicT
+    changes: TopicT
+    definitions: TopicT
+
+    def all(self) -> tuple[TopicT, ...]:
+        """Every topic, in declaration order."""
+        return (self.raw, self.bundles, self.deadletters, self.changes, self.definitions)
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    """Describe the app's topics (no I/O: Faust creates them when the worker starts)."""
+
+    def topic(name: str, partitions: int) -> TopicT:
+        return app.topic(
+            name,
+            partitions=partitions,
+            replicas=settings.replication_factor,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+        )
+
+    return Topics(
+        raw=topic(settings.topic("raw"), settings.raw_partitions),
+        bundles=topic(settings.topic("bundles"), settings.bundle_partitions),
+        deadletters=topic(settings.topic("deadletters"), settings.deadletter_partitions),
+        changes=topic(settings.topic("changes"), settings.changes_partitions),
+        # One partition: definition documents are totally ordered. Not compacted here (a
+        # compacted topic refuses records without a key; the definitions owner decides keys).
+        definitions=topic(settings.topic("definitions"), 1),
+    )
+
+
+async def ensure_topics(topics: Topics) -> None:
+    """Create the topics that are missing (idempotent); agents await it before producing."""
+    for t in topics.all():
+        await t.maybe_declare()
