@@ -1,0 +1,433 @@
+"""Validation of raw events into the canonical form, with an error code for every rejection.
+
+The typed models of :mod:`schemas.models` do the structural work (in C, via
+:func:`msgspec.convert`); this module adds the rules a static schema cannot say, maps msgspec's
+errors to :class:`ErrorCode`, and builds the canonical dict::
+
+    {"event_id", "type", "customer_id", "anonymous_id", "timestamp" (int ms, UTC),
+     "source", "schema_version", "properties"}
+
+A raw Kafka record holds one event object or a JSON array of them. :func:`parse_record`
+validates a whole array with one ``convert`` call (the fast path: valid records are the common
+case) and falls back to one call per element only when that fails, to find which elements are
+bad and why.
+
+>>> ev = validate_event({"event_id": "e1", "type": "page_view", "anonymous_id": "a1",
+...     "timestamp": "2026-11-23T10:00:00+01:00", "properties": {"url": "/"}}, now_ms=NOW)
+>>> ev["timestamp"], ev["source"], ev["customer_id"], routing_id(ev)
+(1795424400000, 'unknown', None, 'a1')
+>>> ok, bad = parse_record(b'[{"type": "nope"}, 3]', now_ms=NOW)
+>>> ok, [(r.index, r.code.value, r.raw) for r in bad]
+([], [(0, 'unknown_type', b'{"type": "nope"}'), (1, 'not_object', b'3')])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+import orjson
+
+from schemas.errors import ErrorCode, InvalidEvent
+from schemas.models import (
+    EVENT_TYPES,
+    RESERVED_NAMES,
+    AnyEvent,
+    Envelope,
+    Traits,
+    properties_class,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ErrorCode",
+    "InvalidEvent",
+    "Limits",
+    "Rejected",
+    "parse_record",
+    "routing_id",
+    "validate_event",
+]
+
+Event = dict[str, Any]
+
+NOW: Final = 1_795_478_400_000  # 2026-11-24T00:00:00Z, for the doctests
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that protect the pipeline; every one is documented in docs/events.md."""
+
+    #: largest accepted event, in bytes of its JSON text (an array element's own bytes)
+    max_event_bytes: int = 32_768
+    #: largest accepted raw record (the broker's own limit is usually 1 MiB)
+    max_record_bytes: int = 1_048_576
+    #: most events one record's array may hold
+    max_events_per_record: int = 1_000
+    #: earliest accepted timestamp (2000-01-01T00:00:00Z); earlier is a bug (seconds sent as ms)
+    min_timestamp_ms: int = 946_684_800_000
+    #: how far ahead of the validator's clock a timestamp may be (device clock skew)
+    max_future_ms: int = 600_000
+    #: longest string (value or key) inside an extra property or an extra trait
+    max_string_chars: int = 8_192
+    #: deepest nesting of arrays/objects inside an extra property (a scalar is depth 0)
+    max_depth: int = 8
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One rejected event (``index`` in the record's array) or whole record (``index`` None).
+
+    ``raw`` is the record's bytes for a single-object or whole-record rejection, and the
+    element's original bytes (cut out of the record, unchanged) for an array element.
+    """
+
+    index: int | None
+    code: ErrorCode
+    message: str
+    raw: bytes
+
+
+def routing_id(event: Event) -> str:
+    """The id that keys a customer's state and picks its partition: customer_id, else anonymous_id.
+
+    >>> routing_id({"customer_id": None, "anonymous_id": "a"})
+    'a'
+    """
+    rid = event["customer_id"] or event["anonymous_id"]
+    assert rid is not None, "canonical events always carry a routing id"
+    return rid  # type: ignore[no-any-return]
+
+
+# --- msgspec error -> ErrorCode ----------------------------------------------------------
+
+_FIELD_CODES: Final[dict[str, ErrorCode]] = {
+    "event_id": ErrorCode.BAD_ID,
+    "customer_id": ErrorCode.BAD_ID,
+    "anonymous_id": ErrorCode.BAD_ID,
+    "type": ErrorCode.UNKNOWN_TYPE,
+    "timestamp": ErrorCode.BAD_TIMESTAMP,
+    "properties": ErrorCode.BAD_PROPERTIES,
+    "source": ErrorCode.BAD_ENVELOPE,
+    "schema_version": ErrorCode.BAD_ENVELOPE,
+}
+_MISSING = "Object missing required field `"
+
+
+def _classify(err: msgspec.ValidationError) -> InvalidEvent:
+    """Map a msgspec error about one event (paths relative to ``$``) to an error code."""
+    msg = str(err)
+    head, sep, path = msg.partition(" - at `")
+    path = path[:-1] if sep else "$"
+    if path == "$" and head.startswith(_MISSING):
+        name = head[len(_MISSING) : -1]
+        if name == "event_id":
+            return InvalidEvent(ErrorCode.MISSING_ID, "missing required field `event_id`")
+        if name == "type":
+            return InvalidEvent(ErrorCode.UNKNOWN_TYPE, "missing required field `type`")
+        code = _FIELD_CODES.get(name, ErrorCode.BAD_ENVELOPE)
+        return InvalidEvent(code, f"missing required field `{name}`")
+    top = path[2:].split(".", 1)[0].split("[", 1)[0]
+    if top == "event_id" and head.endswith("got `null`"):
+        return InvalidEvent(ErrorCode.MISSING_ID, "`event_id` is null")
+    code = _FIELD_CODES.get(top, ErrorCode.BAD_ENVELOPE)
+    if code is ErrorCode.UNKNOWN_TYPE:
+        return InvalidEvent(code, f"{head} at `{path}`; expected one of: {', '.join(EVENT_TYPES)}")
+    return InvalidEvent(code, f"{head} at `{path}`")
+
+
+# --- the rules a static schema cannot say ------------------------------------------------
+
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_SCALARS: Final = (str, int, float, bool, type(None))
+_DECLARED: Final[dict[str, frozenset[str]]] = {
+    name: frozenset(properties_class(cls).__struct_fields__) for name, cls in EVENT_TYPES.items()
+}
+_TRAIT_FIELDS: Final = frozenset(Traits.__struct_fields__)
+
+
+def _datetime_ms(value: _dt.datetime) -> int:
+    """Epoch milliseconds of an aware datetime (sub-millisecond digits are truncated)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
+
+
+def _check_extra(value: object, path: str, depth: int, limits: Limits) -> None:
+    """Bound the strings and the nesting of one extra (undeclared) property value."""
+    kind = type(value)
+    if kind is str:
+        if len(value) > limits.max_string_chars:  # type: ignore[arg-type]
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"string longer than {limits.max_string_chars} characters at `{path}`",
+            )
+    elif kind is dict or kind is list:
+        if depth >= limits.max_depth:
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"nested deeper than {limits.max_depth} levels at `{path}`",
+            )
+        if kind is dict:
+            for key, item in value.items():  # type: ignore[attr-defined]
+                if len(key) > limits.max_string_chars:
+                    raise InvalidEvent(
+                        ErrorCode.BAD_PROPERTIES,
+                        f"key longer than {limits.max_string_chars} characters at `{path}`",
+                    )
+                _check_extra(item, f"{path}.{key}", depth + 1, limits)
+        else:
+            for i, item in enumerate(value):  # type: ignore[arg-type]
+                _check_extra(item, f"{path}[{i}]", depth + 1, limits)
+
+
+def _check_traits(traits: dict[str, Any], limits: Limits) -> None:
+    """Extra traits must be JSON scalars (strings bounded by ``max_string_chars``)."""
+    for key, value in traits.items():
+        if key in _TRAIT_FIELDS:
+            continue
+        if not isinstance(value, _SCALARS):
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"trait `{key}` must be a string, number, bool or null at "
+                f"`$.properties.traits.{key}`",
+            )
+        if type(value) is str and len(value) > limits.max_string_chars:
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"string longer than {limits.max_string_chars} characters at "
+                f"`$.properties.traits.{key}`",
+            )
+
+
+def _fix_cart_add(ev: Envelope, props: Event, limits: Limits) -> Event:
+    if "quantity" not in props:
+        props = {**props, "quantity": 1}
+    return props
+
+
+def _fix_purchase(ev: Envelope, props: Event, limits: Limits) -> Event:
+    items = props.get("items")
+    if items and not all("quantity" in item for item in items):
+        items = [item if "quantity" in item else {**item, "quantity": 1} for item in items]
+        props = {**props, "items": items}
+    return props
+
+
+def _fix_identify(ev: Envelope, props: Event, limits: Limits) -> Event:
+    traits = props["traits"]
+    if not traits.keys() <= _TRAIT_FIELDS:
+        _check_traits(traits, limits)
+    return props
+
+
+def _fix_alias(ev: Envelope, props: Event, limits: Limits) -> Event:
+    if ev.customer_id is None or ev.anonymous_id is None:
+        raise InvalidEvent(
+            ErrorCode.MISSING_ROUTING_ID, "alias needs both `customer_id` and `anonymous_id`"
+        )
+    if ev.customer_id == ev.anonymous_id:
+        raise InvalidEvent(
+            ErrorCode.BAD_ENVELOPE, "alias `customer_id` and `anonymous_id` must differ"
+        )
+    return props
+
+
+_FIXES: Final[dict[str, Callable[[Envelope, Event, Limits], Event]]] = {
+    "cart_add": _fix_cart_add,
+    "purchase": _fix_purchase,
+    "identify": _fix_identify,
+    "alias": _fix_alias,
+}
+
+
+def _canonical(raw: Event, ev: Envelope, now_ms: int, limits: Limits) -> Event:
+    """The canonical dict of an event the models accepted, after the dynamic checks."""
+    ts = ev.timestamp
+    if type(ts) is not int:
+        ts = _datetime_ms(ts)  # type: ignore[arg-type]
+    if ts < limits.min_timestamp_ms or ts > now_ms + limits.max_future_ms:
+        raise InvalidEvent(
+            ErrorCode.ABSURD_TIMESTAMP,
+            f"timestamp {ts} ms is before {limits.min_timestamp_ms} or more than "
+            f"{limits.max_future_ms} ms after now ({now_ms})",
+        )
+    if ev.customer_id is None and ev.anonymous_id is None:
+        raise InvalidEvent(
+            ErrorCode.MISSING_ROUTING_ID, "one of `customer_id` or `anonymous_id` is required"
+        )
+    kind: str = raw["type"]
+    props = raw.get("properties")
+    if props is None:
+        props = {}
+    elif props:
+        if not RESERVED_NAMES.isdisjoint(props):
+            clash = sorted(RESERVED_NAMES.intersection(props))
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"property name {clash[0]!r} is reserved (an envelope field) at "
+                f"`$.properties.{clash[0]}`",
+            )
+        declared = _DECLARED[kind]
+        if not props.keys() <= declared:
+            for key in props.keys() - declared:
+                _check_extra(props[key], f"$.properties.{key}", 0, limits)
+    fix = _FIXES.get(kind)
+    if fix is not None:
+        props = fix(ev, props, limits)
+    return {
+        "event_id": ev.event_id,
+        "type": kind,
+        "customer_id": ev.customer_id,
+        "anonymous_id": ev.anonymous_id,
+        "timestamp": ts,
+        "source": ev.source,
+        "schema_version": ev.schema_version,
+        "properties": props,
+    }
+
+
+def validate_event(obj: object, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event:
+    """Validate one decoded event; return its canonical dict or raise :class:`InvalidEvent`.
+
+    ``now_ms`` is the validator's clock (epoch ms), used only for the future-timestamp bound.
+    The input is never modified. Size limits are checked by :func:`parse_record` (this
+    function sees an already decoded object).
+    """
+    if type(obj) is not dict:
+        raise InvalidEvent(
+            ErrorCode.NOT_OBJECT, f"an event must be a JSON object, got {type(obj).__name__}"
+        )
+    kind = obj.get("type")
+    cls = EVENT_TYPES.get(kind) if type(kind) is str else None
+    if cls is None:
+        got = "missing" if kind is None else repr(kind)[:64]
+        raise InvalidEvent(
+            ErrorCode.UNKNOWN_TYPE,
+            f"`type` is {got} at `$.type`; expected one of: {', '.join(EVENT_TYPES)}",
+        )
+    try:
+        ev = msgspec.convert(obj, cls)
+    except msgspec.ValidationError as err:
+        raise _classify(err) from None
+    return _canonical(obj, ev, now_ms, limits)
+
+
+# --- whole records -------------------------------------------------------------------------
+
+_EVENT_LIST: Final = list[AnyEvent]
+_RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _whole(code: ErrorCode, message: str, raw: bytes) -> tuple[list[Event], list[Rejected]]:
+    return [], [Rejected(None, code, message, raw)]
+
+
+def parse_record(
+    value: bytes | None, now_ms: int, limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Event], list[Rejected]]:
+    """Validate one raw record: one event object, or a JSON array of events.
+
+    Returns the canonical valid events in record order and one :class:`Rejected` per bad
+    event (or one for the whole record when it is unparsable, too big, not an object/array,
+    or holds too many events). An empty array gives ``([], [])``.
+    """
+    if value is None:
+        return _whole(ErrorCode.UNPARSABLE, "the record has no value (null)", b"")
+    size = len(value)
+    if size > limits.max_record_bytes:
+        return _whole(
+            ErrorCode.OVERSIZED,
+            f"record of {size} bytes exceeds max_record_bytes={limits.max_record_bytes}",
+            value,
+        )
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        return _whole(ErrorCode.UNPARSABLE, f"not valid JSON: {err}", value)
+    if type(obj) is dict:
+        if size > limits.max_event_bytes:
+            return _whole(
+                ErrorCode.OVERSIZED,
+                f"event of {size} bytes exceeds max_event_bytes={limits.max_event_bytes}",
+                value,
+            )
+        try:
+            return [validate_event(obj, now_ms, limits)], []
+        except InvalidEvent as exc:
+            return _whole(exc.code, exc.message, value)
+    if type(obj) is not list:
+        return _whole(
+            ErrorCode.NOT_OBJECT,
+            f"a record must be a JSON object or array, got {type(obj).__name__}",
+            value,
+        )
+    if not obj:
+        return [], []
+    if len(obj) > limits.max_events_per_record:
+        return _whole(
+            ErrorCode.TOO_MANY_EVENTS,
+            f"{len(obj)} events exceed max_events_per_record={limits.max_events_per_record}",
+            value,
+        )
+    # Element sizes matter only when the whole record could hold an oversized element.
+    raws = _RAW_LIST.decode(value) if size > limits.max_event_bytes else None
+    if raws is None or all(len(r) <= limits.max_event_bytes for r in raws):
+        try:
+            structs = msgspec.convert(obj, _EVENT_LIST)
+        except msgspec.ValidationError:
+            pass
+        else:
+            try:
+                pairs = zip(obj, structs, strict=True)
+                return [_canonical(o, s, now_ms, limits) for o, s in pairs], []
+            except InvalidEvent:
+                pass
+    return _slow_path(value, obj, raws, now_ms, limits)
+
+
+def _element_raws(value: bytes, count: int) -> list[bytes] | None:
+    """The original bytes of each array element (None if msgspec cannot split the record)."""
+    try:
+        raws = _RAW_LIST.decode(value)
+    except msgspec.DecodeError:  # pragma: no cover - orjson accepted it; keep going anyway
+        return None
+    return [bytes(r) for r in raws] if len(raws) == count else None
+
+
+def _slow_path(
+    value: bytes, obj: list[Any], raws: list[msgspec.Raw] | None, now_ms: int, limits: Limits
+) -> tuple[list[Event], list[Rejected]]:
+    """Validate array elements one by one: some element is bad and we must say which.
+
+    A rejected element's ``raw`` is its original bytes, cut out of the record (re-encoded with
+    orjson only if the record cannot be split, which should not happen).
+    """
+    good: list[Event] = []
+    bad: list[Rejected] = []
+    originals = [bytes(r) for r in raws] if raws is not None else None
+    for i, element in enumerate(obj):
+        if originals is not None and len(originals[i]) > limits.max_event_bytes:
+            size = len(originals[i])
+            bad.append(
+                Rejected(
+                    i,
+                    ErrorCode.OVERSIZED,
+                    f"event of {size} bytes exceeds max_event_bytes={limits.max_event_bytes}",
+                    originals[i],
+                )
+            )
+            continue
+        try:
+            good.append(validate_event(element, now_ms, limits))
+        except InvalidEvent as exc:
+            if originals is None:
+                originals = _element_raws(value, len(obj))
+            raw = originals[i] if originals is not None else orjson.dumps(element)
+            bad.append(Rejected(i, exc.code, exc.message, raw))
+    return good, bad
