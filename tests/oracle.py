@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -189,7 +189,6 @@ class Context:
     events: list[Event]
     now: int
     current: Event | None = None  # the event a ``where`` filter is looking at
-    _cache: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def traits(self) -> dict[str, Value]:
@@ -400,8 +399,9 @@ def membership(segment: A.SegmentDef, events: Iterable[Event], t: int) -> bool:
 
 def memberships(catalogue: A.Catalogue, events: Iterable[Event], t: int) -> frozenset[str]:
     """Names of the catalogue's segments the customer is in at ``t``."""
-    evs = list(events)
-    return frozenset(s.name for s in catalogue.segments if membership(s, evs, t))
+    ctx = Context(history(events, t), t)  # one history, shared profile caches
+    return frozenset(s.name for s in catalogue.segments
+                     if s.enabled and truthy(evaluate_node(s.condition, ctx)))
 
 
 # --- routing of a delivered stream (mirrors processors.replay) ----------------------------

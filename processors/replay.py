@@ -1,0 +1,195 @@
+"""Offline replay: drive the pure engine over a stream of canonical events, deterministically.
+
+"now" during replay is the stream **watermark**: the largest event timestamp seen so far. Before
+an event that moves the watermark forward to ``ts``, every customer whose next-due instant is
+``<= ts`` is advanced to that instant, in due order (ties: first scheduled first), so time-driven
+changes come out at their exact instants and in time order. Then the event is applied with
+``now = watermark``. An event older than ``watermark - allowed_lateness`` is refused by the
+engine (``Step.late``), counted and left out. At the end every pending timer up to ``until``
+(default: the final watermark) fires; events after ``until`` are not applied (counted in
+``after_until``), so ``until`` gives the memberships "as of" that instant.
+
+Identity, decided here and mirrored by the test oracle (``tests/oracle.py: route``):
+
+- routing id = ``customer_id``, else ``anonymous_id``; an anonymous-only event whose anonymous
+  id was already aliased goes to that customer (also when it arrives late or out of order);
+- the first ``alias`` of an anonymous id merges its profile into the customer's
+  (``engine.merge``: the anonymous profile exits its segments and ends). An alias of an id that
+  is already aliased (a re-send, or to another customer) is applied to its customer as an
+  ordinary event: first link wins;
+- ``forget`` erases the profile (``engine.forget``) and the aliases pointing to it; later
+  events start a new profile.
+
+The module is pure: no I/O, no clock; the same events give the same changes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from processors.engine import Engine
+    from processors.types import Change, Step
+
+LATE_IDS_KEPT = 10_000  # event ids of late events kept in the result (the count is exact)
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did, and the final state of every profile."""
+
+    events: int = 0  # events read (including late and after-until ones)
+    applied: int = 0  # events the engine took (not late); duplicates are dropped inside it
+    late: int = 0
+    late_ids: list[str] = field(default_factory=list)  # the first LATE_IDS_KEPT of them
+    after_until: int = 0
+    merges: int = 0
+    forgets: int = 0
+    timer_runs: int = 0  # engine.advance calls
+    changes: int = 0
+    watermark: int | None = None
+    until: int | None = None
+    states: dict[str, Any] = field(default_factory=dict)  # routing id -> CustomerState
+    aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
+    members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customer ids
+
+    def sizes(self) -> dict[str, int]:
+        """Segment name -> number of members at the end."""
+        return {seg: len(ids) for seg, ids in sorted(self.members.items())}
+
+    def segments_of(self, customer_id: str) -> frozenset[str]:
+        """Segments ``customer_id`` is in at the end."""
+        return frozenset(s for s, ids in self.members.items() if customer_id in ids)
+
+
+class _Replayer:
+    """The loop's state; one instance per replay call."""
+
+    def __init__(self, engine: Engine, on_change: Callable[[Change], None] | None) -> None:
+        self.engine = engine
+        self.on_change = on_change
+        self.result = ReplayResult()
+        self.heap: list[tuple[int, int, str]] = []  # (due, seq, routing id)
+        self.due: dict[str, int] = {}  # routing id -> its live heap entry's due instant
+        self.seq = 0
+
+    def take(self, rid: str, step: Step) -> None:
+        """Record a step's state, changes and next due instant for ``rid``."""
+        res = self.result
+        if step.state is None:
+            res.states.pop(rid, None)
+        else:
+            res.states[rid] = step.state
+        if step.changes:
+            res.changes += len(step.changes)
+            for ch in step.changes:
+                ids = res.members.setdefault(ch.segment, set())
+                if ch.action == "enter":
+                    ids.add(ch.customer_id)
+                else:
+                    ids.discard(ch.customer_id)
+                if self.on_change is not None:
+                    self.on_change(ch)
+        nxt = step.next_due if step.state is not None else None
+        if nxt is None:
+            self.due.pop(rid, None)
+        elif self.due.get(rid) != nxt:
+            self.due[rid] = nxt
+            self.seq += 1
+            heapq.heappush(self.heap, (nxt, self.seq, rid))
+
+    def fire(self, upto: int) -> None:
+        """Advance every profile whose due instant is <= upto, in due order."""
+        heap, due, states = self.heap, self.due, self.result.states
+        while heap and heap[0][0] <= upto:
+            at, _, rid = heapq.heappop(heap)
+            if due.get(rid) != at:
+                continue  # superseded entry
+            del due[rid]
+            state = states.get(rid)
+            if state is None:
+                continue
+            step = self.engine.advance(state, at)
+            self.result.timer_runs += 1
+            if step.next_due is not None and step.next_due <= at:
+                raise RuntimeError(
+                    f"engine.advance({rid!r}, {at}) returned next_due {step.next_due} <= now")
+            self.take(rid, step)
+
+    def event(self, ev: dict[str, Any], now: int) -> None:
+        res = self.result
+        typ = ev["type"]
+        anon = ev.get("anonymous_id")
+        cid = ev.get("customer_id")
+        rid: str = cid or res.aliases.get(anon, anon)  # type: ignore[arg-type]
+        engine, states = self.engine, res.states
+        if typ == "alias" and anon not in res.aliases and anon != rid:
+            source = states.get(anon)
+            if source is None:  # nothing to merge: the link is all there is
+                step = engine.apply(states.get(rid), ev, now)
+                if self.count(step, ev):
+                    res.aliases[anon] = rid
+                    self.take(rid, step)
+                return
+            target_step, source_step = engine.merge(states.get(rid), source, ev, now)
+            if self.count(target_step, ev):
+                res.aliases[anon] = rid
+                res.merges += 1
+                self.take(anon, source_step)
+                self.take(rid, target_step)
+            return
+        if typ == "forget":
+            step = engine.forget(states.get(rid), ev, now)
+            if self.count(step, ev):
+                res.forgets += 1
+                for a in [a for a, c in res.aliases.items() if c == rid]:
+                    del res.aliases[a]
+                self.take(rid, step)
+            return
+        step = engine.apply(states.get(rid), ev, now)
+        if self.count(step, ev):
+            self.take(rid, step)
+
+    def count(self, step: Step, ev: dict[str, Any]) -> bool:
+        """Count the event as applied or late; True when applied."""
+        res = self.result
+        if step.late:
+            res.late += 1
+            if len(res.late_ids) < LATE_IDS_KEPT:
+                res.late_ids.append(ev["event_id"])
+            return False
+        res.applied += 1
+        return True
+
+
+def replay(
+    engine: Engine,
+    events: Iterable[dict[str, Any]],
+    until: int | None = None,
+    on_change: Callable[[Change], None] | None = None,
+) -> ReplayResult:
+    """Replay canonical ``events`` (in delivery order) through ``engine``; see the module doc.
+
+    ``on_change`` is called with every Change in emission order.
+    """
+    r = _Replayer(engine, on_change)
+    res = r.result
+    watermark: int | None = None
+    for ev in events:
+        res.events += 1
+        ts = ev["timestamp"]
+        if until is not None and ts > until:
+            res.after_until += 1
+            continue
+        if watermark is None or ts > watermark:
+            r.fire(ts)
+            watermark = ts
+        r.event(ev, watermark)
+    end = until if until is not None else watermark
+    if end is not None:
+        r.fire(end)
+    res.watermark, res.until = watermark, end
+    return res

@@ -1,0 +1,347 @@
+"""`segstream replay`: run segment definitions over an event file, offline, deterministically.
+
+Reads events (JSON lines in the public envelope, or CSV with a column mapping), validates each
+one like the ingest path does, replays the valid ones through the engine with ``now`` = the
+stream watermark (see :mod:`processors.replay` and docs/replay.md), writes the segment changes
+as JSON lines and prints the final segment sizes.
+
+Exit codes: 0 done; 1 done, but ``--strict`` and some events were invalid or late;
+2 bad command line (also a bad ``--until`` or ``--csv-map``); 3 invalid definitions file;
+4 a file cannot be read or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+EXIT_OK, EXIT_STRICT, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 1, 2, 3, 4
+PROGRESS_EVERY = 2_048  # lines between progress-bar updates
+
+# CSV cells are text; these fields are converted unless the mapping names a type
+_FIELD_TYPES = {
+    "schema_version": "int", "properties.price": "float", "properties.amount": "float",
+    "properties.cart_value": "float", "properties.quantity": "int",
+    "properties.items": "json", "properties.traits": "json",
+    "properties.traits.satisfaction": "int",
+}
+_ENVELOPE = ("event_id", "type", "customer_id", "anonymous_id", "timestamp", "source",
+             "schema_version")
+
+
+class UsageError(Exception):
+    """A bad option value (exit code 2)."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="replay an event file through the segment definitions, offline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--segments", required=True, metavar="FILE", type=Path,
+                   help="segment definitions (YAML), e.g. processors/catalogue.yaml")
+    p.add_argument("--events", required=True, metavar="FILE",
+                   help="events: .jsonl/.json (one event or array per line), .csv, or - (stdin)")
+    p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
+                   help="input format (auto: by file extension, else jsonl)")
+    p.add_argument("--csv-map", metavar="COL=FIELD[:TYPE],...",
+                   help="CSV column mapping, e.g. 'id=event_id,ts=timestamp,"
+                        "user=customer_id,price=properties.price:float'; unmapped columns "
+                        "named like envelope fields are taken as is, others go to properties")
+    p.add_argument("--until", metavar="TIME",
+                   help="evaluate as of TIME (ISO-8601, or epoch ms): later events are "
+                        "skipped, timers fire up to TIME (default: the last event time)")
+    p.add_argument("--out", metavar="FILE",
+                   help="write changes as JSON lines to FILE, or - for stdout")
+    p.add_argument("--invalid-out", metavar="FILE",
+                   help="write rejected input (line, code, message) as JSON lines to FILE")
+    p.add_argument("--clock", metavar="TIME",
+                   help="validator clock for the future-timestamp bound (default: now)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if any event was invalid or late")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# --- option parsing -----------------------------------------------------------------------
+def parse_instant(text: str) -> int:
+    """Epoch ms from ``1795478400000``, ``2026-11-24``, ``2026-11-24T00:00:00Z`` or with an
+    offset; a date-time without offset is read as UTC.
+
+    >>> parse_instant("2026-11-24T01:00:00+01:00") == parse_instant("2026-11-24") == 1795478400000
+    True
+    """
+    s = text.strip()
+    if s.lstrip("-").isdigit():
+        return int(s)
+    try:
+        when = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise UsageError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    """``2026-11-24T00:00:00.000Z`` for an epoch-ms instant.
+
+    >>> iso(1795478400123)
+    '2026-11-24T00:00:00.123Z'
+    """
+    d = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def parse_csv_map(spec: str | None) -> dict[str, tuple[str, str | None]]:
+    """``{column: (field path, type or None)}`` from ``col=field[:type],...``.
+
+    >>> parse_csv_map("ts=timestamp, p=properties.price:float")
+    {'ts': ('timestamp', None), 'p': ('properties.price', 'float')}
+    """
+    out: dict[str, tuple[str, str | None]] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        col, sep, target = part.partition("=")
+        field, _, typ = target.strip().partition(":")
+        if not sep or not col.strip() or not field:
+            raise UsageError(f"--csv-map: expected COLUMN=FIELD[:TYPE], got {part.strip()!r}")
+        if typ and typ not in ("str", "int", "float", "bool", "json"):
+            raise UsageError(f"--csv-map: unknown type {typ!r} (str, int, float, bool, json)")
+        if field not in _ENVELOPE and not field.startswith("properties."):
+            raise UsageError(f"--csv-map: field {field!r} must be one of {', '.join(_ENVELOPE)}"
+                             " or properties.<name> (properties.traits.<name> for traits)")
+        out[col.strip()] = (field, typ or None)
+    return out
+
+
+# --- readers ------------------------------------------------------------------------------
+def _convert(value: str, typ: str | None, field: str) -> Any:
+    if typ is None:
+        if field == "timestamp":
+            return int(value) if value.lstrip("-").isdigit() else value
+        typ = _FIELD_TYPES.get(field, "str")
+    if typ == "int":
+        return int(value)
+    if typ == "float":
+        return float(value)
+    if typ == "bool":
+        return value.strip().lower() in ("1", "true", "yes")
+    if typ == "json":
+        return orjson.loads(value)
+    return value
+
+
+def csv_events(rows: Iterable[dict[str, str]],
+               mapping: dict[str, tuple[str, str | None]]) -> Iterator[tuple[int, Any]]:
+    """(line, event object) per CSV row; empty cells are absent; a cell that cannot be
+    converted gives the error message instead of an object."""
+    for line, row in enumerate(rows, start=2):
+        obj: dict[str, Any] = {"properties": {}}
+        try:
+            for col, value in row.items():
+                if col is None or value is None or value == "":
+                    continue
+                field, typ = mapping.get(col, (col if col in _ENVELOPE else
+                                               f"properties.{col}", None))
+                converted = _convert(value, typ, field)
+                parts = field.split(".")
+                target = obj
+                for key in parts[:-1]:
+                    target = target.setdefault(key, {})
+                target[parts[-1]] = converted
+        except (ValueError, orjson.JSONDecodeError) as e:
+            yield line, f"column {col!r}: cannot convert {value!r}: {e}"
+            continue
+        yield line, obj
+
+
+class Reader:
+    """Reads, validates and counts input events; iterating yields canonical events."""
+
+    def __init__(self, stream: IO[bytes], fmt: str, *,
+                 mapping: dict[str, tuple[str, str | None]], clock: int,
+                 invalid_out: IO[bytes] | None,
+                 progress: Callable[[int], None] | None) -> None:
+        self.stream, self.fmt, self.mapping, self.clock = stream, fmt, mapping, clock
+        self.invalid_out, self.progress = invalid_out, progress
+        self.invalid: Counter[str] = Counter()
+        self.valid = 0
+
+    def reject(self, line: int, code: str, message: str) -> None:
+        self.invalid[code] += 1
+        if self.invalid_out is not None:
+            self.invalid_out.write(orjson.dumps({"line": line, "code": code,
+                                                 "message": message}) + b"\n")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from schemas.errors import InvalidEvent  # noqa: PLC0415
+        from schemas.validation import parse_record, validate_event  # noqa: PLC0415
+
+        if self.fmt == "csv":
+            import io  # noqa: PLC0415
+
+            text = io.TextIOWrapper(self.stream, encoding="utf-8", newline="")
+            for line, obj in csv_events(csv.DictReader(text), self.mapping):
+                self.tick(line)
+                if isinstance(obj, str):
+                    self.reject(line, "bad_properties", obj)
+                    continue
+                try:
+                    ev = validate_event(obj, self.clock)
+                except InvalidEvent as e:
+                    self.reject(line, str(e.code), e.message)
+                    continue
+                self.valid += 1
+                yield ev
+            return
+        for line, text in enumerate(self.stream, start=1):
+            self.tick(line)
+            raw = text.strip()
+            if not raw:
+                continue
+            good, bad = parse_record(raw, self.clock)
+            for r in bad:
+                self.reject(line, str(r.code), r.message)
+            self.valid += len(good)
+            yield from good
+
+    def tick(self, line: int) -> None:
+        if self.progress is not None and line % PROGRESS_EVERY == 0:
+            self.progress(PROGRESS_EVERY)
+
+
+# --- output -------------------------------------------------------------------------------
+def change_record(ch: Any) -> bytes:
+    """One change as a JSON line: customer_id, segment, action, at (ISO), at_ms, version,
+    cause."""
+    return orjson.dumps({"customer_id": ch.customer_id, "segment": ch.segment,
+                         "action": ch.action, "at": iso(ch.at), "at_ms": ch.at,
+                         "version": ch.version, "cause": ch.cause}) + b"\n"
+
+
+def summary(result: Any, reader: Reader, segments: Iterable[str], seconds: float,
+            actions: Counter[str]) -> str:
+    """The final report: segment sizes as a table, then the counters."""
+    sizes = result.sizes()
+    names = list(segments)
+    width = max([len("segment"), *map(len, names)])
+    lines = [f"{'segment':<{width}}  {'members':>9}", f"{'-' * width}  {'-' * 9}"]
+    lines += [f"{n:<{width}}  {sizes.get(n, 0):>9}" for n in names]
+    invalid = sum(reader.invalid.values())
+    why = ", ".join(f"{c} {n}" for c, n in reader.invalid.most_common())
+    lines.append("")
+    lines.append(f"events: {reader.valid + invalid} read, {reader.valid} valid, {invalid} "
+                 f"invalid{f' ({why})' if why else ''}, {result.late} late, "
+                 f"{result.after_until} after --until")
+    lines.append(f"changes: {result.changes} ({actions['enter']} enter, {actions['exit']} "
+                 f"exit); profiles: {len(result.states)}; merges: {result.merges}; "
+                 f"forgets: {result.forgets}")
+    if result.until is not None:
+        wm = iso(result.watermark) if result.watermark is not None else "-"
+        lines.append(f"as of {iso(result.until)} (last event time {wm}); "
+                     f"{seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"segstream replay: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command; returns the exit code."""
+    from processors.lang.errors import DefinitionError  # noqa: PLC0415
+
+    try:
+        until = parse_instant(args.until) if args.until else None
+        clock = parse_instant(args.clock) if args.clock else int(time.time() * 1000)
+        mapping = parse_csv_map(args.csv_map)
+    except UsageError as e:
+        return _fail(EXIT_USAGE, str(e))
+    try:
+        engine, catalogue = build_engine(args.segments)
+    except DefinitionError as e:
+        return _fail(EXIT_DEFINITIONS, f"invalid definitions in {args.segments}:\n{e}")
+    except OSError as e:
+        return _fail(EXIT_IO, f"cannot read definitions {args.segments}: {e.strerror or e}")
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "csv" if str(args.events).lower().endswith(".csv") else "jsonl"
+    with ExitStack() as stack:
+        try:
+            if args.events == "-":
+                source: IO[bytes] = sys.stdin.buffer
+            else:
+                source = stack.enter_context(Path(args.events).open("rb"))
+            out = None
+            if args.out == "-":
+                out = sys.stdout.buffer
+            elif args.out:
+                out = stack.enter_context(Path(args.out).open("wb"))
+            invalid_out = (stack.enter_context(Path(args.invalid_out).open("wb"))
+                           if args.invalid_out else None)
+        except OSError as e:
+            return _fail(EXIT_IO, f"{e.filename}: {e.strerror or e}")
+        bar = _progress(args.quiet, stack)
+        reader = Reader(source, fmt, mapping=mapping, clock=clock, invalid_out=invalid_out,
+                        progress=bar.update if bar is not None else None)
+        actions: Counter[str] = Counter()
+
+        def on_change(ch: Any) -> None:
+            actions[ch.action] += 1
+            if out is not None:
+                out.write(change_record(ch))
+
+        from processors.replay import replay  # noqa: PLC0415
+
+        started = time.perf_counter()
+        try:
+            result = replay(engine, reader, until=until, on_change=on_change)
+        except OSError as e:
+            return _fail(EXIT_IO, f"{e.filename or 'output'}: {e.strerror or e}")
+        if bar is not None:
+            bar.close()
+        if out is not None:
+            out.flush()
+        report = summary(result, reader, [s.name for s in catalogue.segments],
+                         time.perf_counter() - started, actions)
+        print(report, file=sys.stderr if args.out == "-" else sys.stdout)
+    bad = sum(reader.invalid.values()) + result.late
+    return EXIT_STRICT if args.strict and bad else EXIT_OK
+
+
+def build_engine(path: Path) -> tuple[Any, Any]:
+    """(Engine, ast.Catalogue) for a definitions file."""
+    from processors.engine import Engine  # noqa: PLC0415
+
+    from processors.lang.compile import compile_catalogue  # noqa: PLC0415
+    from processors.lang.load import load_definitions  # noqa: PLC0415
+
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file", str(path))
+    catalogue = load_definitions(path)
+    return Engine(compile_catalogue(catalogue)), catalogue
+
+
+def _progress(quiet: bool, stack: ExitStack) -> Any:
+    """A tqdm bar counting input lines on stderr, or None (quiet, or stderr not a TTY)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return stack.enter_context(tqdm(unit=" lines", unit_scale=True, delay=1.0,
+                                    file=sys.stderr, desc="replay"))
