@@ -122,11 +122,10 @@ class _Replayer:
     def event(self, ev: dict[str, Any], now: int) -> None:
         res = self.result
         typ = ev["type"]
-        anon = ev.get("anonymous_id")
-        cid = ev.get("customer_id")
-        rid: str = cid or res.aliases.get(anon, anon)  # type: ignore[arg-type]
+        anon: str = ev.get("anonymous_id") or ""
+        rid: str = ev.get("customer_id") or res.aliases.get(anon, anon)
         engine, states = self.engine, res.states
-        if typ == "alias" and anon not in res.aliases and anon != rid:
+        if typ == "alias" and anon and anon not in res.aliases and anon != rid:
             source = states.get(anon)
             if source is None:  # nothing to merge: the link is all there is
                 step = engine.apply(states.get(rid), ev, now)
