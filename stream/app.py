@@ -1,0 +1,95 @@
+"""The Faust app factory: ``create_app(settings)`` wires topics, agents, sensors and /metrics.
+
+Nothing happens at import time and nothing connects in the factory: Faust connects when a worker
+starts the app. Faust is given ``env={}`` so that it reads no environment variables of its own
+(``WEB_PORT``, ``BROKER_URL``...): :class:`stream.settings.Settings` is the only configuration.
+
+The producer is idempotent with ``acks=all`` (:class:`IdempotentProducer`): the ingest agent's
+at-least-once invariant relies on an acknowledged bundle being durable, and on retries neither
+duplicating nor reordering the bundles of a partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
+from faust.types import ProducerT
+from prometheus_client import CollectorRegistry
+
+from stream.agents import attach_agents
+from stream.metrics import IngestMetrics
+from stream.settings import Settings
+from stream.topics import Topics, declare_topics
+
+#: Kafka's default ``message.max.bytes`` (what a broker accepts in one record batch).
+BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class IdempotentProducer(AIOKafkaProducer):
+    """Faust's aiokafka producer with ``enable_idempotence=True`` and ``acks=all``.
+
+    Faust only turns idempotence on inside transactions (``_settings_extra``); we want it for
+    every send: a retried produce request can then neither duplicate nor reorder records.
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class SegstreamApp(faust.App):
+    """``faust.App`` plus the segstream wiring (settings, topics, metrics) as attributes."""
+
+    settings: Settings
+    segstream_topics: Topics
+    metrics_registry: CollectorRegistry
+    ingest_metrics: IngestMetrics
+
+    def _new_producer(self) -> ProducerT:
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """The Faust settings derived from ours (public so tests and tools can inspect them)."""
+    return {
+        "broker": [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        "env": {},  # Faust must not read os.environ (see the module docstring)
+        "autodiscover": False,
+        "datadir": str(settings.data_dir),
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "broker_commit_interval": settings.commit_interval_ms / 1000.0,
+        "consumer_auto_offset_reset": settings.auto_offset_reset,
+        "producer_acks": -1,
+        "producer_linger": settings.producer_linger_ms / 1000.0,
+        "producer_max_request_size": max(BROKER_DEFAULT_MAX_MESSAGE_BYTES,
+                                         settings.bundle_max_bytes + 64 * 1024),
+        "topic_replication_factor": settings.replication_factor,
+        "topic_disable_leader": True,  # no leader-only tasks: skip the leader topic
+        "web_enabled": True,
+        "web_bind": settings.web_host,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+    }
+
+
+def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
+    """Build the segstream Faust app for *settings* (pure construction, no I/O).
+
+    ``with_agents=False`` gives the bare app (topics, sensors, /metrics), e.g. for tools that
+    only produce.
+    """
+    app = SegstreamApp(settings.group_id, **faust_options(settings))
+    app.settings = settings
+    app.segstream_topics = declare_topics(app, settings)
+    registry = CollectorRegistry()
+    app.metrics_registry = registry
+    app.ingest_metrics = IngestMetrics.create(registry)
+    # Faust's own sensors and the /metrics page, both serving *our* registry.
+    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    if with_agents:
+        attach_agents(app, settings, app.segstream_topics)
+    return app

@@ -1,0 +1,61 @@
+"""`segstream worker`: run the Faust worker of ``create_app(Settings.from_env())``.
+
+Configuration comes from the ``SEGSTREAM_*`` environment (docs/configuration.md); the few flags
+here override it for one run. The worker exits with a non-zero status when the app crashes (for
+instance a bundle that Kafka refused), so a supervisor restarts it and it resumes from the last
+committed offsets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from stream.settings import LOG_LEVELS, Settings, SettingsError
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``worker`` sub-command."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the stream worker (ingest and segmentation agents, /metrics)",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--web-port", type=int, default=None,
+                        help="port of the web server (/metrics); overrides SEGSTREAM_WEB_PORT")
+    parser.add_argument("--web-host", default=None,
+                        help="address the web server binds to; overrides SEGSTREAM_WEB_HOST")
+    parser.add_argument("-l", "--loglevel", choices=LOG_LEVELS, default=None,
+                        help="log level; overrides SEGSTREAM_LOG_LEVEL")
+    parser.set_defaults(func=run)
+
+
+def settings_for(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    """Environment settings with the command-line overrides applied."""
+    settings = Settings.from_env(environ)
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    if args.web_host is not None:
+        overrides["web_host"] = args.web_host
+    if args.loglevel is not None:
+        overrides["log_level"] = args.loglevel
+    return dataclasses.replace(settings, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the worker; returns only on a configuration error (the worker exits itself)."""
+    import faust  # noqa: PLC0415 - keep `segstream --help` fast; faust imports take ~1 s
+
+    from stream.app import create_app  # noqa: PLC0415 - same reason
+
+    try:
+        settings = settings_for(args)
+    except SettingsError as exc:
+        print(f"segstream worker: configuration error: {exc}")
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.data_dir))
+    worker.execute_from_commandline()  # exits the process (status 0, or non-zero on a crash)
