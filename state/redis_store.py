@@ -1,0 +1,171 @@
+"""Redis implementation of :class:`state.store.StateStore`.
+
+Key layout (``P`` = partition of the bundle topic, ``NS`` = configurable namespace). Every key
+of a partition carries the hash tag ``{pP}``, so a partition's commit touches one slot and the
+same code runs on Redis Cluster:
+
+=====================  ======  ========================================================
+key                    type    holds
+=====================  ======  ========================================================
+``NS{pP}:epoch``       string  ownership epoch; a claim increments it (fencing)
+``NS{pP}:offset``      string  last bundle offset applied
+``NS{pP}:state``       hash    customer id -> encoded state (``state.codec``)
+``NS{pP}:due``         zset    customer id -> next due instant (ms)
+``NS{pP}:sizes``       hash    segment -> number of members in this partition
+``NS{pP}:m:SEG``       set     members of segment SEG in this partition
+``NS{pP}:c:CUSTOMER``  hash    segment -> last version seen (odd: member)
+=====================  ======  ========================================================
+
+A commit is one Lua script (atomic, one round trip): it checks the epoch (a zombie owner is
+refused), skips an offset already applied (a re-delivered bundle), writes all states with one
+``HSET``, the due index with one ``ZADD``/``ZREM``, and membership guarded by version (an older
+version never regresses it; SADD/SREM results keep sizes exact under repeats).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from state.store import Commit, CommitResult
+
+_COMMIT_LUA = """
+local ep = redis.call('GET', KEYS[1])
+if ep ~= ARGV[1] then return -1 end
+if ARGV[2] ~= '' then
+  local cur = redis.call('GET', KEYS[2])
+  if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+local i = 8
+local function bulk(cmd, key, n, width)
+  local chunk = {}
+  for j = 0, n * width - 1 do
+    chunk[#chunk + 1] = ARGV[i + j]
+    if #chunk >= 4000 then redis.call(cmd, key, unpack(chunk)); chunk = {} end
+  end
+  if #chunk > 0 then redis.call(cmd, key, unpack(chunk)) end
+  i = i + n * width
+end
+bulk('HSET', KEYS[3], tonumber(ARGV[3]), 2)
+bulk('ZADD', KEYS[4], tonumber(ARGV[4]), 2)
+bulk('ZREM', KEYS[4], tonumber(ARGV[5]), 1)
+local nops = tonumber(ARGV[6])
+for k = 0, nops - 1 do
+  local setkey, custkey = KEYS[6 + 2 * k], KEYS[7 + 2 * k]
+  local cid, seg, v = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local old = tonumber(redis.call('HGET', custkey, seg) or '0')
+  if v > old then
+    redis.call('HSET', custkey, seg, v)
+    local n
+    if v % 2 == 1 then
+      n = redis.call('SADD', setkey, cid)
+    else
+      n = -redis.call('SREM', setkey, cid)
+    end
+    if n ~= 0 then redis.call('HINCRBY', KEYS[5], seg, n) end
+  end
+end
+local nf = tonumber(ARGV[7])
+for k = 0, nf - 1 do
+  local cid = ARGV[i + k]
+  redis.call('HDEL', KEYS[3], cid)
+  redis.call('ZREM', KEYS[4], cid)
+  redis.call('DEL', KEYS[6 + 2 * nops + k])
+end
+return 1
+"""
+
+
+class RedisStore:
+    """:class:`state.store.StateStore` on a Redis server (or cluster, by hash tags)."""
+
+    def __init__(self, client: Redis, namespace: str = "segstream:") -> None:
+        if "{" in namespace or "}" in namespace:
+            raise ValueError(f"namespace {namespace!r} must not contain braces (hash tags)")
+        self._r = client
+        self._ns = namespace
+        self._commit = client.register_script(_COMMIT_LUA)
+
+    def key(self, partition: int, suffix: str) -> str:
+        """The key ``suffix`` of ``partition``, e.g. ``key(3, "state")`` -> ``NS{p3}:state``."""
+        return f"{self._ns}{{p{partition}}}:{suffix}"
+
+    async def claim(self, partition: int) -> int:
+        return int(await self._r.incr(self.key(partition, "epoch")))
+
+    async def applied_offset(self, partition: int) -> int | None:
+        raw = await self._r.get(self.key(partition, "offset"))
+        return None if raw is None else int(raw)
+
+    async def load(self, partition: int, customer_ids: list[str]) -> list[bytes | None]:
+        if not customer_ids:
+            return []
+        # the client is made without decode_responses: values are bytes
+        values = await self._r.hmget(self.key(partition, "state"), customer_ids)
+        return cast("list[bytes | None]", values)
+
+    async def due(self, partition: int, upto_ms: int, limit: int) -> list[tuple[str, int]]:
+        rows = cast(
+            "list[tuple[bytes, float]]",
+            await self._r.zrangebyscore(
+                self.key(partition, "due"), "-inf", upto_ms, start=0, num=limit, withscores=True
+            ),
+        )
+        return [(_text(cid), int(score)) for cid, score in rows]
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        p = commit.partition
+        keys: list[str] = [
+            self.key(p, "epoch"),
+            self.key(p, "offset"),
+            self.key(p, "state"),
+            self.key(p, "due"),
+            self.key(p, "sizes"),
+        ]
+        due_set = [(cid, at) for cid, at in commit.due.items() if at is not None]
+        due_del = [cid for cid, at in commit.due.items() if at is None]
+        args: list[Any] = [
+            commit.epoch,
+            "" if commit.offset is None else commit.offset,
+            len(commit.states),
+            len(due_set),
+            len(due_del),
+            len(commit.members),
+            len(commit.forgotten),
+        ]
+        for cid, blob in commit.states.items():
+            args += (cid, blob)
+        for cid, at in due_set:
+            args += (at, cid)
+        args += due_del
+        for op in commit.members:
+            keys += (self.key(p, f"m:{op.segment}"), self.key(p, f"c:{op.customer_id}"))
+            args += (op.customer_id, op.segment, op.version)
+        for cid in commit.forgotten:
+            keys.append(self.key(p, f"c:{cid}"))
+            args.append(cid)
+        result = await self._commit(keys=keys, args=args)
+        return CommitResult(int(result))
+
+    async def segments_of(self, partition: int, customer_id: str) -> dict[str, int]:
+        raw = await self._r.hgetall(self.key(partition, f"c:{customer_id}"))
+        versions = {_text(seg): int(ver) for seg, ver in raw.items()}
+        return {seg: ver for seg, ver in versions.items() if ver % 2}
+
+    async def sizes(self, partitions: list[int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        async with self._r.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.hgetall(self.key(p, "sizes"))
+            for raw in await pipe.execute():
+                for seg, n in raw.items():
+                    name = _text(seg)
+                    out[name] = out.get(name, 0) + int(n)
+        return {seg: n for seg, n in out.items() if n}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

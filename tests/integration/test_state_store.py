@@ -1,0 +1,170 @@
+"""One contract, two stores: MemoryStore and RedisStore (on the real Redis) behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from state.redis_store import RedisStore
+from state.store import Commit, CommitResult, MemberOp, MemoryStore, StateStore
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def wrap() -> T:
+        return await coro
+
+    return asyncio.run(wrap())
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Awaitable[StateStore]]]:
+    """A factory (so the Redis client is created inside the test's own event loop)."""
+    if request.param == "memory":
+        mem = MemoryStore()
+
+        async def memory() -> StateStore:
+            return mem
+
+        yield memory
+        return
+    url = request.getfixturevalue("redis_url")
+    namespace = f"test-{uuid.uuid4().hex[:8]}:"
+
+    async def redis_store() -> StateStore:
+        return RedisStore(Redis.from_url(url), namespace=namespace)
+
+    yield redis_store
+
+
+def test_commit_load_due_and_offsets(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        assert await store.applied_offset(3) is None
+        epoch = await store.claim(3)
+        first = Commit(
+            partition=3,
+            epoch=epoch,
+            offset=10,
+            states={"alice": b"\x01state-a", "bob": b"state-b"},
+            due={"alice": 5_000, "bob": 1_000},
+            members=[MemberOp("alice", "engaged_30d", 1), MemberOp("bob", "engaged_30d", 1)],
+        )
+        assert await store.commit(first) is CommitResult.APPLIED
+        assert await store.applied_offset(3) == 10
+        assert await store.load(3, ["alice", "carol", "bob"]) == [b"\x01state-a", None, b"state-b"]
+        assert await store.due(3, 4_999, 10) == [("bob", 1_000)]
+        assert await store.due(3, 10_000, 1) == [("bob", 1_000)]
+        assert await store.sizes([3]) == {"engaged_30d": 2}
+
+        # the same bundle again (re-delivery) changes nothing
+        again = Commit(partition=3, epoch=epoch, offset=10, states={"alice": b"other"})
+        assert await store.commit(again) is CommitResult.ALREADY_APPLIED
+        assert await store.load(3, ["alice"]) == [b"\x01state-a"]
+
+        # a timer pass (no offset): bob exits, nothing more is due for him
+        timer = Commit(
+            partition=3,
+            epoch=epoch,
+            states={"bob": b"state-b2"},
+            due={"bob": None},
+            members=[MemberOp("bob", "engaged_30d", 2)],
+        )
+        assert await store.commit(timer) is CommitResult.APPLIED
+        assert await store.due(3, 10_000, 10) == [("alice", 5_000)]
+        assert await store.sizes([3]) == {"engaged_30d": 1}
+        assert await store.segments_of(3, "bob") == {}
+        assert await store.segments_of(3, "alice") == {"engaged_30d": 1}
+
+    run(scenario())
+
+
+def test_versions_never_regress_and_repeats_keep_sizes_exact(
+    make_store: Callable[[], Awaitable[StateStore]],
+) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(0)
+        ops = [MemberOp("c1", "s", 1), MemberOp("c1", "s", 2), MemberOp("c1", "s", 3)]
+        assert await store.commit(Commit(0, epoch, members=ops)) is CommitResult.APPLIED
+        # stale or repeated versions (older EXIT, same ENTER) do nothing
+        stale = [MemberOp("c1", "s", 2), MemberOp("c1", "s", 3), MemberOp("c1", "s", 1)]
+        assert await store.commit(Commit(0, epoch, members=stale)) is CommitResult.APPLIED
+        assert await store.segments_of(0, "c1") == {"s": 3}
+        assert await store.sizes([0]) == {"s": 1}
+
+    run(scenario())
+
+
+def test_a_zombie_owner_is_fenced(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        old = await store.claim(1)
+        new = await store.claim(1)
+        assert new > old
+        zombie = Commit(partition=1, epoch=old, offset=5, states={"x": b"stale"})
+        assert await store.commit(zombie) is CommitResult.FENCED
+        assert await store.load(1, ["x"]) == [None]
+        assert await store.applied_offset(1) is None
+        owner = Commit(partition=1, epoch=new, offset=5, states={"x": b"fresh"})
+        assert await store.commit(owner) is CommitResult.APPLIED
+
+    run(scenario())
+
+
+def test_forget_erases_state_due_and_membership(
+    make_store: Callable[[], Awaitable[StateStore]],
+) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(2)
+        await store.commit(
+            Commit(
+                2,
+                epoch,
+                offset=1,
+                states={"gone": b"s"},
+                due={"gone": 100},
+                members=[MemberOp("gone", "a", 1), MemberOp("gone", "b", 1)],
+            )
+        )
+        # forget: the engine's EXITs for every segment, then the erasure
+        exits = [MemberOp("gone", "a", 2), MemberOp("gone", "b", 2)]
+        await store.commit(Commit(2, epoch, offset=2, members=exits, forgotten=["gone"]))
+        assert await store.load(2, ["gone"]) == [None]
+        assert await store.due(2, 1_000, 10) == []
+        assert await store.segments_of(2, "gone") == {}
+        assert await store.sizes([2]) == {}
+
+    run(scenario())
+
+
+def test_large_commit_is_chunked(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    """More fields than one Lua ``unpack`` takes (~8k) still commit in one atomic script."""
+
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(4)
+        states = {f"c{i}": f"v{i}".encode() for i in range(6_000)}
+        due: dict[str, int | None] = {f"c{i}": i for i in range(6_000)}
+        commit = Commit(4, epoch, offset=0, states=states, due=due)
+        assert await store.commit(commit) is CommitResult.APPLIED
+        assert await store.load(4, ["c0", "c5999"]) == [b"v0", b"v5999"]
+        assert len(await store.due(4, 10**9, 10_000)) == 6_000
+
+    run(scenario())
+
+
+def test_redis_keys_share_one_slot_per_partition() -> None:
+    """Every key of a partition carries the same hash tag, so a commit is single-slot."""
+    store = RedisStore(Redis(), namespace="ns:")
+    keys = [store.key(7, s) for s in ("epoch", "offset", "state", "due", "sizes", "m:x", "c:y")]
+    assert all(k.startswith("ns:{p7}:") for k in keys)
+    with pytest.raises(ValueError, match="braces"):
+        RedisStore(Redis(), namespace="{bad}")
