@@ -27,9 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_DIR = REPO / "deploy" / "local"
@@ -88,6 +85,11 @@ def port_listening(port: int, host: str = "127.0.0.1") -> bool:
 
 def kafka_answers(bootstrap: str) -> bool:
     """True when a Kafka broker at `bootstrap` answers DescribeCluster with itself listed."""
+    # Imported here, not at the top: a unit-test run never loads the clients, and kafka-python's
+    # import-time DeprecationWarnings then fall under the filters set in pytest_configure.
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     except (KafkaError, OSError, ValueError):
@@ -102,6 +104,8 @@ def kafka_answers(bootstrap: str) -> bool:
 
 def redis_answers(url: str) -> bool:
     """True when the Redis at `url` answers PING."""
+    import redis  # noqa: PLC0415 - lazy, see kafka_answers
+
     client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     try:
         return bool(client.ping())
@@ -203,6 +207,15 @@ _prefix_counter = itertools.count(1)
 def unique_topic_prefix(topic_prefix: str) -> str:
     """A prefix unique to one test, for tests that must not see each other's topics or keys."""
     return f"{topic_prefix}{next(_prefix_counter)}-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Silence kafka-python's own use of deprecated importlib.resources calls (100+ per run)."""
+    for module in ("kafka.protocol.schemas.load_json", "importlib.resources._legacy"):
+        config.addinivalue_line(
+            "filterwarnings",
+            rf"ignore:.* is deprecated\. Use files\(\):DeprecationWarning:{module}",
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

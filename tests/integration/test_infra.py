@@ -31,7 +31,11 @@ def test_kafka_topic_produce_consume(kafka_bootstrap: str, unique_topic_prefix: 
     topic = f"{unique_topic_prefix}infra"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+        # KRaft answers CreateTopics once the controller committed it; the broker's metadata may
+        # lag a moment behind, so wait for leaders before describing or producing.
+        admin.create_topics(
+            [NewTopic(topic, num_partitions=4, replication_factor=1)], wait_for_metadata=True
+        )
         described = admin.describe_topics([topic])
     finally:
         admin.close()
