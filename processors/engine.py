@@ -1,0 +1,398 @@
+"""The segmentation engine: pure functions from (state, input, now) to (state, changes, due).
+
+``Engine(compiled).apply(state, event, now)`` de-duplicates the event, refuses it when late,
+defers it when stamped ahead of ``now``, first processes every due instant before the event's
+time (time-driven changes at their exact instants, in order), then applies it and evaluates the
+segments its type can change at ``t = max(event time, state clock)``. ``advance`` processes the
+due instants up to ``now``. Everything is deterministic: the same state and inputs give the same
+changes, so a re-processed bundle re-emits identical (customer, segment, version) changes.
+
+See docs/time-semantics.md for the rules and their reasons.
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import bisect_right
+from typing import Any
+
+from processors.lang.compile import CompiledCatalogue
+from processors.lang.values import HOUR_MS, is_number
+from processors.types import Change, Step
+from state.model import (
+    NEVER,
+    OP_ADD,
+    OP_CLEAR,
+    OP_REMOVE,
+    PENDING_CAP,
+    CartOp,
+    CartState,
+    CustomerState,
+    SeriesState,
+)
+
+Event = dict[str, Any]
+
+
+def event_key(event_id: str) -> int:
+    """Stable 64-bit hash of an event id (de-duplication; process-independent).
+
+    >>> event_key("e1") == event_key("e1") != event_key("e2")
+    True
+    """
+    b = event_id.encode()
+    return (zlib.crc32(b) << 32) | zlib.adler32(b)
+
+
+def routing_id(event: Event) -> str:
+    rid = event.get("customer_id") or event.get("anonymous_id")
+    if not isinstance(rid, str):
+        raise ValueError("event has neither customer_id nor anonymous_id")
+    return rid
+
+
+class Engine:
+    """Applies events and time to customer states for one compiled catalogue."""
+
+    def __init__(self, catalogue: CompiledCatalogue) -> None:
+        self.catalogue = catalogue
+        self.lateness = catalogue.allowed_lateness_ms
+        self.definitions_cause = f"definitions:{catalogue.version}"
+        segs = catalogue.segments
+        self._n = len(segs)
+        self._names = catalogue.names
+        self._fns = [s.fn for s in segs]
+        self._nexts = [s.next_change for s in segs]
+        self._timed = [s.time_dependent for s in segs]
+        self._time_segs = catalogue.time_segments
+        self._all = tuple(range(self._n))
+        specs = catalogue.series
+        self._win = [s.window_ms for s in specs]
+        self._nprops = [tuple(s.props) for s in specs]
+        self._hours = [s.hours for s in specs]
+        self._keys = [s.key for s in specs]
+        # per event type: (series entries, affected segments as a tuple and a set, flags)
+        self._handlers = {
+            typ: (
+                tuple((i, m, self._win[i], self._nprops[i], self._hours[i]) for i, m in h.series),
+                h.segments, frozenset(h.segments), h.cart, h.purchases, h.traits,
+            )
+            for typ, h in catalogue.handlers.items()
+        }
+        self._traits = tuple(sorted(catalogue.traits))
+
+    # --- public API -------------------------------------------------------------------------
+    def new_state(self, cid: str, clock: int) -> CustomerState:
+        """An empty state bound to this catalogue (no segment evaluated yet)."""
+        st = CustomerState(cid, clock)
+        st.layout = self.catalogue
+        st.series = [
+            SeriesState(self._keys[i], self._nprops[i], self._hours[i])
+            for i in range(len(self._keys))
+        ]
+        st.versions = [0] * self._n
+        st.due = [NEVER] * self._n
+        st.due_min = NEVER
+        st.fresh = True
+        return st
+
+    def apply(self, state: CustomerState | None, event: Event, now: int) -> Step:
+        """Apply one canonical event with processing clock ``now`` (see the module doc)."""
+        ts: int = event["timestamp"]
+        if ts < now - self.lateness:
+            return Step(state, [], self._next_due(state), True)
+        changes: list[Change] = []
+        if state is None:
+            state = self.new_state(routing_id(event), min(ts, now))
+        elif state.layout is not self.catalogue:
+            self._bind(state, changes)
+        key = event_key(event["event_id"])
+        seen = state.seen
+        if key in seen:
+            return Step(state, changes, self._next_due(state), False)
+        if ts > now:  # ahead of the clock: enters at its own time
+            pending = state.pending
+            if len(pending) >= PENDING_CAP:
+                return Step(state, changes, self._next_due(state), True)
+            seen[key] = ts
+            pending.insert(bisect_right([p[0] for p in pending], ts), (ts, event))
+            return Step(state, changes, self._next_due(state), False)
+        seen[key] = ts
+        horizon = min(state.clock, now) - self.lateness
+        if seen[next(iter(seen))] < horizon or len(seen) > 64:
+            state.forget_seen_before(horizon)
+        t = ts if ts > state.clock else state.clock
+        if state.due_min < t or (state.pending and state.pending[0][0] < t):
+            self._advance(state, t, False, horizon, changes)
+        self._ingest(state, event, ts, t, horizon, changes)
+        return Step(state, changes, self._next_due(state), False)
+
+    def advance(self, state: CustomerState, now: int) -> Step:
+        """Process every due instant <= ``now`` (time-driven changes, deferred events)."""
+        changes: list[Change] = []
+        if state.layout is not self.catalogue:
+            self._bind(state, changes)
+        self._advance(state, now, True, min(state.clock, now) - self.lateness, changes)
+        return Step(state, changes, self._next_due(state), False)
+
+    def forget(self, state: CustomerState | None, event: Event, now: int) -> Step:
+        """Erase the customer: EXIT from every segment it is in; the state becomes None."""
+        if state is None:
+            return Step(None, [], None, False)
+        changes: list[Change] = []
+        if state.layout is not self.catalogue:
+            self._bind(state, changes)
+        t = self._instant(state, event, now)
+        self._advance(state, t, True, min(state.clock, now) - self.lateness, changes)
+        t = max(t, state.clock)
+        cause = f"forget:{event['event_id']}"
+        for i, v in enumerate(state.versions):
+            if v & 1:
+                changes.append(Change(state.cid, self._names[i], "exit", t, v + 1, cause))
+        return Step(None, changes, None, False)
+
+    def reevaluate(self, state: CustomerState, now: int, cause: str) -> Step:
+        """Bind ``state`` to this catalogue and evaluate every segment at max(clock, now)."""
+        changes: list[Change] = []
+        if state.layout is not self.catalogue:
+            self._remap(state)
+        self._exit_orphans(state, state.clock, cause, changes)
+        self._advance(state, now, True, min(state.clock, now) - self.lateness, changes)
+        t = max(state.clock, now)
+        state.clock = t
+        self._evaluate(state, self._all, t, cause, None, changes)
+        return Step(state, changes, self._next_due(state), False)
+
+    def merge(self, target: CustomerState | None, source: CustomerState, alias_event: Event,
+              now: int) -> tuple[Step, Step]:
+        """Alias: fold the anonymous profile ``source`` into the known customer ``target``.
+
+        Returns (step of the known customer, step of the anonymous profile, whose state is
+        None). The known customer's changes are relative to its own memberships (no duplicate
+        ENTER); the anonymous profile EXITs every segment it was in. Both at the same instant
+        ``t = max(clocks, alias time)``, after each profile's due instants before ``t``.
+        """
+        from processors.merge import merge_states  # noqa: PLC0415 - keeps this module small
+
+        known_changes: list[Change] = []
+        anon_changes: list[Change] = []
+        for st, ch in ((target, known_changes), (source, anon_changes)):
+            if st is not None and st.layout is not self.catalogue:
+                self._bind(st, ch)
+        t = self._instant(source, alias_event, now)
+        if target is not None:
+            t = max(t, target.clock)
+        horizon = min(t, now) - self.lateness
+        self._advance(source, t, False, horizon, anon_changes)
+        cid = alias_event.get("customer_id")
+        if not isinstance(cid, str):
+            raise ValueError("alias event needs a customer_id")
+        if target is None:
+            target = self.new_state(cid, t)
+            target.fresh = False
+        else:
+            self._advance(target, t, False, horizon, known_changes)
+        cause = f"alias:{alias_event['event_id']}"
+        for i, v in enumerate(source.versions):
+            if v & 1:
+                source.versions[i] = v + 1
+                anon_changes.append(Change(source.cid, self._names[i], "exit", t, v + 1, cause))
+        merge_states(target, source, self.catalogue, horizon)
+        target.seen[event_key(alias_event["event_id"])] = alias_event["timestamp"]
+        target.clock = t
+        self._evaluate(target, self._all, t, cause, None, known_changes)
+        return (Step(target, known_changes, self._next_due(target), False),
+                Step(None, anon_changes, None, False))
+
+    # --- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _instant(state: CustomerState, event: Event, now: int) -> int:
+        ts: int = event["timestamp"]
+        return max(state.clock, min(ts, now))
+
+    @staticmethod
+    def _next_due(state: CustomerState | None) -> int | None:
+        if state is None:
+            return None
+        d = state.due_min
+        if state.pending and state.pending[0][0] < d:
+            d = state.pending[0][0]
+        return None if d >= NEVER else d
+
+    def _advance(self, state: CustomerState, target: int, inclusive: bool, horizon: int,
+                 changes: list[Change]) -> None:
+        """Process due instants and deferred events before (or up to) ``target``, in order."""
+        pending = state.pending
+        while True:
+            d = state.due_min
+            p = pending[0][0] if pending else NEVER
+            nxt = d if d < p else p
+            if nxt > target or (nxt == target and not inclusive) or nxt >= NEVER:
+                return
+            if p <= d:
+                ts, ev = pending.pop(0)
+                self._ingest(state, ev, ts, max(ts, state.clock), horizon, changes)
+                continue
+            due = state.due
+            state.clock = d
+            idxs = [i for i in self._time_segs if due[i] <= d]
+            self._evaluate(state, idxs, d, "timer", None, changes)
+
+    def _ingest(  # noqa: PLR0917 - hot path: positional on purpose
+        self, state: CustomerState, event: Event, ts: int, t: int, horizon: int,
+        changes: list[Change],
+    ) -> None:
+        """Add an accepted event to the state and evaluate what it affects at instant ``t``."""
+        handler = self._handlers.get(event["type"])
+        state.clock = t
+        if handler is not None:
+            series_entries, affected, affected_set, cart, purchases, traits = handler
+            props = event.get("properties") or {}
+            series = state.series
+            for i, match, win, pnames, hours in series_entries:
+                if match is not None and not match(props):
+                    continue
+                s = series[i]
+                if s.last is None or ts > s.last:
+                    s.last = ts
+                if s.first is None or ts < s.first:
+                    s.first = ts
+                if win and ts > t - win:
+                    tl = s.ts
+                    if not tl or ts >= tl[-1]:
+                        tl.append(ts)
+                        for j, name in enumerate(pnames):
+                            v = props.get(name)
+                            s.vals[j].append(v if is_number(v) else None)
+                    else:
+                        k = bisect_right(tl, ts)
+                        tl.insert(k, ts)
+                        for j, name in enumerate(pnames):
+                            v = props.get(name)
+                            s.vals[j].insert(k, v if is_number(v) else None)
+                    if tl[0] <= t - win:
+                        s.drop_before(t - win)
+                    if len(tl) > 4096:
+                        s.cap()
+                if hours:
+                    assert s.hours is not None
+                    s.hours[(ts // HOUR_MS) % 24] += 1
+            if cart:
+                self._cart(state, event["type"], props, ts, horizon)
+            if purchases:
+                state.p_count += 1
+                amount = props.get("amount")
+                if amount is not None and is_number(amount):
+                    state.p_total += amount
+                if state.p_first is None or ts < state.p_first:
+                    state.p_first = ts
+                if state.p_last is None or ts > state.p_last:
+                    state.p_last = ts
+            if traits:
+                given = props.get("traits") or {}
+                for name in self._traits:
+                    if name in given:
+                        cur = state.traits.get(name)
+                        if cur is None or ts >= cur[1]:
+                            state.traits[name] = [given[name], ts]
+        else:
+            affected, affected_set = (), frozenset()
+        cause = event["event_id"]
+        if state.fresh:
+            state.fresh = False
+            self._evaluate(state, self._all, t, cause, None, changes)
+        elif state.due_min <= t:
+            due = state.due
+            idxs = sorted(set(affected).union(i for i in self._time_segs if due[i] <= t))
+            self._evaluate(state, idxs, t, cause, affected_set, changes)
+        elif affected:
+            self._evaluate(state, affected, t, cause, None, changes)
+
+    @staticmethod
+    def _cart(state: CustomerState, typ: str, props: dict[str, Any], ts: int,
+              horizon: int) -> None:
+        pid = props.get("product_id", "")
+        op: CartOp
+        if typ == "cart_add":
+            qty = props.get("quantity")
+            price = props.get("price")
+            op = (ts, OP_ADD, str(pid), qty if type(qty) is int else 1,
+                  float(price) if price is not None and is_number(price) else 0.0)
+        elif typ == "cart_remove":
+            qty = props.get("quantity")
+            op = (ts, OP_REMOVE, str(pid), qty if type(qty) is int else None, 0.0)
+        else:
+            op = (ts, OP_CLEAR, "", None, 0.0)
+        if state.cart is None:
+            state.cart = CartState()
+        state.cart.apply(op, horizon)
+
+    def _evaluate(  # noqa: PLR0917 - hot path: positional on purpose
+        self, state: CustomerState, idxs: Any, t: int, cause: str,
+        cause_set: frozenset[int] | None, changes: list[Change],
+    ) -> None:
+        """Evaluate segments ``idxs`` at ``t``; with ``cause_set``, indices outside it are
+        time-driven (cause "timer")."""
+        fns, nexts, timed, names = self._fns, self._nexts, self._timed, self._names
+        versions, due = state.versions, state.due
+        for i in idxs:
+            v = fns[i](state, t)
+            ver = versions[i]
+            if v != (ver & 1):
+                ver += 1
+                versions[i] = ver
+                c = cause if cause_set is None or i in cause_set else "timer"
+                changes.append(Change(state.cid, names[i], "enter" if v else "exit", t, ver, c))
+            if timed[i]:
+                due[i] = nexts[i](state, t)
+        state.due_min = min(due) if due else NEVER
+
+    def _bind(self, state: CustomerState, changes: list[Change]) -> None:
+        """Bind a decoded state (or one of another catalogue) to this catalogue; when the
+        definitions differ, re-evaluate every segment (cause ``definitions:<version>``)."""
+        old = state.layout
+        same = (old == self.catalogue.fingerprint if isinstance(old, int)
+                else old is not None and old.fingerprint == self.catalogue.fingerprint)
+        self._remap(state)
+        if same:
+            self._recompute_due(state)
+            return
+        self._exit_orphans(state, state.clock, self.definitions_cause, changes)
+        self._evaluate(state, self._all, state.clock, self.definitions_cause, None, changes)
+
+    def _recompute_due(self, state: CustomerState) -> None:
+        due = state.due
+        for i in self._time_segs:
+            due[i] = self._nexts[i](state, state.clock)
+        state.due_min = min(due) if due else NEVER
+
+    def _exit_orphans(self, state: CustomerState, t: int, cause: str,
+                      changes: list[Change]) -> None:
+        for name in sorted(state.orphans):
+            v = state.orphans[name]
+            if v & 1:
+                state.orphans[name] = v + 1
+                changes.append(Change(state.cid, name, "exit", t, v + 1, cause))
+
+    def _remap(self, state: CustomerState) -> None:
+        """Re-index series (by key) and versions (by name) to this catalogue."""
+        versions = state.all_versions()
+        by_key = {s.key: s for s in state.series}
+        new_series: list[SeriesState] = []
+        for i, key in enumerate(self._keys):
+            old = by_key.get(key)
+            props, hours = self._nprops[i], self._hours[i]
+            s = SeriesState(key, props, hours)
+            if old is not None:
+                s.last, s.first, s.ts = old.last, old.first, old.ts
+                s.vals = [old.vals[old.props.index(p)] if p in old.props else [None] * len(old.ts)
+                          for p in props]
+                if hours and old.hours is not None:
+                    s.hours = old.hours
+            new_series.append(s)
+        state.series = new_series
+        state.versions = [versions.pop(name, 0) for name in self._names]
+        state.orphans = {k: v for k, v in versions.items() if v}
+        state.due = [NEVER] * self._n
+        state.due_min = NEVER
+        state.layout = self.catalogue

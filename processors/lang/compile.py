@@ -1,0 +1,545 @@
+"""Compile a catalogue's ASTs into fast evaluators over ``state.model.CustomerState``.
+
+For each segment the compiler produces:
+
+- ``fn(state, now) -> bool``: the condition at instant ``now`` (closures, no interpretation);
+- ``types``: the event types whose events can change the value (apply() only re-evaluates
+  segments affected by the event's type);
+- ``next_change(state, now) -> int``: the earliest instant after ``now`` where the value may
+  change with no new event (``NEVER`` if none), the minimum over the time-dependent atoms:
+  window expiry ``ts + W`` of the oldest in-window event, ``X`` and ``X + D`` for
+  ``X within D``, ``ta + T`` for ``then no``, the next UTC midnight for calendar functions, and
+  the crossing instant of comparisons involving ``now``/``since`` (values linear in time).
+  Candidates may be early (an evaluation that changes nothing), never late.
+
+Distinct event selections (``types where filter``) become shared *series* in the state; the
+catalogue also records which traits, cart and purchase facts it needs, so that the state keeps
+nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from processors.lang import ast
+from processors.lang.compile_ops import cmp_const, cmp_var, filter_fn
+from processors.lang.unparse import unparse, unparse_events
+from processors.lang.values import (
+    DAY_MS,
+    age_years_ms,
+    compare_values,
+    date_ms,
+    days_until_anniversary_ms,
+    is_number,
+    next_midnight,
+    values_equal,
+)
+from processors.lang.vocab import CART_TYPES
+from state.model import NEVER, CustomerState
+
+Fn = Callable[[CustomerState, int], Any]
+NextFn = Callable[[CustomerState, int], int]
+Lin = tuple[float, float] | None  # (value at now, slope per ms) of a value linear in now
+LinFn = Callable[[CustomerState, int], Lin]
+Match = Callable[[dict[str, Any]], bool]
+
+
+@dataclass
+class SeriesSpec:
+    """One distinct event selection kept in the state."""
+
+    index: int
+    key: int  # crc32 of ``text``: identifies the series in encoded states
+    text: str
+    types: tuple[str, ...]
+    match: Match | None
+    window_ms: int = 0  # largest window over it (0: no timestamps kept)
+    props: list[str] = field(default_factory=list)  # summed/averaged properties
+    hours: bool = False  # keeps a 24-hour histogram (hour_share)
+
+
+@dataclass(frozen=True)
+class CompiledSegment:
+    index: int
+    name: str
+    definition: ast.SegmentDef
+    fn: Callable[[CustomerState, int], bool]
+    types: frozenset[str]
+    time_dependent: bool
+    next_change: NextFn
+
+
+class TypeHandler(NamedTuple):
+    """What an event of one type touches: series (index, filter) and affected segments."""
+
+    series: tuple[tuple[int, Match | None], ...]
+    segments: tuple[int, ...]
+    cart: bool
+    purchases: bool
+    traits: bool
+
+
+@dataclass(frozen=True)
+class CompiledCatalogue:
+    version: str
+    allowed_lateness_ms: int
+    segments: tuple[CompiledSegment, ...]
+    names: tuple[str, ...]
+    series: tuple[SeriesSpec, ...]
+    handlers: dict[str, TypeHandler]
+    needs_cart: bool
+    needs_purchases: bool
+    traits: frozenset[str]
+    time_segments: tuple[int, ...]
+    fingerprint: int
+
+
+class V(NamedTuple):
+    """A compiled value: evaluator, kind (num/bool/str/any), constant, linear form."""
+
+    fn: Fn
+    kind: str
+    const: bool = False
+    value: Any = None
+    lin: LinFn | None = None  # set when the value varies linearly with now
+
+
+def _const(v: Any) -> V:
+    kind = "bool" if isinstance(v, bool) else "num" if is_number(v) else "str" \
+        if isinstance(v, str) else "any"
+    return V(lambda st, now: v, kind, True, v)
+
+
+def _lin_of(v: V) -> LinFn:
+    """The linear form of any value: its own, or (value, 0) for values constant in time."""
+    if v.lin is not None:
+        return v.lin
+    f = v.fn
+
+    def lin(st: CustomerState, now: int) -> Lin:
+        x = f(st, now)
+        return (x, 0) if is_number(x) else None
+
+    return lin
+
+
+def _root_next(lf: LinFn, rf: LinFn) -> NextFn:
+    """Next instant where ``left op right`` may flip, both sides linear in now."""
+
+    def nxt(st: CustomerState, now: int) -> int:
+        a, b = lf(st, now), rf(st, now)
+        if a is None or b is None:
+            return NEVER
+        s = a[1] - b[1]
+        if s == 0:
+            return NEVER
+        r = now - (a[0] - b[0]) / s
+        lo = math.floor(r)
+        for c in (lo, lo + 1, lo + 2):
+            if c > now:
+                return c
+        return NEVER
+
+    return nxt
+
+
+class _SegmentCompiler:
+    def __init__(self, cat: _CatalogueBuilder) -> None:
+        self.cat = cat
+        self.types: set[str] = set()
+        self.producers: list[NextFn] = []
+
+    # --- event selections -----------------------------------------------------------------
+    def series(self, es: ast.EventSet) -> SeriesSpec:
+        self.types.update(es.types)
+        return self.cat.series(es)
+
+    # --- values ---------------------------------------------------------------------------
+    def value(self, node: ast.Expr) -> V:
+        match node:
+            case ast.Literal():
+                return _const(node.value)
+            case ast.Duration():
+                return _const(node.ms)
+            case ast.Now():
+                return V(lambda st, now: now, "num", lin=lambda st, now: (now, 1))
+            case ast.ProfileRef():
+                return self.profile(node)
+            case ast.Aggregate():
+                return self.aggregate(node)
+            case ast.Instant():
+                i = self.series(node.events).index
+                if node.func == "last":
+                    return V(lambda st, now: st.series[i].last, "num")
+                return V(lambda st, now: st.series[i].first, "num")
+            case ast.Since():
+                i = self.series(node.events).index
+
+                def since(st: CustomerState, now: int) -> int | None:
+                    last = st.series[i].last
+                    return None if last is None else now - last
+
+                def since_lin(st: CustomerState, now: int) -> Lin:
+                    last = st.series[i].last
+                    return None if last is None else (now - last, 1)
+
+                return V(since, "num", lin=since_lin)
+            case ast.Within():
+                return self.within(node)
+            case ast.ThenNo():
+                return self.then_no(node)
+            case ast.HourShare():
+                return self.hour_share(node)
+            case ast.DateFunc():
+                return self.date_func(node)
+            case ast.Arith():
+                return self.arith(node)
+            case ast.Neg():
+                return self.neg(node)
+            case ast.Compare():
+                return self.compare(node.op, self.value(node.left), self.value(node.right))
+            case ast.Between():
+                v = self.value(node.value)
+                lo = self.compare(">=", v, self.value(node.low)).fn
+                hi = self.compare("<=", v, self.value(node.high)).fn
+                return V(lambda st, now: lo(st, now) and hi(st, now), "bool")
+            case ast.In():
+                return self.in_(node)
+            case ast.IsNull():
+                f, neg = self.value(node.value).fn, node.negate
+                return V(lambda st, now: (f(st, now) is None) != neg, "bool")
+            case ast.And():
+                return self.and_([self.value(i).fn for i in node.items])
+            case ast.Or():
+                return self.or_([self.value(i).fn for i in node.items])
+            case ast.Not():
+                g = self.value(node.item).fn
+                return V(lambda st, now: g(st, now) is not True, "bool")
+            case ast.PropRef():
+                raise TypeError("a property outside a where filter")
+        raise TypeError(f"unknown AST node {type(node).__name__}")
+
+    def profile(self, node: ast.ProfileRef) -> V:
+        name = node.field
+        if node.namespace == "trait":
+            self.cat.traits.add(name)
+            self.types.add("identify")
+
+            def trait(st: CustomerState, now: int) -> Any:
+                t = st.traits.get(name)
+                return None if t is None else t[0]
+
+            return V(trait, "any")
+        if node.namespace == "cart":
+            self.cat.needs_cart = True
+            self.types.update(CART_TYPES)
+            getters: dict[str, Fn] = {
+                "items": lambda st, now: 0 if st.cart is None else st.cart.items(),
+                "lines": lambda st, now: 0 if st.cart is None else len(st.cart.lines),
+                "value": lambda st, now: 0 if st.cart is None else st.cart.value(),
+                "last_change": lambda st, now: None if st.cart is None else st.cart.last_change,
+            }
+            return V(getters[name], "num")
+        self.cat.needs_purchases = True
+        self.types.add("purchase")
+        pgetters: dict[str, Fn] = {
+            "count": lambda st, now: st.p_count,
+            "total": lambda st, now: st.p_total,
+            "aov": lambda st, now: st.p_total / st.p_count if st.p_count else None,
+            "first": lambda st, now: st.p_first,
+            "last": lambda st, now: st.p_last,
+        }
+        return V(pgetters[name], "num")
+
+    def aggregate(self, node: ast.Aggregate) -> V:
+        spec = self.series(node.events)
+        i, w = spec.index, node.window_ms
+        spec.window_ms = max(spec.window_ms, w)
+
+        def expiry(st: CustomerState, now: int) -> int:
+            ts = st.series[i].ts
+            k = bisect_right(ts, now - w)
+            return ts[k] + w if k < len(ts) else NEVER
+
+        self.producers.append(expiry)
+        if node.func == "count":
+
+            def count(st: CustomerState, now: int) -> int:
+                ts = st.series[i].ts
+                if not ts:
+                    return 0
+                lo = now - w
+                if ts[0] > lo:
+                    return len(ts)
+                return len(ts) - bisect_right(ts, lo)
+
+            return V(count, "num")
+        assert node.prop is not None
+        if node.prop not in spec.props:
+            spec.props.append(node.prop)
+        j = spec.props.index(node.prop)
+        is_sum = node.func == "sum"
+
+        def total(st: CustomerState, now: int) -> float | None:
+            s = st.series[i]
+            ts = s.ts
+            k = bisect_right(ts, now - w) if ts and ts[0] <= now - w else 0
+            acc: float = 0
+            n = 0
+            for v in s.vals[j][k:]:
+                if v is not None:
+                    acc += v
+                    n += 1
+            if is_sum:
+                return acc
+            return acc / n if n else None
+
+        return V(total, "num")
+
+    def within(self, node: ast.Within) -> V:
+        x = self.value(node.instant)
+        f, d, checked = x.fn, node.duration_ms, x.kind == "num"
+
+        def within(st: CustomerState, now: int) -> bool:
+            v = f(st, now)
+            if v is None or (not checked and not is_number(v)):
+                return False
+            return bool(now - d < v <= now)
+
+        def nxt(st: CustomerState, now: int) -> int:
+            v = f(st, now)
+            if v is None or not is_number(v):
+                return NEVER
+            for c in (math.ceil(v), math.ceil(v + d)):
+                if c > now:
+                    return int(c)
+            return NEVER
+
+        self.producers.append(nxt)
+        return V(within, "bool")
+
+    def then_no(self, node: ast.ThenNo) -> V:
+        a, b, t = self.series(node.first).index, self.series(node.then).index, node.within_ms
+
+        def then_no(st: CustomerState, now: int) -> bool:
+            ta = st.series[a].last
+            if ta is None or ta + t > now:
+                return False
+            tb = st.series[b].last
+            return tb is None or tb < ta
+
+        def nxt(st: CustomerState, now: int) -> int:
+            ta = st.series[a].last
+            return ta + t if ta is not None and ta + t > now else NEVER
+
+        self.producers.append(nxt)
+        return V(then_no, "bool")
+
+    def hour_share(self, node: ast.HourShare) -> V:
+        spec = self.series(node.events)
+        spec.hours = True
+        i, lo, hi = spec.index, node.from_hour, node.to_hour
+        inside = [h for h in range(24) if (lo <= h <= hi if lo <= hi else (h >= lo or h <= hi))]
+
+        def share(st: CustomerState, now: int) -> float | None:
+            hours = st.series[i].hours
+            assert hours is not None
+            total = sum(hours)
+            if not total:
+                return None
+            return sum(hours[h] for h in inside) / total
+
+        return V(share, "num")
+
+    def date_func(self, node: ast.DateFunc) -> V:
+        f = self.value(node.arg).fn
+        if node.func == "date":
+            return V(lambda st, now: date_ms(f(st, now)), "num")
+        calc = days_until_anniversary_ms if node.func == "days_until_anniversary" \
+            else age_years_ms
+
+        def nxt(st: CustomerState, now: int) -> int:
+            return NEVER if date_ms(f(st, now)) is None else next_midnight(now)
+
+        self.producers.append(nxt)
+        return V(lambda st, now: calc(f(st, now), now), "num")
+
+    def arith(self, node: ast.Arith) -> V:
+        lv, rv = self.value(node.left), self.value(node.right)
+        lf, rf, op = lv.fn, rv.fn, node.op
+        typed = lv.kind == "num" and rv.kind == "num"
+
+        def arith(st: CustomerState, now: int) -> Any:
+            a = lf(st, now)
+            b = rf(st, now)
+            if a is None or b is None:
+                return None
+            if not typed and not (is_number(a) and is_number(b)):
+                return None
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            return None if b == 0 else a / b
+
+        lin: LinFn | None = None
+        if lv.lin is not None or rv.lin is not None:
+            ll, rl = _lin_of(lv), _lin_of(rv)
+
+            def lin(st: CustomerState, now: int) -> Lin:
+                a, b = ll(st, now), rl(st, now)
+                if a is None or b is None:
+                    return None
+                if op == "+":
+                    return (a[0] + b[0], a[1] + b[1])
+                if op == "-":
+                    return (a[0] - b[0], a[1] - b[1])
+                if op == "*":
+                    return (a[0] * b[0], a[1] * b[0] + a[0] * b[1])
+                return None if b[0] == 0 else (a[0] / b[0], a[1] / b[0])
+
+        return V(arith, "num" if typed else "any", lin=lin)
+
+    def neg(self, node: ast.Neg) -> V:
+        v = self.value(node.item)
+        f = v.fn
+
+        def neg(st: CustomerState, now: int) -> Any:
+            x = f(st, now)
+            return -x if x is not None and is_number(x) else None
+
+        lin: LinFn | None = None
+        if v.lin is not None:
+            vl = v.lin
+
+            def lin(st: CustomerState, now: int) -> Lin:
+                a = vl(st, now)
+                return None if a is None else (-a[0], -a[1])
+
+        return V(neg, v.kind, lin=lin)
+
+    def compare(self, op: str, lv: V, rv: V) -> V:
+        if lv.lin is not None or rv.lin is not None:
+            self.producers.append(_root_next(_lin_of(lv), _lin_of(rv)))
+        typed = lv.kind == rv.kind and lv.kind in ("num", "str")
+        if typed and rv.const:
+            return V(cmp_const(op, lv.fn, rv.value), "bool")
+        if typed:
+            return V(cmp_var(op, lv.fn, rv.fn), "bool")
+        lf, rf = lv.fn, rv.fn
+        return V(lambda st, now: compare_values(op, lf(st, now), rf(st, now)), "bool")
+
+    def in_(self, node: ast.In) -> V:
+        f, opts = self.value(node.value).fn, node.options
+        if all(isinstance(o, str) for o in opts):
+            sset = frozenset(opts)
+            return V(lambda st, now: type(v := f(st, now)) is str and v in sset, "bool")
+        return V(lambda st, now: (v := f(st, now)) is not None
+                 and any(values_equal(v, o) for o in opts), "bool")
+
+    @staticmethod
+    def and_(fs: list[Fn]) -> V:
+        if len(fs) == 2:
+            f1, f2 = fs
+            return V(lambda st, now: f1(st, now) and f2(st, now), "bool")
+
+        def all_(st: CustomerState, now: int) -> bool:
+            for f in fs:  # noqa: SIM110 - a plain loop beats all() over a generator
+                if not f(st, now):
+                    return False
+            return True
+
+        return V(all_, "bool")
+
+    @staticmethod
+    def or_(fs: list[Fn]) -> V:
+        def any_(st: CustomerState, now: int) -> bool:
+            for f in fs:  # noqa: SIM110 - a plain loop beats any() over a generator
+                if f(st, now):
+                    return True
+            return False
+
+        return V(any_, "bool")
+
+
+class _CatalogueBuilder:
+    def __init__(self) -> None:
+        self.specs: dict[str, SeriesSpec] = {}
+        self.traits: set[str] = set()
+        self.needs_cart = False
+        self.needs_purchases = False
+
+    def series(self, es: ast.EventSet) -> SeriesSpec:
+        text = unparse_events(es)
+        spec = self.specs.get(text)
+        if spec is None:
+            key = zlib.crc32(text.encode())
+            if any(s.key == key for s in self.specs.values()):
+                raise ValueError(f"series key collision for {text!r}; rename a filter value")
+            match = None if es.filter is None else filter_fn(es.filter)
+            spec = SeriesSpec(len(self.specs), key, text, es.types, match)
+            self.specs[text] = spec
+        return spec
+
+
+def _next_of(producers: list[NextFn]) -> NextFn:
+    if not producers:
+        return lambda st, now: NEVER
+    if len(producers) == 1:
+        return producers[0]
+
+    def nxt(st: CustomerState, now: int) -> int:
+        best = NEVER
+        for p in producers:
+            c = p(st, now)
+            best = min(best, c)
+        return best
+
+    return nxt
+
+
+def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
+    """Compile the enabled segments of ``catalogue`` (disabled ones have no members)."""
+    builder = _CatalogueBuilder()
+    segments: list[CompiledSegment] = []
+    for seg in catalogue.segments:
+        if not seg.enabled:
+            continue
+        sc = _SegmentCompiler(builder)
+        v = sc.value(seg.condition)
+        fn = v.fn
+        if v.kind != "bool":
+            raise TypeError(f"segment {seg.name!r}: condition is not a boolean")
+        segments.append(CompiledSegment(
+            len(segments), seg.name, seg, fn, frozenset(sc.types), bool(sc.producers),
+            _next_of(sc.producers),
+        ))
+    specs = tuple(builder.specs.values())
+    handlers: dict[str, TypeHandler] = {}
+    all_types = {t for s in specs for t in s.types} | {t for s in segments for t in s.types}
+    for typ in sorted(all_types):
+        handlers[typ] = TypeHandler(
+            tuple((s.index, s.match) for s in specs if typ in s.types),
+            tuple(s.index for s in segments if typ in s.types),
+            builder.needs_cart and typ in CART_TYPES,
+            builder.needs_purchases and typ == "purchase",
+            typ == "identify" and bool(builder.traits),
+        )
+    text = "\n".join(f"{s.name}:{unparse(s.definition.condition)}" for s in segments)
+    fingerprint = zlib.crc32(f"{catalogue.allowed_lateness_ms}\n{text}".encode())
+    return CompiledCatalogue(
+        catalogue.version, catalogue.allowed_lateness_ms, tuple(segments),
+        tuple(s.name for s in segments), specs, handlers, builder.needs_cart,
+        builder.needs_purchases, frozenset(builder.traits),
+        tuple(s.index for s in segments if s.time_dependent), fingerprint,
+    )
+
+
+__all__ = ["DAY_MS", "CompiledCatalogue", "CompiledSegment", "SeriesSpec", "compile_catalogue"]

@@ -1,0 +1,38 @@
+"""The engine's outputs: segment changes and the result of one engine step."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from state.model import CustomerState
+
+Action = Literal["enter", "exit"]
+
+
+class Change(NamedTuple):
+    """One membership change of ``customer_id`` in ``segment``.
+
+    ``at`` is the instant of the change in event time (an event's timestamp or a due instant),
+    never the wall clock, so re-processing gives identical changes. ``version`` counts the
+    changes of (customer, segment): odd versions are ENTER, even ones EXIT. ``cause`` is the
+    event id, ``"timer"``, ``"alias:<event_id>"``, ``"forget:<event_id>"`` or
+    ``"definitions:<version>"``.
+    """
+
+    customer_id: str
+    segment: str
+    action: Action
+    at: int
+    version: int
+    cause: str
+
+
+class Step(NamedTuple):
+    """Result of one engine call: the new state (None once erased or merged away), the changes
+    in order, the next instant the state needs a look (None: never), and whether the event
+    was refused as late (older than now - allowed lateness; not applied)."""
+
+    state: CustomerState | None
+    changes: list[Change]
+    next_due: int | None
+    late: bool

@@ -1,0 +1,219 @@
+"""Per-customer state: bounded, holding only what the compiled catalogue needs.
+
+The engine (``processors.engine``) owns the logic; this module owns the shapes, their bounds and
+the order-sensitive parts of the profile (the cart, traits) so that out-of-order events within
+the allowed lateness give the same result as the ordered stream.
+
+Bounds (all documented in docs/time-semantics.md):
+
+- a *series* (one distinct ``types where filter`` of the catalogue) keeps the timestamps (and
+  the summed property values) of its events inside its largest window, at most
+  ``SERIES_CAP`` of them; past the cap the oldest are dropped (windowed counts then undercount
+  for that customer: a bot-like customer, not a shopper);
+- ``seen`` keeps 64-bit hashes of the event ids with event time within the allowed lateness
+  (``SEEN_CAP`` at most): a duplicate older than that is refused as late by the lateness rule;
+- ``pending`` holds events stamped ahead of the clock until the clock reaches them
+  (``PENDING_CAP`` at most; past it such events are refused as late);
+- the cart keeps its lines plus a log of the cart operations within the allowed lateness (so
+  that a late cart event is replayed in time order); older operations are folded into ``base``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+SERIES_CAP = 4096
+SEEN_CAP = 1024
+PENDING_CAP = 256
+NEVER = 1 << 62  # "no due instant"
+
+Event = dict[str, Any]
+
+# cart operation kinds
+OP_ADD, OP_REMOVE, OP_CLEAR = 0, 1, 2
+
+
+class SeriesState:
+    """Events of one series: last/first instants, windowed timestamps (+ values), hours."""
+
+    __slots__ = ("first", "hours", "key", "last", "props", "ts", "vals")
+
+    def __init__(self, key: int, props: tuple[str, ...], hours: bool) -> None:
+        self.key = key  # stable hash of the series' canonical text
+        self.props = props  # names of the summed/averaged properties kept in vals
+        self.last: int | None = None
+        self.first: int | None = None
+        self.ts: list[int] = []  # sorted event times within the retention window
+        self.vals: list[list[float | None]] = [[] for _ in props]  # parallel to ts
+        self.hours: list[int] | None = [0] * 24 if hours else None
+
+    def drop_before(self, horizon: int) -> None:
+        """Forget windowed events with ``ts <= horizon`` (no window at or after the clock
+        can contain them)."""
+        ts = self.ts
+        if ts and ts[0] <= horizon:
+            k = bisect_right(ts, horizon)
+            del ts[:k]
+            for v in self.vals:
+                del v[:k]
+
+    def cap(self) -> None:
+        extra = len(self.ts) - SERIES_CAP
+        if extra > 0:
+            del self.ts[:extra]
+            for v in self.vals:
+                del v[:extra]
+
+
+class CartLine:
+    """One product in the cart: quantity, latest cart_add price, instant of the last change."""
+
+    __slots__ = ("price", "qty", "ts")
+
+    def __init__(self, qty: int, price: float, ts: int) -> None:
+        self.qty = qty
+        self.price = price
+        self.ts = ts
+
+    def copy(self) -> CartLine:
+        return CartLine(self.qty, self.price, self.ts)
+
+
+CartOp = tuple[int, int, str, int | None, float]  # (ts, kind, product_id, quantity, price)
+
+
+def _apply_op(lines: dict[str, CartLine], op: CartOp) -> None:
+    ts, kind, pid, qty, price = op
+    if kind == OP_ADD:
+        line = lines.get(pid)
+        if line is None:
+            lines[pid] = CartLine(qty or 1, price, ts)
+        else:
+            line.qty += qty or 1
+            line.price = price
+            line.ts = ts
+    elif kind == OP_REMOVE:
+        line = lines.get(pid)
+        if line is not None:
+            if qty is None or line.qty - qty <= 0:
+                del lines[pid]
+            else:
+                line.qty -= qty
+                line.ts = ts
+    else:
+        lines.clear()
+
+
+class CartState:
+    """The cart, replayable in event-time order within the allowed lateness.
+
+    ``lines`` is the current cart (all operations applied in (timestamp, arrival) order);
+    ``base`` the cart before the first operation still in ``log``.
+    """
+
+    __slots__ = ("base", "cleared", "last_change", "lines", "log")
+
+    def __init__(self) -> None:
+        self.lines: dict[str, CartLine] = {}
+        self.base: dict[str, CartLine] = {}
+        self.log: list[CartOp] = []
+        self.last_change: int | None = None
+        self.cleared: int | None = None  # instant of the latest purchase (used by merges)
+
+    def apply(self, op: CartOp, horizon: int) -> None:
+        """Apply ``op``; an op older than the last logged one is inserted and the cart replayed.
+        Ops older than ``horizon`` (no accepted event can precede them) are folded into base."""
+        ts = op[0]
+        log = self.log
+        if not log or ts >= log[-1][0]:
+            log.append(op)
+            _apply_op(self.lines, op)
+        else:
+            log.insert(bisect_right([o[0] for o in log], ts), op)
+            lines = {k: v.copy() for k, v in self.base.items()}
+            for o in log:
+                _apply_op(lines, o)
+            self.lines = lines
+        if self.last_change is None or ts > self.last_change:
+            self.last_change = ts
+        if op[1] == OP_CLEAR and (self.cleared is None or ts > self.cleared):
+            self.cleared = ts
+        if log[0][0] < horizon:
+            self.fold(horizon)
+
+    def fold(self, horizon: int) -> None:
+        log = self.log
+        k = 0
+        while k < len(log) and log[k][0] < horizon:
+            _apply_op(self.base, log[k])
+            k += 1
+        del log[:k]
+        if not log:
+            self.base = {k2: v.copy() for k2, v in self.lines.items()}
+
+    def rebuild(self) -> None:
+        """Recompute ``lines`` from ``base`` and ``log`` (after decoding)."""
+        lines = {k: v.copy() for k, v in self.base.items()}
+        for o in self.log:
+            _apply_op(lines, o)
+        self.lines = lines
+
+    def items(self) -> int:
+        return sum(line.qty for line in self.lines.values())
+
+    def value(self) -> float:
+        return sum(line.qty * line.price for line in self.lines.values())
+
+
+class CustomerState:
+    """Everything the engine keeps about one customer (routing id ``cid``).
+
+    ``series``, ``versions`` and ``due`` are positional in the compiled catalogue the state is
+    bound to (``layout``); versions of segments that left the catalogue stay in ``orphans`` so
+    a segment added back continues its version counter.
+    """
+
+    __slots__ = (
+        "cart", "cid", "clock", "due", "due_min", "fresh", "layout", "orphans", "p_count",
+        "p_first", "p_last", "p_total", "pending", "seen", "series", "traits", "versions",
+    )
+
+    def __init__(self, cid: str, clock: int) -> None:
+        self.cid = cid
+        self.clock = clock  # the instant up to which memberships are evaluated
+        self.layout: Any = None  # the CompiledCatalogue this state is bound to (None: unbound)
+        self.series: list[SeriesState] = []
+        self.versions: list[int] = []  # per segment; odd = member
+        self.orphans: dict[str, int] = {}  # versions of segments not in the layout
+        self.due: list[int] = []  # per segment: next instant its value may change, or NEVER
+        self.due_min = NEVER
+        self.cart: CartState | None = None
+        self.p_count = 0  # lifetime purchases
+        self.p_total: float = 0
+        self.p_first: int | None = None
+        self.p_last: int | None = None
+        self.traits: dict[str, list[Any]] = {}  # name -> [value, ts of the identify that set it]
+        self.seen: dict[int, int] = {}  # event id hash -> event time (insertion ordered)
+        self.pending: list[tuple[int, Event]] = []  # ahead-of-clock events, sorted by time
+        self.fresh = False  # True until the first event is evaluated (then all segments are)
+
+    def all_versions(self) -> dict[str, int]:
+        """Segment name -> version, for every segment this customer ever changed in."""
+        out = dict(self.orphans)
+        if self.layout is not None and not isinstance(self.layout, int):
+            out.update((n, v) for n, v in zip(self.layout.names, self.versions, strict=True) if v)
+        return out
+
+    def segments(self) -> list[str]:
+        """Names of the segments the customer is in (odd version)."""
+        return sorted(name for name, v in self.all_versions().items() if v & 1)
+
+    def forget_seen_before(self, horizon: int) -> None:
+        """Drop de-duplication ids of events older than ``horizon`` (and past the cap)."""
+        seen = self.seen
+        while seen:
+            k = next(iter(seen))
+            if seen[k] >= horizon and len(seen) <= SEEN_CAP:
+                break
+            del seen[k]
