@@ -31,14 +31,16 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 # --- constrained scalar types -------------------------------------------------------------
+# Patterns end in ``$(?!\n)``: msgspec matches with Python's ``re.search``, where a bare ``$``
+# also matches before a trailing newline ("EUR\n"); JSON Schema (ECMA-262) reads it the same.
 
-#: Identifier: 1..128 characters, no control characters (C0 or DEL).
+#: Identifier: 1..128 characters, no control characters (C0, DEL or C1).
 Id: TypeAlias = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
         description="1..128 characters, no control characters",
     ),
 ]
@@ -53,9 +55,13 @@ Money: TypeAlias = Annotated[float, Meta(ge=0)]
 #: A count of items: an integer >= 1.
 Quantity: TypeAlias = Annotated[int, Meta(ge=1)]
 #: ISO 4217 currency code: three upper-case letters.
-Currency: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Currency: TypeAlias = Annotated[
+    str, Meta(pattern=r"^[A-Z]{3}$(?!\n)", description="ISO 4217 code")
+]
 #: ISO 3166-1 alpha-2 country code: two upper-case letters.
-Country: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+Country: TypeAlias = Annotated[
+    str, Meta(pattern=r"^[A-Z]{2}$(?!\n)", description="ISO 3166-1 alpha-2")
+]
 #: RFC 3339 date-time with an offset ("Z" or "+02:00"); naive date-times are rejected.
 Rfc3339: TypeAlias = Annotated[_dt.datetime, Meta(tz=True)]
 #: Epoch milliseconds (integer) or an RFC 3339 string with an offset.
@@ -200,56 +206,83 @@ class Envelope(Struct, kw_only=True, tag_field="type"):
 
 
 class PageViewEvent(Envelope, tag="page_view"):
+    """A page (or product page) was viewed."""
+
     properties: PageViewProperties
 
 
 class CartAddEvent(Envelope, tag="cart_add"):
+    """A product was added to the cart."""
+
     properties: CartAddProperties
 
 
 class CartRemoveEvent(Envelope, tag="cart_remove"):
+    """A product was removed from the cart."""
+
     properties: CartRemoveProperties
 
 
 class CheckoutEvent(Envelope, tag="checkout"):
+    """A checkout step was reached."""
+
     properties: CheckoutProperties = field(default_factory=CheckoutProperties)
 
 
 class PurchaseEvent(Envelope, tag="purchase"):
+    """An order was placed (it empties the cart)."""
+
     properties: PurchaseProperties
 
 
 class EmailSentEvent(Envelope, tag="email_sent"):
+    """A marketing email was sent."""
+
     properties: EmailProperties
 
 
 class EmailOpenEvent(Envelope, tag="email_open"):
+    """A marketing email was opened."""
+
     properties: EmailProperties
 
 
 class EmailClickEvent(Envelope, tag="email_click"):
+    """A link in a marketing email was clicked."""
+
     properties: EmailClickProperties
 
 
 class EmailUnsubscribeEvent(Envelope, tag="email_unsubscribe"):
+    """The customer unsubscribed from a campaign or list."""
+
     properties: EmailUnsubscribeProperties = field(default_factory=EmailUnsubscribeProperties)
 
 
 class EmailBounceEvent(Envelope, tag="email_bounce"):
+    """A marketing email bounced."""
+
     properties: EmailBounceProperties = field(default_factory=EmailBounceProperties)
 
 
 class IdentifyEvent(Envelope, tag="identify"):
+    """Profile traits were set."""
+
     properties: IdentifyProperties
 
 
 class AliasEvent(Envelope, tag="alias"):
-    """Both ``customer_id`` and ``anonymous_id`` are required (checked by the validator)."""
+    """The anonymous visitor (``anonymous_id``) becomes the known customer (``customer_id``).
+
+    Both ids are required and must differ (checked by the validator).
+    """
 
     properties: AliasProperties = field(default_factory=AliasProperties)
 
 
 class ForgetEvent(Envelope, tag="forget"):
+    """Erase everything known about the routing id (GDPR)."""
+
     properties: ForgetProperties = field(default_factory=ForgetProperties)
 
 

@@ -1,0 +1,49 @@
+"""`segstream schemas`: publish the event contract as JSON Schema files.
+
+``segstream schemas export DIR`` writes one file per event type, ``event.json`` (any event),
+``record.json`` (a raw-topic record) and ``segment_change.json``, all generated from the models
+in :mod:`schemas.models`. ``make schemas`` regenerates the committed copies in
+``schemas/jsonschema/``; ``--check`` exits 1 if the files in DIR differ (for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from schemas.publish import build_schemas, export, render
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "schemas", help="publish the event contract (JSON Schema)", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    exp = actions.add_parser("export", help="write the JSON Schema files into DIR")
+    exp.add_argument("directory", metavar="DIR", type=Path)
+    exp.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if DIR is out of date"
+    )
+    exp.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    if args.check:
+        stale = [
+            name
+            for name, schema in build_schemas().items()
+            if not (directory / f"{name}.json").is_file()
+            or (directory / f"{name}.json").read_bytes() != render(schema)
+        ]
+        if stale:
+            print(f"out of date in {directory}: {', '.join(stale)} (run: make schemas)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"{directory}: up to date")
+        return 0
+    for path in export(directory):
+        print(path)
+    return 0
