@@ -63,12 +63,17 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "value_serializer": "raw",
         "broker_commit_interval": settings.commit_interval_ms / 1000.0,
         "consumer_auto_offset_reset": settings.auto_offset_reset,
+        "broker_session_timeout": settings.session_timeout_ms / 1000.0,
         "producer_acks": -1,
         "producer_linger": settings.producer_linger_ms / 1000.0,
         "producer_max_request_size": max(BROKER_DEFAULT_MAX_MESSAGE_BYTES,
                                          settings.bundle_max_bytes + 64 * 1024),
         "topic_replication_factor": settings.replication_factor,
         "topic_disable_leader": True,  # no leader-only tasks: skip the leader topic
+        # Do not wait on stop for every fetched message to be acked: after a crash (a batch
+        # withheld, see stream.agents.ingest) that wait never ends. Stopping commits what is
+        # acknowledged; the rest is re-read by the next worker (at-least-once).
+        "stream_wait_empty": False,
         "web_enabled": True,
         "web_bind": settings.web_host,
         "web_host": settings.web_host,

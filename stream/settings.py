@@ -110,6 +110,11 @@ class Settings:
         1000,
         "How often, in milliseconds, the worker commits the offsets of fully processed records.",
         minimum=1)
+    session_timeout_ms: int = _f(
+        60_000,
+        "Kafka consumer session timeout, in milliseconds: how long the group waits for a "
+        "silent (e.g. killed) worker before moving its partitions to the others.",
+        minimum=6_000)
     producer_linger_ms: int = _f(
         5, "Producer linger, in milliseconds, before a produce request is sent.", minimum=0)
     auto_offset_reset: str = _f(
