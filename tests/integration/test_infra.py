@@ -9,6 +9,7 @@ started under a lease stops by itself when its holder is killed (no orphan JVM o
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -112,9 +113,29 @@ def test_redis_set_get_and_multi(redis_url: str, unique_topic_prefix: str) -> No
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free right now, below the ephemeral range (32768+) that client sockets draw from,
+    so a busy test run's own connections cannot take it before the server binds it, and away
+    from the default ports (26379, 29092, 29093) that other sessions probe and would reuse."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(21000, 26000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 21000-25999")
+
+
+def _logs(server: LocalServer) -> str:
+    """The tails of the instance's log files, for assertion messages."""
+    parts = []
+    for path in sorted(server.instance.rglob("*")):
+        if path.suffix in {".log", ".out"} and path.is_file():
+            lines = path.read_text(errors="replace").splitlines()[-25:]
+            parts.append(f"--- {path} ---\n" + "\n".join(lines))
+    return "\n".join(parts)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -155,22 +176,24 @@ def test_start_is_idempotent_and_a_killed_holder_stops_the_server(
     extra = {"SEGSTREAM_LEASE_PID": str(holder.pid)}
     first = throwaway.run("start", extra=extra)
     assert first.returncode == 0, first.stdout
-    assert _answers(throwaway)
+    assert _answers(throwaway), _logs(throwaway)
     pid = int((throwaway.instance / f"{throwaway.name}.pid").read_text())
 
     again = throwaway.run("start", extra=extra)
     assert again.returncode == 0, again.stdout
-    assert "already running" in again.stdout
+    assert "already running" in again.stdout, again.stdout
     assert int((throwaway.instance / f"{throwaway.name}.pid").read_text()) == pid
     status = throwaway.run("status", extra=extra)
-    assert status.returncode == 0 and f"pid {pid}" in status.stdout
+    assert status.returncode == 0 and f"pid {pid}" in status.stdout, status.stdout
 
     os.kill(holder.pid, signal.SIGKILL)  # like `kill -9` of pytest
     holder.wait()
     deadline = time.monotonic() + 40  # watchdog tick + graceful stop (Kafka: up to 20 s)
     while _pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _pid_alive(pid), f"{throwaway.name} pid {pid} outlived its only lease holder"
+    assert not _pid_alive(pid), (
+        f"{throwaway.name} pid {pid} outlived its only lease holder\n{_logs(throwaway)}"
+    )
     assert throwaway.run("status", extra=extra).returncode == 3
 
 
