@@ -73,7 +73,7 @@ Timestamp: TypeAlias = Annotated[
 TraitValue: TypeAlias = str | int | float | bool | None
 
 
-class _Props(Struct, kw_only=True, omit_defaults=True):
+class _Props(Struct, kw_only=True, omit_defaults=True, gc=False):
     """Base of every properties model (keyword-only; undeclared keys are allowed)."""
 
 
@@ -194,7 +194,7 @@ class ForgetProperties(_Props):
 # --- envelope -----------------------------------------------------------------------------
 
 
-class Envelope(Struct, kw_only=True, tag_field="type"):
+class Envelope(Struct, kw_only=True, tag_field="type", gc=False):
     """Fields common to every event; ``type`` is the tag that selects the subclass."""
 
     event_id: Id

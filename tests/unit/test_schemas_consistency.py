@@ -158,7 +158,7 @@ json_values = st.recursive(
 envelope_keys = st.sampled_from(sorted(RESERVED_NAMES))
 type_names = st.sampled_from([type_name(c) for c in EVENT_CLASSES])
 bad_stamps = st.one_of(
-    st.integers(-(2**40), 2**64),
+    st.integers(-(2**40), 2**64 - 1),
     st.sampled_from(["2026-11-23T10:00:00", "2026-11-23", "2026-13-01T00:00:00Z",
                      "2026-11-23T10:00:00+25:00", "1999-12-31T23:59:59Z", "2026-11-23T10:00Z",
                      "2099-01-01T00:00:00Z", "2026-11-23T23:59:60Z", "now"]),
