@@ -26,7 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SEGSTREAM_TAG=kafka
 
 KAFKA_VERSION=3.9.1
-CACHE_DIR=${SEGSTREAM_CACHE_DIR:-$HOME/.cache/segstream}
+CACHE_DIR=${SEGSTREAM_CACHE_DIR:-${HOME:?HOME is not set: set SEGSTREAM_CACHE_DIR}/.cache/segstream}
 KAFKA_CACHE=$CACHE_DIR/kafka-$KAFKA_VERSION
 LIBS=$KAFKA_CACHE/libs
 MARKER=$KAFKA_CACHE/.fetched
@@ -34,7 +34,7 @@ POM=$SEGSTREAM_LOCAL_DIR/pom.xml
 
 PORT=${SEGSTREAM_KAFKA_PORT:-29092}
 CONTROLLER_PORT=${SEGSTREAM_KAFKA_CONTROLLER_PORT:-29093}
-INSTANCE=${SEGSTREAM_KAFKA_DATA:-$SEGSTREAM_REPO/.run/kafka}
+INSTANCE=$(realpath -m "${SEGSTREAM_KAFKA_DATA:-$SEGSTREAM_REPO/.run/kafka}")
 DATA_DIR=$INSTANCE/data
 LOG_DIR=$INSTANCE/logs
 PIDFILE=$INSTANCE/kafka.pid
@@ -43,6 +43,8 @@ PROPS=$INSTANCE/server.properties
 LEASES=$INSTANCE/leases
 MANAGED=$INSTANCE/managed
 LOCK=$INSTANCE.lock
+# what our JVM's command line carries (see start_locked): tells our broker from a reused pid
+PID_PATTERN="-Dsegstream.instance=$INSTANCE "
 HEAP_OPTS=${SEGSTREAM_KAFKA_HEAP_OPTS:--Xmx768m -Xms256m}
 START_TIMEOUT=${SEGSTREAM_KAFKA_START_TIMEOUT:-120}
 
@@ -137,7 +139,7 @@ ready_python() {
 
 start_locked() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         log "already running (pid $pid, 127.0.0.1:$PORT)"
         [[ -n ${SEGSTREAM_LEASE_PID:-} ]] && lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         return 0
@@ -172,7 +174,7 @@ start_locked() {
         lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         : >"$MANAGED"
         spawn_detached "$LOG_DIR/watchdog.log" "$SEGSTREAM_LOCAL_DIR/watchdog.sh" kafka \
-            "$PIDFILE" "$LEASES" "$SEGSTREAM_LOCAL_DIR/kafka.sh" reap >/dev/null
+            "$PIDFILE" "$PID_PATTERN" "$LEASES" "$SEGSTREAM_LOCAL_DIR/kafka.sh" reap >/dev/null
         log "managed: stops when lease holder pid $SEGSTREAM_LEASE_PID (and any later one) is gone"
     fi
 
@@ -188,7 +190,7 @@ start_locked() {
 
 stop_locked() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         stop_pid kafka "$pid" 20
     else
         log "not running ($INSTANCE)"
@@ -201,7 +203,7 @@ reap_locked() {
     [[ -n ${1:-} ]] && lease_remove "$LEASES" "$1"
     local live
     live=$(lease_prune "$LEASES")
-    if ! read_pid "$PIDFILE" >/dev/null; then
+    if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
         return 0
     fi
     if [[ ! -f $MANAGED ]]; then
@@ -215,7 +217,7 @@ reap_locked() {
 
 status() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         local kind=unmanaged
         [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
         printf 'kafka: running, pid %s, 127.0.0.1:%s (controller %s), %s, instance %s\n' \
@@ -230,7 +232,7 @@ case ${1:-} in
     fetch) mkdir -p "$KAFKA_CACHE"; with_lock "$KAFKA_CACHE/.lock" do_fetch ;;
     start)
         # The cache lock first (fetch), then the instance lock: never the other way round.
-        if ! read_pid "$PIDFILE" >/dev/null; then
+        if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
             mkdir -p "$KAFKA_CACHE"; with_lock "$KAFKA_CACHE/.lock" do_fetch
         fi
         with_lock "$LOCK" start_locked ;;

@@ -31,12 +31,17 @@ pid_starttime() {
     sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'
 }
 
-# read_pid PIDFILE -> prints the pid when the file names a live process, else fails.
+# read_pid PIDFILE [PATTERN] -> prints the pid when the file names a live process (whose command
+# line contains PATTERN, when given: a stale pidfile whose pid was reused by another program
+# must not be taken for our server, let alone be killed), else fails.
 read_pid() {
-    local pidfile=$1 pid
+    local pidfile=$1 pattern=${2:-} pid
     [[ -f $pidfile ]] || return 1
     pid=$(<"$pidfile")
     pid_alive "$pid" || return 1
+    if [[ -n $pattern ]]; then
+        [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$pattern"* ]] || return 1
+    fi
     printf '%s\n' "$pid"
 }
 

@@ -24,7 +24,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SEGSTREAM_TAG=redis
 
 PORT=${SEGSTREAM_REDIS_PORT:-26379}
-INSTANCE=${SEGSTREAM_REDIS_DATA:-$SEGSTREAM_REPO/.run/redis}
+INSTANCE=$(realpath -m "${SEGSTREAM_REDIS_DATA:-$SEGSTREAM_REPO/.run/redis}")
 PERSIST=${SEGSTREAM_REDIS_PERSIST:-none}
 PASSWORD=${SEGSTREAM_REDIS_PASSWORD:-}
 CONF=$INSTANCE/redis.conf
@@ -34,6 +34,7 @@ OUT=$INSTANCE/redis.out
 LEASES=$INSTANCE/leases
 MANAGED=$INSTANCE/managed
 LOCK=$INSTANCE.lock
+PID_PATTERN="redis-server 127.0.0.1:$PORT"  # a daemonized redis-server's command line
 START_TIMEOUT=${SEGSTREAM_REDIS_START_TIMEOUT:-30}
 
 case $PERSIST in
@@ -105,7 +106,7 @@ EOF
 
 start_locked() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         log "already running (pid $pid, 127.0.0.1:$PORT)"
         [[ -n ${SEGSTREAM_LEASE_PID:-} ]] && lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         return 0
@@ -130,20 +131,20 @@ start_locked() {
         lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         : >"$MANAGED"
         spawn_detached "$INSTANCE/watchdog.log" "$SEGSTREAM_LOCAL_DIR/watchdog.sh" redis \
-            "$PIDFILE" "$LEASES" "$SEGSTREAM_LOCAL_DIR/redis.sh" reap >/dev/null
+            "$PIDFILE" "$PID_PATTERN" "$LEASES" "$SEGSTREAM_LOCAL_DIR/redis.sh" reap >/dev/null
     fi
 
     local deadline=$(( SECONDS + START_TIMEOUT ))
     until [[ $(cli ping 2>/dev/null) == PONG ]]; do
         if (( SECONDS >= deadline )); then
             show_tail "$OUT" "$REDIS_LOG"
-            if pid=$(read_pid "$PIDFILE"); then stop_pid redis "$pid" 5; fi
+            if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then stop_pid redis "$pid" 5; fi
             rm -f "$PIDFILE"
             die "Redis did not answer PING on 127.0.0.1:$PORT within $START_TIMEOUT s (logs above)"
         fi
         sleep 0.1
     done
-    pid=$(read_pid "$PIDFILE") || die "Redis answers on $PORT but wrote no pidfile at $PIDFILE"
+    pid=$(read_pid "$PIDFILE" "$PID_PATTERN") || die "Redis answers on $PORT but wrote no pidfile at $PIDFILE"
     log "ready: pid $pid on 127.0.0.1:$PORT (persistence $PERSIST) after $(( SECONDS - started )) s, dir $INSTANCE"
     [[ -f $MANAGED ]] && log "managed: stops when lease holder pid $SEGSTREAM_LEASE_PID (and any later one) is gone"
     return 0
@@ -151,7 +152,7 @@ start_locked() {
 
 stop_locked() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         stop_pid redis "$pid" 20
     else
         log "not running ($INSTANCE)"
@@ -164,7 +165,7 @@ reap_locked() {
     [[ -n ${1:-} ]] && lease_remove "$LEASES" "$1"
     local live
     live=$(lease_prune "$LEASES")
-    if ! read_pid "$PIDFILE" >/dev/null; then
+    if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
         return 0
     fi
     if [[ ! -f $MANAGED ]]; then
@@ -178,7 +179,7 @@ reap_locked() {
 
 status() {
     local pid
-    if pid=$(read_pid "$PIDFILE"); then
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
         local kind=unmanaged
         [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
         printf 'redis: running, pid %s, 127.0.0.1:%s, %s, instance %s\n' "$pid" "$PORT" "$kind" "$INSTANCE"
