@@ -11,6 +11,7 @@ import pytest
 from schemas.errors import ErrorCode, InvalidEvent
 from schemas.models import EVENT_TYPES
 from schemas.validation import (
+    CHUNK,
     DEFAULT_LIMITS,
     Limits,
     Rejected,
@@ -318,3 +319,29 @@ def test_default_limits_are_the_documented_ones() -> None:
     assert DEFAULT_LIMITS.max_record_bytes == 1_048_576
     assert DEFAULT_LIMITS.max_events_per_record == 1_000
     assert DEFAULT_LIMITS.min_timestamp_ms == 946_684_800_000
+
+
+def test_large_array_spanning_chunks_keeps_order_and_indexes() -> None:
+    n = 3 * CHUNK + 5
+    events: list[Any] = [make(event_id=f"e{i}", customer_id=f"c{i % 7}") for i in range(n)]
+    broken = {0: ErrorCode.MISSING_ID, CHUNK - 1: ErrorCode.BAD_TIMESTAMP,
+              CHUNK: ErrorCode.NOT_OBJECT, 2 * CHUNK + 3: ErrorCode.ABSURD_TIMESTAMP,
+              n - 1: ErrorCode.UNKNOWN_TYPE}  # fmt: skip
+    events[0]["event_id"] = None
+    events[CHUNK - 1]["timestamp"] = "soon"
+    events[CHUNK] = "not an event"
+    events[2 * CHUNK + 3]["timestamp"] = NOW + 3_600_000
+    events[n - 1]["type"] = "page_views"
+    good, bad = parse_record(dumps(events), NOW)
+    assert [e["event_id"] for e in good] == [f"e{i}" for i in range(n) if i not in broken]
+    assert [(r.index, r.code) for r in bad] == sorted(broken.items())
+    assert all(orjson.loads(r.raw) == events[r.index] for r in bad if r.index is not None)
+
+
+def test_oversized_element_in_a_later_chunk() -> None:
+    events = [make(event_id=f"e{i}") for i in range(2 * CHUNK)]
+    events[CHUNK + 1]["properties"]["blob"] = "b" * 2_000
+    limits = Limits(max_event_bytes=1_000)
+    good, bad = parse_record(dumps(events), NOW, limits)
+    assert len(good) == 2 * CHUNK - 1
+    assert [(r.index, r.code) for r in bad] == [(CHUNK + 1, ErrorCode.OVERSIZED)]
