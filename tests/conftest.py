@@ -115,6 +115,18 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
+def answers_within(answers: Callable[[], bool], seconds: float) -> bool:
+    """Poll `answers` until it is true or `seconds` have passed (a loaded 2-core machine can
+    make one metadata request time out, so a single try would make the fixtures flaky)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if answers():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
 def _acquire(server: LocalServer, answers: Callable[[], bool]) -> bool:
     """Make `server` available; return True when this session holds a lease on it.
 
@@ -123,7 +135,7 @@ def _acquire(server: LocalServer, answers: Callable[[], bool]) -> bool:
     """
     running = server.run("status").returncode == 0
     if not running and port_listening(server.port):
-        if answers():
+        if answers_within(answers, 30):
             return False
         pytest.fail(
             f"127.0.0.1:{server.port} is taken by a process that is not a working {server.name}; "
@@ -143,7 +155,7 @@ def _acquire(server: LocalServer, answers: Callable[[], bool]) -> bool:
             f"({server.script} start exited {result.returncode}):\n{result.stdout}",
             pytrace=False,
         )
-    if not answers():
+    if not answers_within(answers, 60):
         pytest.fail(f"{server.name} started but does not answer:\n{result.stdout}", pytrace=False)
     return True
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import LocalServer, kafka_answers, redis_answers
+from conftest import LocalServer, answers_within, kafka_answers, redis_answers
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
@@ -176,7 +176,7 @@ def test_start_is_idempotent_and_a_killed_holder_stops_the_server(
     extra = {"SEGSTREAM_LEASE_PID": str(holder.pid)}
     first = throwaway.run("start", extra=extra)
     assert first.returncode == 0, first.stdout
-    assert _answers(throwaway), _logs(throwaway)
+    assert answers_within(lambda: _answers(throwaway), 60), _logs(throwaway)
     pid = int((throwaway.instance / f"{throwaway.name}.pid").read_text())
 
     again = throwaway.run("start", extra=extra)
