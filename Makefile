@@ -47,9 +47,11 @@ infra-down: ## stop the local Kafka and Redis that infra-up started
 	-deploy/local/kafka.sh stop
 	-deploy/local/redis.sh stop
 
-infra-status: ## say whether local Kafka and Redis are running
-	-deploy/local/kafka.sh status
-	-deploy/local/redis.sh status
+infra-status: ## say whether local Kafka and Redis are running (infra-up's and the test session's)
+	@deploy/local/kafka.sh status || true
+	@deploy/local/redis.sh status || true
+	@SEGSTREAM_KAFKA_DATA=.run/test-kafka deploy/local/kafka.sh status || true
+	@SEGSTREAM_REDIS_DATA=.run/test-redis deploy/local/redis.sh status || true
 
 schemas: $(STAMP) ## regenerate the published JSON Schema files from the models
 	$(PY) -m stream.cli schemas export schemas/jsonschema
