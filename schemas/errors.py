@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     #: set by the segmentation worker, not by validation: the event is older than
     #: now - allowed_lateness and was not applied
     TOO_LATE = "too_late"
+    #: set by the agents, not by validation: processing a valid event failed unexpectedly (a
+    #: bug); the event is dead-lettered with the exception text instead of stopping the stream
+    INTERNAL_ERROR = "internal_error"
 
 
 class InvalidEvent(Exception):  # noqa: N818 - the name is the public API the callers use
