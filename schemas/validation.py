@@ -76,6 +76,12 @@ class Limits:
     #: deepest nesting of arrays/objects inside an extra property (a scalar is depth 0)
     max_depth: int = 8
 
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"Limits.{name} must be an integer >= 0, got {value!r}")
+
 
 DEFAULT_LIMITS: Final = Limits()
 

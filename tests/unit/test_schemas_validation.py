@@ -345,3 +345,11 @@ def test_oversized_element_in_a_later_chunk() -> None:
     good, bad = parse_record(dumps(events), NOW, limits)
     assert len(good) == 2 * CHUNK - 1
     assert [(r.index, r.code) for r in bad] == [(CHUNK + 1, ErrorCode.OVERSIZED)]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_event_bytes": -1}, {"max_depth": 2.5}, {"max_future_ms": None}]
+)
+def test_limits_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="Limits"):
+        Limits(**bad)
