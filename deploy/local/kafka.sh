@@ -122,7 +122,7 @@ format_once() {
     cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     log "formatting $DATA_DIR (cluster id $cluster_id)"
     if ! java -cp "$LIBS/*" -Dlog4j.configuration="file:$SEGSTREAM_LOCAL_DIR/log4j.properties" \
-        -Dkafka.logs.dir="$LOG_DIR" kafka.tools.StorageTool format \
+        -Dkafka.logs.dir="$LOG_DIR/format" kafka.tools.StorageTool format \
         -t "$cluster_id" -c "$PROPS" >>"$OUT" 2>&1; then
         show_tail "$OUT"
         die "kafka-storage format failed for $DATA_DIR"
@@ -140,6 +140,9 @@ ready_python() {
 start_locked() {
     local pid
     if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
+        local running_port
+        running_port=$(cat "$INSTANCE/port" 2>/dev/null || echo "?")
+        [[ $running_port == "$PORT" ]] || die "instance $INSTANCE already runs (pid $pid) on port $running_port, not $PORT: stop it first or use another SEGSTREAM_KAFKA_DATA"
         log "already running (pid $pid, 127.0.0.1:$PORT)"
         [[ -n ${SEGSTREAM_LEASE_PID:-} ]] && lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         return 0
@@ -156,6 +159,7 @@ start_locked() {
     mkdir -p "$INSTANCE" "$LOG_DIR"
     rm -rf "$LEASES" "$MANAGED" "$PIDFILE"
     : >"$OUT"
+    printf '%s\n' "$PORT" >"$INSTANCE/port"
     write_properties
     format_once
 
@@ -218,10 +222,11 @@ reap_locked() {
 status() {
     local pid
     if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        local kind=unmanaged
+        local kind=unmanaged port
+        port=$(cat "$INSTANCE/port" 2>/dev/null || echo "$PORT")
         [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
         printf 'kafka: running, pid %s, 127.0.0.1:%s (controller %s), %s, instance %s\n' \
-            "$pid" "$PORT" "$CONTROLLER_PORT" "$kind" "$INSTANCE"
+            "$pid" "$port" "$(grep -oP '^controller.quorum.voters=1@127.0.0.1:\K[0-9]+' "$PROPS" 2>/dev/null || echo "$CONTROLLER_PORT")" "$kind" "$INSTANCE"
         return 0
     fi
     printf 'kafka: not running (instance %s, port %s)\n' "$INSTANCE" "$PORT"

@@ -34,7 +34,9 @@ OUT=$INSTANCE/redis.out
 LEASES=$INSTANCE/leases
 MANAGED=$INSTANCE/managed
 LOCK=$INSTANCE.lock
-PID_PATTERN="redis-server 127.0.0.1:$PORT"  # a daemonized redis-server's command line
+# our redis-server's process title carries its config path (proc-title-template below), which
+# tells our server from a reused pid whatever port it was started on
+PID_PATTERN=" $CONF"
 START_TIMEOUT=${SEGSTREAM_REDIS_START_TIMEOUT:-30}
 
 case $PERSIST in
@@ -91,6 +93,7 @@ supervised no
 pidfile $PIDFILE
 logfile $REDIS_LOG
 loglevel notice
+proc-title-template "{title} {listen-addr} {server-mode} $CONF"
 dir $INSTANCE/data
 # persistence profile: $PERSIST
 save ""
@@ -107,6 +110,9 @@ EOF
 start_locked() {
     local pid
     if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
+        local running_port
+        running_port=$(cat "$INSTANCE/port" 2>/dev/null || echo "?")
+        [[ $running_port == "$PORT" ]] || die "instance $INSTANCE already runs (pid $pid) on port $running_port, not $PORT: stop it first or use another SEGSTREAM_REDIS_DATA"
         log "already running (pid $pid, 127.0.0.1:$PORT)"
         [[ -n ${SEGSTREAM_LEASE_PID:-} ]] && lease_add "$LEASES" "$SEGSTREAM_LEASE_PID"
         return 0
@@ -119,6 +125,7 @@ start_locked() {
     mkdir -p "$INSTANCE/data"
     rm -rf "$LEASES" "$MANAGED" "$PIDFILE"
     : >"$OUT"
+    printf '%s\n' "$PORT" >"$INSTANCE/port"
     write_conf
 
     local started=$SECONDS
@@ -180,9 +187,10 @@ reap_locked() {
 status() {
     local pid
     if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        local kind=unmanaged
+        local kind=unmanaged port
+        port=$(cat "$INSTANCE/port" 2>/dev/null || echo "$PORT")
         [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
-        printf 'redis: running, pid %s, 127.0.0.1:%s, %s, instance %s\n' "$pid" "$PORT" "$kind" "$INSTANCE"
+        printf 'redis: running, pid %s, 127.0.0.1:%s, %s, instance %s\n' "$pid" "$port" "$kind" "$INSTANCE"
         return 0
     fi
     printf 'redis: not running (instance %s, port %s)\n' "$INSTANCE" "$PORT"
