@@ -163,7 +163,8 @@ start_locked() {
     write_properties
     format_once
 
-    local started=$SECONDS
+    local started=$SECONDS log_from
+    log_from=$(stat -c %s "$LOG_DIR/server.log" 2>/dev/null || echo 0)
     # shellcheck disable=SC2086 # HEAP_OPTS is a list of JVM flags
     pid=$(spawn_detached "$OUT" java $HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
@@ -183,7 +184,7 @@ start_locked() {
     fi
 
     if ! "$(ready_python)" "$SEGSTREAM_LOCAL_DIR/kafka_ready.py" "127.0.0.1:$PORT" \
-        "$START_TIMEOUT" --pid "$pid" --log "$LOG_DIR/server.log"; then
+        "$START_TIMEOUT" --pid "$pid" --log "$LOG_DIR/server.log" --log-from "$log_from"; then
         show_tail "$OUT" "$LOG_DIR/server.log"
         stop_pid kafka "$pid" 5
         rm -f "$PIDFILE"

@@ -1,6 +1,6 @@
 """Wait until a local Kafka broker answers a metadata request; used by deploy/local/kafka.sh.
 
-Usage: kafka_ready.py HOST:PORT TIMEOUT_S [--pid PID] [--log FILE]
+Usage: kafka_ready.py HOST:PORT TIMEOUT_S [--pid PID] [--log FILE [--log-from BYTES]]
 
 Exit 0 once the broker lists itself in a DescribeCluster/metadata answer (it is then unfenced
 and can create topics), 1 on timeout, 2 if the server process PID died first. Uses kafka-python
@@ -65,13 +65,15 @@ def _kafka_python_check(bootstrap: str) -> bool:
         admin.close()
 
 
-def _log_check(host: str, port: int, log_file: str | None) -> bool:
+def _log_check(host: str, port: int, log_file: str | None, log_from: int) -> bool:
     if not _port_open(host, port):
         return False
     if log_file is None:
         return True
     try:
-        return "Kafka Server started" in Path(log_file).read_text(errors="replace")
+        with Path(log_file).open("rb") as f:
+            f.seek(log_from)  # only what this start wrote, not an earlier run's lines
+            return b"Kafka Server started" in f.read()
     except OSError:
         return False
 
@@ -83,6 +85,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("timeout", type=float)
     parser.add_argument("--pid", type=int)
     parser.add_argument("--log")
+    parser.add_argument("--log-from", type=int, default=0)
     args = parser.parse_args(argv)
     host, _, port_s = args.bootstrap.rpartition(":")
     port = int(port_s)
@@ -105,7 +108,7 @@ def main(argv: list[str]) -> int:
             ok = (
                 _kafka_python_check(args.bootstrap)
                 if check == "kafka-python"
-                else _log_check(host, port, args.log)
+                else _log_check(host, port, args.log, args.log_from)
             )
             if ok:
                 print(f"ready ({check} check)", file=sys.stderr)
