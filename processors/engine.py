@@ -16,7 +16,7 @@ import zlib
 from bisect import bisect_right
 from typing import Any
 
-from processors.lang.compile import CompiledCatalogue
+from processors.lang.compile import EPOCH, CompiledCatalogue
 from processors.lang.values import HOUR_MS, is_number
 from processors.types import Change, Step
 from state.model import (
@@ -71,6 +71,9 @@ class Engine:
         self._nprops = [tuple(s.props) for s in specs]
         self._hours = [s.hours for s in specs]
         self._keys = [s.key for s in specs]
+        # shared read-only empty series: a state gets its own object on its first event
+        self._empty_series = tuple(
+            SeriesState(s.key, tuple(s.props), s.hours) for s in specs)
         # per event type: (series entries, affected segments as a tuple and a set, flags)
         self._handlers = {
             typ: (
@@ -80,16 +83,21 @@ class Engine:
             for typ, h in catalogue.handlers.items()
         }
         self._traits = tuple(sorted(catalogue.traits))
+        # A fresh state (first event) needs evaluating only the segments the event's type
+        # affects, plus those whose value on an empty profile is true or varies with time.
+        empty = self.new_state("", 0)
+        EPOCH[0] += 1
+        eager = {s.index for s in segs
+                 if not s.constant_when_empty or s.fn(empty, 0) is True}
+        self._fresh = {typ: tuple(sorted(eager.union(h[1]))) for typ, h in self._handlers.items()}
+        self._fresh_default = tuple(sorted(eager))
 
     # --- public API -------------------------------------------------------------------------
     def new_state(self, cid: str, clock: int) -> CustomerState:
         """An empty state bound to this catalogue (no segment evaluated yet)."""
         st = CustomerState(cid, clock)
         st.layout = self.catalogue
-        st.series = [
-            SeriesState(self._keys[i], self._nprops[i], self._hours[i])
-            for i in range(len(self._keys))
-        ]
+        st.series = list(self._empty_series)
         st.versions = [0] * self._n
         st.due = [NEVER] * self._n
         st.due_min = NEVER
@@ -249,10 +257,13 @@ class Engine:
             series_entries, affected, affected_set, cart, purchases, traits = handler
             props = event.get("properties") or {}
             series = state.series
+            empties = self._empty_series
             for i, match, win, pnames, hours in series_entries:
                 if match is not None and not match(props):
                     continue
                 s = series[i]
+                if s is empties[i]:
+                    s = series[i] = SeriesState(s.key, s.props, hours)
                 if s.last is None or ts > s.last:
                     s.last = ts
                 if s.first is None or ts < s.first:
@@ -300,11 +311,12 @@ class Engine:
         cause = event["event_id"]
         if state.fresh:
             state.fresh = False
-            self._evaluate(state, self._all, t, cause, None, changes)
+            idxs = self._fresh.get(event["type"], self._fresh_default)
+            self._evaluate(state, idxs, t, cause, None, changes)
         elif state.due_min <= t:
             due = state.due
-            idxs = sorted(set(affected).union(i for i in self._time_segs if due[i] <= t))
-            self._evaluate(state, idxs, t, cause, affected_set, changes)
+            due_now = sorted(set(affected).union(i for i in self._time_segs if due[i] <= t))
+            self._evaluate(state, due_now, t, cause, affected_set, changes)
         elif affected:
             self._evaluate(state, affected, t, cause, None, changes)
 
@@ -335,6 +347,9 @@ class Engine:
         time-driven (cause "timer")."""
         fns, nexts, timed, names = self._fns, self._nexts, self._timed, self._names
         versions, due = state.versions, state.due
+        EPOCH[0] += 1
+        dmin = state.due_min
+        stale = False  # the old minimum was raised: recompute it
         for i in idxs:
             v = fns[i](state, t)
             ver = versions[i]
@@ -344,8 +359,15 @@ class Engine:
                 c = cause if cause_set is None or i in cause_set else "timer"
                 changes.append(Change(state.cid, names[i], "enter" if v else "exit", t, ver, c))
             if timed[i]:
-                due[i] = nexts[i](state, t)
-        state.due_min = min(due) if due else NEVER
+                d = nexts[i](state, t)
+                old = due[i]
+                if d != old:
+                    due[i] = d
+                    if d < dmin:
+                        dmin = d
+                    elif old == dmin:
+                        stale = True
+        state.due_min = (min(due) if due else NEVER) if stale else dmin
 
     def _bind(self, state: CustomerState, changes: list[Change]) -> None:
         """Bind a decoded state (or one of another catalogue) to this catalogue; when the
@@ -362,6 +384,7 @@ class Engine:
 
     def _recompute_due(self, state: CustomerState) -> None:
         due = state.due
+        EPOCH[0] += 1
         for i in self._time_segs:
             due[i] = self._nexts[i](state, state.clock)
         state.due_min = min(due) if due else NEVER

@@ -14,7 +14,11 @@ from typing import Any
 from state.model import CartLine, CartState, CustomerState, SeriesState
 
 
-def _merge_series(a: SeriesState, b: SeriesState) -> None:
+def _merge_series(a: SeriesState, b: SeriesState) -> SeriesState:
+    if b.last is None and (b.hours is None or not any(b.hours)):
+        return a
+    if a.last is None:  # possibly a shared empty series: take a copy of b instead
+        a = SeriesState(b.key, a.props, a.hours is not None)
     if b.last is not None and (a.last is None or b.last >= a.last):
         a.last = b.last
     if b.first is not None and (a.first is None or b.first < a.first):
@@ -26,6 +30,7 @@ def _merge_series(a: SeriesState, b: SeriesState) -> None:
         a.vals = [[r[j + 1] for r in rows] for j in range(len(a.vals))]
     if a.hours is not None and b.hours is not None:
         a.hours = [x + y for x, y in zip(a.hours, b.hours, strict=True)]
+    return a
 
 
 def _kept(lines: dict[str, CartLine], cleared: int | None) -> dict[str, CartLine]:
@@ -47,7 +52,7 @@ def _merge_cart(a: CartState | None, b: CartState | None) -> CartState | None:
             if line.ts >= cur.ts:
                 cur.price, cur.ts = line.price, line.ts
     out = CartState()
-    out.lines = lines
+    out.set_lines(lines)
     out.base = {k: v.copy() for k, v in lines.items()}
     out.last_change = _max(a.last_change, b.last_change)
     out.cleared = _max(a.cleared, b.cleared)
@@ -70,8 +75,8 @@ def merge_states(target: CustomerState, source: CustomerState, catalogue: Any,
                  horizon: int) -> None:
     """Fold ``source`` into ``target`` in place (memberships are re-evaluated by the caller)."""
     del catalogue, horizon  # both states are already bound to it
-    for a, b in zip(target.series, source.series, strict=True):
-        _merge_series(a, b)
+    target.series = [_merge_series(a, b)
+                     for a, b in zip(target.series, source.series, strict=True)]
     target.cart = _merge_cart(target.cart, source.cart)
     target.p_count += source.p_count
     target.p_total += source.p_total

@@ -112,7 +112,7 @@ class CartState:
     ``base`` the cart before the first operation still in ``log``.
     """
 
-    __slots__ = ("base", "cleared", "last_change", "lines", "log")
+    __slots__ = ("_items", "_value", "base", "cleared", "last_change", "lines", "log")
 
     def __init__(self) -> None:
         self.lines: dict[str, CartLine] = {}
@@ -120,12 +120,15 @@ class CartState:
         self.log: list[CartOp] = []
         self.last_change: int | None = None
         self.cleared: int | None = None  # instant of the latest purchase (used by merges)
+        self._items: int | None = None  # cached totals (None: recompute)
+        self._value: float | None = None
 
     def apply(self, op: CartOp, horizon: int) -> None:
         """Apply ``op``; an op older than the last logged one is inserted and the cart replayed.
         Ops older than ``horizon`` (no accepted event can precede them) are folded into base."""
         ts = op[0]
         log = self.log
+        self._items = self._value = None
         if not log or ts >= log[-1][0]:
             log.append(op)
             _apply_op(self.lines, op)
@@ -158,12 +161,23 @@ class CartState:
         for o in self.log:
             _apply_op(lines, o)
         self.lines = lines
+        self._items = self._value = None
+
+    def set_lines(self, lines: dict[str, CartLine]) -> None:
+        self.lines = lines
+        self._items = self._value = None
 
     def items(self) -> int:
-        return sum(line.qty for line in self.lines.values())
+        """Total quantity in the cart."""
+        if self._items is None:
+            self._items = sum(line.qty for line in self.lines.values())
+        return self._items
 
     def value(self) -> float:
-        return sum(line.qty * line.price for line in self.lines.values())
+        """Sum of quantity x price over the lines."""
+        if self._value is None:
+            self._value = sum(line.qty * line.price for line in self.lines.values())
+        return self._value
 
 
 class CustomerState:

@@ -72,6 +72,7 @@ class CompiledSegment:
     types: frozenset[str]
     time_dependent: bool
     next_change: NextFn
+    constant_when_empty: bool  # same value at every instant for a customer with no data
 
 
 class TypeHandler(NamedTuple):
@@ -97,6 +98,139 @@ class CompiledCatalogue:
     traits: frozenset[str]
     time_segments: tuple[int, ...]
     fingerprint: int
+
+
+#: evaluation epoch: the engine bumps it before each batch of evaluations of one state at one
+#: instant; memoised shared sub-expressions are valid within an epoch only.
+EPOCH = [0]
+_MEMO_NODES = (ast.Arith, ast.Aggregate, ast.HourShare, ast.DateFunc, ast.Within)
+
+
+def _worth_memo(node: ast.Expr) -> bool:
+    """Plain counts are cheaper to recompute than to memoise."""
+    return not (isinstance(node, ast.Aggregate) and node.func == "count")
+
+
+def _memo(f: Callable[[CustomerState, int], Any]) -> Callable[[CustomerState, int], Any]:
+    """``f`` computed once per epoch (for sub-expressions shared by several segments)."""
+    cell: list[Any] = [-1, None]
+    epoch = EPOCH
+
+    def memo(st: CustomerState, now: int) -> Any:
+        if cell[0] == epoch[0]:
+            return cell[1]
+        v = f(st, now)
+        cell[0] = epoch[0]
+        cell[1] = v
+        return v
+
+    return memo
+
+
+def _subnodes(node: ast.Expr) -> list[ast.Expr]:
+    """Direct sub-expressions (not event-set filters)."""
+    match node:
+        case ast.Compare() | ast.Arith():
+            return [node.left, node.right]
+        case ast.Between():
+            return [node.value, node.low, node.high]
+        case ast.In() | ast.IsNull():
+            return [node.value]
+        case ast.And() | ast.Or():
+            return list(node.items)
+        case ast.Not() | ast.Neg():
+            return [node.item]
+        case ast.Within():
+            return [node.instant]
+        case ast.DateFunc():
+            return [node.arg]
+    return []
+
+
+def _walk(node: ast.Expr) -> list[ast.Expr]:
+    out = [node]
+    for c in _subnodes(node):
+        out += _walk(c)
+    return out
+
+
+_NULL_FIELDS = {("cart", "last_change"), ("purchases", "first"), ("purchases", "last"),
+                ("purchases", "aov")}
+
+
+def _null_on_empty(node: ast.Expr) -> bool:
+    """Whether ``node`` is null for a customer with no data (whatever now is)."""
+    match node:
+        case ast.ProfileRef():
+            return node.namespace == "trait" or (node.namespace, node.field) in _NULL_FIELDS
+        case ast.Instant() | ast.Since() | ast.HourShare():
+            return True
+        case ast.Aggregate():
+            return node.func == "avg"
+        case ast.Literal():
+            return node.value is None
+        case ast.Arith():
+            return _null_on_empty(node.left) or _null_on_empty(node.right)
+        case ast.Neg():
+            return _null_on_empty(node.item)
+        case ast.DateFunc():
+            return _null_on_empty(node.arg)
+    return False
+
+
+def constant_when_empty(node: ast.Expr) -> bool:
+    """Whether the condition's value for a customer with no data is the same at every instant
+    (no ``now``, no calendar or ``within`` of a value that is not null then)."""
+    for n in _walk(node):
+        if isinstance(n, ast.Now):
+            return False
+        if isinstance(n, ast.Within) and not _null_on_empty(n.instant):
+            return False
+        if isinstance(n, ast.DateFunc) and n.func != "date" and not _null_on_empty(n.arg):
+            return False
+    return True
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _num_literal(node: ast.Expr) -> float | None:
+    if isinstance(node, ast.Literal) and is_number(node.value):
+        return float(node.value)  # type: ignore[arg-type]
+    return None
+
+
+def _is_count(node: ast.Expr) -> bool:
+    return isinstance(node, ast.Aggregate) and node.func == "count"
+
+
+def _count_bounds(node: ast.Expr) -> tuple[float, float] | None:
+    """(lo, hi) such that the comparison of a count with constants is ``lo <= count <= hi``
+    or its negation; None when the node is not of that shape."""
+    inf = math.inf
+    if isinstance(node, ast.Between):
+        lo, hi = _num_literal(node.low), _num_literal(node.high)
+        if _is_count(node.value) and lo is not None and hi is not None:
+            return lo, hi
+        return None
+    if not isinstance(node, ast.Compare):
+        return None
+    op: str = node.op
+    k = _num_literal(node.right)
+    if not (_is_count(node.left) and k is not None):
+        k = _num_literal(node.left)
+        if not (_is_count(node.right) and k is not None):
+            return None
+        op = _FLIP[op]
+    if op in ("==", "!="):
+        return (k, k) if k == math.floor(k) else (inf, -inf)
+    if op == ">=":
+        return k, inf
+    if op == ">":
+        return math.floor(k) + 1, inf
+    if op == "<=":
+        return -inf, k
+    return -inf, math.ceil(k) - 1
 
 
 class V(NamedTuple):
@@ -161,6 +295,34 @@ class _SegmentCompiler:
 
     # --- values ---------------------------------------------------------------------------
     def value(self, node: ast.Expr) -> V:
+        """Compile ``node``; sub-expressions shared between segments are compiled once and
+        memoised per evaluation epoch (with their next-change producers)."""
+        if not isinstance(node, _MEMO_NODES):
+            return self._value(node)
+        key = unparse(node)
+        hit = self.cat.cse.get(key)
+        if hit is not None:
+            v, prods, types = hit
+            self.producers.extend(prods)
+            self.types.update(types)
+            return v
+        outer_p, outer_t = self.producers, self.types
+        self.producers, self.types = [], set()
+        try:
+            v = self._value(node)
+            prods, types = self.producers, frozenset(self.types)
+        finally:
+            self.producers, self.types = outer_p, outer_t
+        if self.cat.uses.get(key, 0) >= 2 and _worth_memo(node):
+            lin = None if v.lin is None else _memo(v.lin)
+            v = V(_memo(v.fn), v.kind, v.const, v.value, lin)
+            prods = [_memo(p) for p in prods]
+            self.cat.cse[key] = (v, prods, types)
+        self.producers.extend(prods)
+        self.types.update(types)
+        return v
+
+    def _value(self, node: ast.Expr) -> V:
         match node:
             case ast.Literal():
                 return _const(node.value)
@@ -202,8 +364,14 @@ class _SegmentCompiler:
             case ast.Neg():
                 return self.neg(node)
             case ast.Compare():
+                bounds = _count_bounds(node)
+                if bounds is not None:
+                    return self.count_threshold(node, *bounds)
                 return self.compare(node.op, self.value(node.left), self.value(node.right))
             case ast.Between():
+                bounds = _count_bounds(node)
+                if bounds is not None:
+                    return self.count_threshold(node, *bounds)
                 v = self.value(node.value)
                 lo = self.compare(">=", v, self.value(node.low)).fn
                 hi = self.compare("<=", v, self.value(node.high)).fn
@@ -256,17 +424,63 @@ class _SegmentCompiler:
         }
         return V(pgetters[name], "num")
 
-    def aggregate(self, node: ast.Aggregate) -> V:
+    def count_threshold(self, node: ast.Compare | ast.Between, lo: float, hi: float) -> V:
+        """A comparison of ``count(E, W)`` with constants: true iff lo <= count <= hi (maybe
+        negated). Its next change is computed from the order statistics of the window: with
+        no new event the count only falls, one expiry at a time, so the next flip is the
+        expiry that takes the count out of (or into) [lo, hi] - not every expiry."""
+        agg = node.left if isinstance(node, ast.Compare) else node.value
+        if isinstance(node, ast.Compare) and not isinstance(agg, ast.Aggregate):
+            agg = node.right
+        assert isinstance(agg, ast.Aggregate)
+        count_v = self.aggregate(agg, expiry_producer=False)
+        spec = self.cat.series(agg.events)
+        i, w = spec.index, agg.window_ms
+        # integer bounds of the count (infinite bounds become huge integers)
+        a = math.ceil(lo) if math.isfinite(lo) else (-NEVER if lo < 0 else NEVER)
+        b = math.floor(hi) if math.isfinite(hi) else (NEVER if hi > 0 else -NEVER)
+
+        def nxt(st: CustomerState, now: int) -> int:
+            ts = st.series[i].ts
+            if not ts:
+                return NEVER
+            cut = now - w
+            k0 = 0 if ts[0] > cut else bisect_right(ts, cut)
+            cnt = len(ts) - k0
+            if cnt > b:
+                j = cnt - b if b >= 0 else 0
+            elif cnt >= a:
+                j = cnt - a + 1 if a >= 1 else 0
+            else:
+                j = 0
+            return ts[k0 + j - 1] + w if j else NEVER
+
+        self.producers.append(nxt)
+        if isinstance(node, ast.Between):
+            lf = self.compare(">=", count_v, self.value(node.low)).fn
+            hf = self.compare("<=", count_v, self.value(node.high)).fn
+            return V(lambda st, now: lf(st, now) and hf(st, now), "bool")
+        if node.left is agg:
+            return self.compare(node.op, count_v, self.value(node.right))
+        return self.compare(node.op, self.value(node.left), count_v)
+
+    def aggregate(self, node: ast.Aggregate, expiry_producer: bool = True) -> V:
         spec = self.series(node.events)
         i, w = spec.index, node.window_ms
         spec.window_ms = max(spec.window_ms, w)
 
         def expiry(st: CustomerState, now: int) -> int:
             ts = st.series[i].ts
-            k = bisect_right(ts, now - w)
+            if not ts:
+                return NEVER
+            lo = now - w
+            if ts[0] > lo:
+                return ts[0] + w
+            k = bisect_right(ts, lo)
             return ts[k] + w if k < len(ts) else NEVER
 
-        self.producers.append(expiry)
+        if expiry_producer:
+            self.producers.append(expiry)
         if node.func == "count":
 
             def count(st: CustomerState, now: int) -> int:
@@ -475,6 +689,14 @@ class _CatalogueBuilder:
         self.traits: set[str] = set()
         self.needs_cart = False
         self.needs_purchases = False
+        self.cse: dict[str, tuple[V, list[NextFn], frozenset[str]]] = {}
+        self.uses: dict[str, int] = {}  # canonical text -> occurrences across segments
+
+    def count_uses(self, node: ast.Expr) -> None:
+        for n in _walk(node):
+            if isinstance(n, _MEMO_NODES):
+                key = unparse(n)
+                self.uses[key] = self.uses.get(key, 0) + 1
 
     def series(self, es: ast.EventSet) -> SeriesSpec:
         text = unparse_events(es)
@@ -499,7 +721,8 @@ def _next_of(producers: list[NextFn]) -> NextFn:
         best = NEVER
         for p in producers:
             c = p(st, now)
-            best = min(best, c)
+            if c < best:  # noqa: PLR1730 - faster than min() in this hot loop
+                best = c
         return best
 
     return nxt
@@ -510,6 +733,9 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
     builder = _CatalogueBuilder()
     segments: list[CompiledSegment] = []
     for seg in catalogue.segments:
+        if seg.enabled:
+            builder.count_uses(seg.condition)
+    for seg in catalogue.segments:
         if not seg.enabled:
             continue
         sc = _SegmentCompiler(builder)
@@ -519,7 +745,7 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
             raise TypeError(f"segment {seg.name!r}: condition is not a boolean")
         segments.append(CompiledSegment(
             len(segments), seg.name, seg, fn, frozenset(sc.types), bool(sc.producers),
-            _next_of(sc.producers),
+            _next_of(sc.producers), constant_when_empty(seg.condition),
         ))
     specs = tuple(builder.specs.values())
     handlers: dict[str, TypeHandler] = {}
@@ -542,4 +768,6 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
     )
 
 
-__all__ = ["DAY_MS", "CompiledCatalogue", "CompiledSegment", "SeriesSpec", "compile_catalogue"]
+__all__ = [
+    "DAY_MS", "EPOCH", "CompiledCatalogue", "CompiledSegment", "SeriesSpec", "compile_catalogue",
+]

@@ -4,7 +4,8 @@
 strings, or null): one closure per operator, so the hot path is a call and a comparison.
 
 >>> from processors.lang.parser import parse
->>> f = filter_fn(parse('category in ["a", "b"] and price >= 10'))
+>>> node = parse('count(page_view where category in ["a", "b"] and price >= 10, 1d) > 0')
+>>> f = filter_fn(node.left.events.filter)
 >>> f({"category": "a", "price": 12}), f({"category": "a", "price": "12"}), f({})
 (True, False, False)
 """
@@ -130,9 +131,15 @@ def filter_fn(node: ast.Expr) -> Match:
             return lambda p: (vf(p) is None) != neg
         case ast.And():
             fs = [filter_fn(i) for i in node.items]
+            if len(fs) == 2:
+                f1, f2 = fs
+                return lambda p: f1(p) and f2(p)
             return lambda p: all(f(p) for f in fs)
         case ast.Or():
             fs = [filter_fn(i) for i in node.items]
+            if len(fs) == 2:
+                g1, g2 = fs
+                return lambda p: g1(p) or g2(p)
             return lambda p: any(f(p) for f in fs)
         case ast.Not():
             g = filter_fn(node.item)
