@@ -154,7 +154,7 @@ start_locked() {
     cache_warm || die "no Kafka jars in $LIBS: run kafka.sh fetch"
     if [[ ${SEGSTREAM_KAFKA_FRESH:-0} == 1 ]]; then
         log "SEGSTREAM_KAFKA_FRESH=1: wiping $INSTANCE"
-        rm -rf "$INSTANCE"
+        wipe_instance "$INSTANCE" server.properties
     fi
     mkdir -p "$INSTANCE" "$LOG_DIR"
     rm -rf "$LEASES" "$MANAGED" "$PIDFILE"

@@ -106,6 +106,18 @@ show_tail() {
     done
 }
 
+# wipe_instance DIR MARKER_FILE -> rm -rf DIR, but only if it looks like one of our instance dirs
+# (absent, empty, or holding MARKER_FILE): a mistyped SEGSTREAM_*_DATA must not erase a home.
+wipe_instance() {
+    local dir=$1 marker=$2
+    [[ -e $dir ]] || return 0
+    if [[ -f $dir/$marker ]] || [[ -z $(ls -A "$dir") ]]; then
+        rm -rf "$dir"
+    else
+        die "refusing to wipe $dir: it has no $marker, so it is not an instance dir of ours"
+    fi
+}
+
 # ---- leases -------------------------------------------------------------------------------
 
 # lease_add DIR PID -> record PID as a holder of the instance whose lease dir is DIR.

@@ -120,7 +120,7 @@ start_locked() {
     port_listening "$PORT" && die "port $PORT on 127.0.0.1 is taken by another process (not this instance, $INSTANCE); stop it or set SEGSTREAM_REDIS_PORT"
     if [[ ${SEGSTREAM_REDIS_FRESH:-0} == 1 ]]; then
         log "SEGSTREAM_REDIS_FRESH=1: wiping $INSTANCE"
-        rm -rf "$INSTANCE"
+        wipe_instance "$INSTANCE" redis.conf
     fi
     mkdir -p "$INSTANCE/data"
     rm -rf "$LEASES" "$MANAGED" "$PIDFILE"
