@@ -53,22 +53,23 @@ class PartitionCache:
     ([3, 3, 1, 0, 3], ['abc', 'z', 'abcd', 'abc'])
     """
 
-    __slots__ = ("_cache", "_max", "_n", "_partition_for")
+    __slots__ = ("_max", "_n", "_partition_for", "memo")
 
     def __init__(self, partition_for: Callable[[str, int], int], num_partitions: int,
                  max_entries: int = 200_000) -> None:
         self._partition_for = partition_for
         self._n = num_partitions
         self._max = max_entries
-        self._cache: dict[str, int] = {}
+        #: the memo itself: hot loops read it directly (``memo.get``) and call us on a miss
+        self.memo: dict[str, int] = {}
 
     def __call__(self, routing_id: str) -> int:
-        p = self._cache.get(routing_id)
+        p = self.memo.get(routing_id)
         if p is None:
             p = self._partition_for(routing_id, self._n)
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[routing_id] = p
+            if len(self.memo) >= self._max:
+                self.memo.clear()
+            self.memo[routing_id] = p
         return p
 
 
@@ -101,6 +102,46 @@ class Bundler:
         self._sizes[p] += size
         if len(pending) >= self._max_events:
             self._close(p)
+
+    def add_events(self, events: Sequence[Event], routing_id: Callable[[Event], str], size: int,
+                   type_counts: dict[str, int]) -> list[tuple[Event, Exception]]:
+        """:meth:`add` for many events of *size* each (the hot loop), counting their types.
+
+        An event whose routing id, partition or ``type`` cannot be read is skipped and returned
+        with its exception (the caller dead-letters it); the others are packed.
+        """
+        failures: list[tuple[Event, Exception]] = []
+        partition_of = self._partition_of
+        memo = getattr(partition_of, "memo", None)
+        memo_get = memo.get if isinstance(memo, dict) else None
+        lists, sizes = self._events, self._sizes
+        max_bytes, max_events = self._max_bytes, self._max_events
+        start, n = 0, len(events)
+        while start < n:
+            i = start
+            try:
+                for i in range(start, n):
+                    event = events[i]
+                    rid = routing_id(event)
+                    p = memo_get(rid) if memo_get is not None else None
+                    if p is None:
+                        p = partition_of(rid)
+                    kind = event["type"]
+                    # nothing below raises: the event is packed and counted, or neither
+                    pending = lists[p]
+                    if pending and sizes[p] + size > max_bytes:
+                        self._close(p)
+                        pending = lists[p]
+                    pending.append(event)
+                    sizes[p] += size
+                    if len(pending) >= max_events:
+                        self._close(p)
+                    type_counts[kind] = type_counts.get(kind, 0) + 1
+                start = n
+            except Exception as exc:  # the loop is re-entered after the bad event
+                failures.append((events[i], exc))
+                start = i + 1
+        return failures
 
     def take_ready(self) -> list[Bundle]:
         """The bundles that are full, oldest first (they leave the bundler)."""
@@ -213,18 +254,11 @@ class RecordPacker:
         if not valid:
             return
         size = len(raw) // (len(valid) + len(rejected)) + EVENT_OVERHEAD_BYTES
-        add = self._bundler.add
-        routing_id = self._routing_id
-        counts = self._counts
-        for event in valid:
-            try:
-                add(event, routing_id(event), size)
-                t = event["type"]
-                counts[t] = counts.get(t, 0) + 1
-            except Exception as exc:  # one bad event must not kill the agent
-                self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, exc)
-                self._dead_letter(INTERNAL_ERROR, f"packing failed: {exc!r}",
-                                  self._safe_json(event), (topic, partition, offset), None)
+        failures = self._bundler.add_events(valid, self._routing_id, size, self._counts)
+        for event, exc in failures:  # one bad event must not kill the agent
+            self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, exc)
+            self._dead_letter(INTERNAL_ERROR, f"packing failed: {exc!r}",
+                              self._safe_json(event), (topic, partition, offset), None)
 
     def finish(self) -> BatchResult:
         """Everything the batch must produce (all bundles drained); the packer is reset."""

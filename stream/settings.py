@@ -26,6 +26,7 @@ from typing import Any, Literal
 ENV_PREFIX = "SEGSTREAM_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DEFAULT_DATA_DIR = Path(".run/data")
+AGENT_NAMES = ("ingest", "segmentation")
 TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
 
 
@@ -94,6 +95,11 @@ class Settings:
         1000,
         "Most raw records the ingest agent takes in one batch before flushing its bundles.",
         minimum=1)
+    ingest_max_inflight_batches: int = _f(
+        4,
+        "Ingest batches whose output may be awaiting Kafka's acknowledgement while the next "
+        "batch is packed (pipelining; their offsets are committed only once acknowledged).",
+        minimum=1)
     max_record_bytes: int = _f(
         1024 * 1024, "Raw records larger than this are dead-lettered whole.", minimum=1)
     max_events_per_record: int = _f(
@@ -120,6 +126,27 @@ class Settings:
     auto_offset_reset: str = _f(
         "earliest", "Where a new consumer group starts reading: `earliest` or `latest`.",
         choices=("earliest", "latest"))
+    # --- segmentation ------------------------------------------------------------------------
+    agents: str = _f(
+        "ingest,segmentation", "Comma-separated agents this worker runs: `ingest` (raw events "
+        "-> bundles) and/or `segmentation` (bundles -> changes, state, timers).")
+    segments_file: str = _f(
+        "", "Segment definitions file (YAML); empty: the packaged default catalogue "
+        "(processors/catalogue.yaml).")
+    redis_namespace: str = _f(
+        "segstream:", "Prefix of every Redis key (no braces: the keys carry a per-partition "
+        "hash tag).")
+    segment_batch_records: int = _f(
+        200, "Bundle records the segmentation agent takes per batch (per-partition commits).",
+        minimum=1)
+    state_cache_max: int = _f(
+        200_000, "Customer states kept in memory per owned partition (least recently used "
+        "beyond it are re-read from Redis).", minimum=1)
+    timer_interval_ms: int = _f(
+        200, "How often, in milliseconds, the timer task looks for due customers "
+        "(time-only changes fire within this plus processing time).", minimum=10)
+    timer_batch: int = _f(
+        2_000, "Due customers advanced per partition per timer pass.", minimum=1)
     # --- process -----------------------------------------------------------------------------
     web_host: str = _f(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.")
@@ -138,6 +165,11 @@ class Settings:
     def group_id(self) -> str:
         """Kafka consumer group id (= Faust app id): topic prefix + app id."""
         return self.topic_prefix + self.app_id
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        """The agents to run, from ``agents``."""
+        return tuple(a.strip() for a in self.agents.split(",") if a.strip())
 
     def topic(self, role: TopicRole) -> str:
         """The full (prefixed) name of the topic with that role."""
@@ -205,6 +237,11 @@ def _check(f: dataclasses.Field[Any], value: Any) -> None:
         raise SettingsError(f"{name}={value!r}: must be one of {', '.join(choices)}")
     if f.name in ("kafka_bootstrap", "redis_url", "app_id") and not value:
         raise SettingsError(f"{name} must not be empty")
+    if f.name == "agents":
+        names = {a.strip() for a in value.split(",")} - {""}
+        if not names or names - set(AGENT_NAMES):
+            raise SettingsError(
+                f"{name}={value!r}: a comma-separated subset of {', '.join(AGENT_NAMES)}")
     if f.name.endswith("_topic") and not value:
         raise SettingsError(f"{name} must not be empty")
 

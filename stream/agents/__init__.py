@@ -26,9 +26,12 @@ AGENT_MODULES: tuple[str, ...] = (
 
 def attach_agents(app: faust.App, settings: Settings, topics: Topics,
                   modules: tuple[str, ...] = AGENT_MODULES) -> list[str]:
-    """Attach every available agent module's agent(s); returns the modules attached."""
+    """Attach the agent modules that ``settings.agents`` names; returns the modules attached."""
     attached = []
+    wanted = {f"stream.agents.{name}" for name in settings.agent_names}
     for name in modules:
+        if name not in wanted:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

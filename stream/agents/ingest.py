@@ -4,29 +4,34 @@ Per batch of raw records (``stream.take_events(ingest_batch_records, within=bund
 validate every record (``schemas.validation.parse_record``), dead-letter each rejected event
 with its code, message, original bytes and origin (topic, partition, offset, index), pack the
 valid ones per bundle-topic partition (``stream.bundler``: routing id -> murmur2 partition,
-arrival order kept), then produce every bundle to its explicit partition and every dead letter,
-and await all the produce futures together (one event-loop wait per batch, not per record).
+arrival order kept), send every bundle to its explicit partition and every dead letter, and let
+a task await all the delivery futures of the batch together, while the next batch is packed
+(at most ``ingest_max_inflight_batches`` batches awaiting acknowledgement).
 
 Commit invariant — a raw offset is committed only after every bundle holding its events and
 every dead letter of its record are acknowledged by Kafka:
 
-* Faust commits only *acked* offsets, and only up to the first offset that is not acked
-  (``Consumer._new_offset`` stops at a gap). ``take_events()`` turns the stream's automatic
-  acking off and acks the batch's events in a ``finally`` after the ``yield``, i.e. when the
-  loop body has returned (verified in faust-streaming 0.15.3 ``streams.py``).
-* The body returns only after ``asyncio.gather`` of all the batch's produce futures succeeded;
-  the producer is idempotent with ``acks=all`` (:class:`stream.app.IdempotentProducer`), so an
-  acknowledged bundle is durable and bundles of a partition keep their order.
-* That same ``finally`` also runs when the body *raises* or is *cancelled* (agent restart on a
-  rebalance, shutdown), and would then ack records whose bundles were never acknowledged. So:
-  the flush runs as its own task, shielded: on cancellation the body first waits for the flush
-  to finish (everything it needs is in memory), and only a successful flush lets the acks
-  through. If producing fails (or anything else escapes the body), the batch's messages are
-  *withheld* — marked acked on the ``Message`` without telling the consumer (``Message.ack``
-  then skips them), so their offsets never enter the commit bookkeeping and the committed
-  offset cannot pass them — and the app is crashed: the worker exits with an error and its
-  restart re-reads from the last commit (at-least-once: bundles already produced are produced
-  again; the segmentation worker drops duplicates by event id).
+* Faust commits only offsets whose message was *finally acked* (``Message.refcount`` down to
+  0, then ``Consumer.ack``), and only up to the first offset that is not (``Consumer._new_offset``
+  stops at a gap), verified in faust-streaming 0.15.3. ``take_events()`` turns automatic acking
+  off and acks the batch in a ``finally`` after the loop body — also when the body raises or is
+  cancelled — so it cannot be trusted alone.
+* Before sending, the body takes one extra reference on each message of the batch
+  (``Message.incref``); ``take_events()``' ack only drops its own. The reference is dropped
+  (``Event.ack``) by the batch's confirmation task after ``asyncio.gather`` of all its delivery
+  futures succeeded. The producer is idempotent with ``acks=all``
+  (:class:`stream.app.IdempotentProducer`): an acknowledged bundle is durable, and bundles of one
+  partition keep their order, also across pipelined batches (every send of a batch is issued,
+  in order, before the body returns and the next batch is sent).
+* Cancellation (agent restart on a rebalance, shutdown) while sending: the sending runs as its
+  own shielded task and is finished first, so order and the confirmation still hold.
+* A delivery failure (or anything else escaping the body): the batch's messages are
+  *withheld* — flagged acked on the ``Message`` without telling the consumer, so
+  ``Message.ack`` skips them and their offsets never enter the commit bookkeeping — and the app
+  is crashed: the worker exits with an error status and its restart re-reads from the last
+  commit (at-least-once: bundles already produced are produced again; the segmentation worker
+  drops duplicates by event id). Later batches cannot move the commit past the gap either.
+* On shutdown the held messages of unconfirmed batches are simply never acked: re-read later.
 
 Per-event exceptions never reach this loop: ``RecordPacker`` dead-letters the record or event
 with code ``internal_error`` and counts it.
@@ -90,6 +95,7 @@ class IngestAgent:
         self.topics = topics
         self.metrics = app.ingest_metrics
         self.packer = make_packer(settings)
+        self._inflight: list[asyncio.Future[None]] = []  # batches sent, not yet acknowledged
         self._bundles_topic = settings.topic("bundles")
         self._deadletters_topic = settings.topic("deadletters")
 
@@ -102,36 +108,44 @@ class IngestAgent:
             await self.handle(events)
 
     async def handle(self, events: Sequence[EventT]) -> None:
-        """Pack one batch and return only once all its output is acknowledged (see module doc)."""
+        """Pack one batch, send its output, and hand the acknowledgement wait to a task.
+
+        Returns once every record of the batch is *sent* (in order) — not acknowledged: the
+        batch's messages are held (one extra reference each) until :meth:`_confirm` has seen
+        every acknowledgement; only then can their offsets be committed (see module doc).
+        """
         started = time.perf_counter()
         packer = self.packer
         for event in events:
             m = event.message
             packer.add_record(m.value, m.topic, m.partition, m.offset)
         result = packer.finish()
-        flush = asyncio.ensure_future(self._produce(result))
+        for event in events:
+            event.message.incref()  # take_events() drops only its own reference after us
+        sending = asyncio.ensure_future(self._send_all(result))
         try:
-            sizes = await asyncio.shield(flush)
+            futures, sizes = await asyncio.shield(sending)
         except asyncio.CancelledError:
-            # Cancelled mid-flush (rebalance, stop): finish the flush before take_events()
-            # acks this batch on the way out.
+            # Cancelled while sending (rebalance, stop): finish sending, so that bundles of a
+            # partition keep their order, and let the confirmation decide about the offsets.
             try:
-                await flush
+                futures, sizes = await sending
             except Exception as exc:
                 await self._fail(events, exc)
+                raise
+            self._confirm_later(events, result, futures, sizes, started)
             raise
         except BaseException as exc:
             await self._fail(events, exc)
             raise
-        self.metrics.record_batch(
-            records=result.records, valid_by_type=result.valid_by_type,
-            invalid_by_code=result.invalid_by_code, bundle_sizes=sizes,
-            dead_letters=len(result.dead_letters), seconds=time.perf_counter() - started)
+        self._confirm_later(events, result, futures, sizes, started)
+        while len(self._inflight) > self.settings.ingest_max_inflight_batches:
+            await asyncio.wait([self._inflight[0]])  # bounded pipeline: oldest batch first
 
-    async def _produce(self, result: BatchResult) -> list[int]:
-        """Send every bundle (explicit partition) and dead letter; await all acknowledgements.
+    async def _send_all(self, result: BatchResult) -> tuple[list[Any], list[int]]:
+        """Send every bundle (explicit partition) and dead letter, in order; no waiting for acks.
 
-        Returns the number of events of each bundle record produced.
+        Returns the delivery futures and the number of events of each bundle record.
         """
         send = self.app.producer.send
         max_bytes = self.settings.bundle_max_bytes
@@ -145,8 +159,30 @@ class IngestAgent:
         topic = self._deadletters_topic
         futures.extend([await send(topic, None, letter, None, None, None)
                         for letter in result.dead_letters])
-        await asyncio.gather(*futures)
-        return sizes
+        return futures, sizes
+
+    def _confirm_later(self, events: Sequence[EventT], result: BatchResult, futures: list[Any],
+                       sizes: list[int], started: float) -> None:
+        task = asyncio.ensure_future(self._confirm(events, result, futures, sizes, started))
+        self._inflight.append(task)
+        task.add_done_callback(self._inflight.remove)
+
+    async def _confirm(self, events: Sequence[EventT], result: BatchResult, futures: list[Any],
+                       sizes: list[int], started: float) -> None:
+        """Await every acknowledgement of a batch, then release its messages for commit."""
+        try:
+            await asyncio.gather(*futures)
+        except asyncio.CancelledError:
+            return  # shutting down: the held messages are never acked, hence never committed
+        except Exception as exc:
+            await self._fail(events, exc)
+            return
+        for event in events:
+            event.ack()  # drops our reference: the offset may now be committed
+        self.metrics.record_batch(
+            records=result.records, valid_by_type=result.valid_by_type,
+            invalid_by_code=result.invalid_by_code, bundle_sizes=sizes,
+            dead_letters=len(result.dead_letters), seconds=time.perf_counter() - started)
 
     async def _fail(self, events: Sequence[EventT], exc: BaseException) -> None:
         """Withhold the batch's offsets from every future commit, then crash the app."""

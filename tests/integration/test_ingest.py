@@ -127,6 +127,7 @@ def worker(kafka_bootstrap: str, unique_topic_prefix: str, tmp_path: Path) -> It
         "SEGSTREAM_WEB_PORT": str(_free_port()),
         "SEGSTREAM_DATA_DIR": str(tmp_path / "data"),
         "SEGSTREAM_LOG_LEVEL": "info",
+        "SEGSTREAM_AGENTS": "ingest",  # ingest alone: no Redis needed here
         # a SIGKILLed worker's partitions move to its successor after this long
         "SEGSTREAM_SESSION_TIMEOUT_MS": "10000",
     })

@@ -1,0 +1,257 @@
+"""Ingest throughput on the real broker: arrays, singles, and a plain-Faust baseline, in one run.
+
+`make bench-ingest` runs it through deploy/local/with-infra.sh (SEGSTREAM_KAFKA_BOOTSTRAP set).
+Three phases, each in a fresh worker process on pre-produced input (its own topics):
+
+  (a) arrays   raw records of 100 events each -> the ingest agent -> bundles
+  (b) singles  one event per raw record        -> the ingest agent -> bundles
+  (c) baseline the same single-event input     -> a plain Faust agent that decodes each record
+               and forwards it as one record (``await topic.send()``), no validation
+
+Each phase is timed inside the worker from the start of the first batch (first records consumed)
+to the acknowledgement of the output holding the last event. Printed: events/s, events per CPU
+second of the worker process, and the ratios. The box is shared (2 cores, broker JVM, other
+jobs): expect noise of +-20% between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RAW_PARTITIONS = 4
+BUNDLE_PARTITIONS = 8
+
+
+# --- input ---------------------------------------------------------------------------------
+
+def make_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """Realistic small events (~250 bytes): page views and cart adds of 20k customers."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        cid = f"customer-{rng.randrange(20_000)}"
+        if rng.random() < 0.7:
+            ev = {"event_id": f"e-{seed}-{i}", "type": "page_view", "customer_id": cid,
+                  "timestamp": now - rng.randrange(3_600_000), "source": "web",
+                  "properties": {"url": f"https://shop.example.com/p/{rng.randrange(5000)}",
+                                 "category": rng.choice(["shoes", "hats", "bags"]),
+                                 "device": rng.choice(["iphone", "mac", "android"])}}
+        else:
+            ev = {"event_id": f"e-{seed}-{i}", "type": "cart_add", "customer_id": cid,
+                  "timestamp": now - rng.randrange(3_600_000), "source": "web",
+                  "properties": {"product_id": f"sku-{rng.randrange(5000)}",
+                                 "price": round(rng.uniform(1, 300), 2), "quantity": 1}}
+        out.append(ev)
+    return out
+
+
+def produce(bootstrap: str, topic: str, records: list[bytes]) -> None:
+    from kafka import KafkaAdminClient, KafkaProducer  # noqa: PLC0415
+    from kafka.admin import NewTopic  # noqa: PLC0415
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, RAW_PARTITIONS, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
+                             max_request_size=2 * 1024 * 1024, acks=1)
+    for i, value in enumerate(records):
+        producer.send(topic, value=value, partition=i % RAW_PARTITIONS)
+    producer.flush(timeout=300)
+    producer.close()
+
+
+# --- phases (run inside a worker subprocess) --------------------------------------------------
+
+class Clock:
+    """First-batch start, last-ack end, and the process CPU time over that window."""
+
+    def __init__(self, target: int, result_path: Path) -> None:
+        self.target = target
+        self.result_path = result_path
+        self.t0: float | None = None
+        self.cpu0 = 0.0
+        self.done = False
+
+    @staticmethod
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    def start(self) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            self.cpu0 = self.cpu()
+
+    def finish(self, events: int, extra: dict[str, Any]) -> None:
+        assert self.t0 is not None
+        seconds = time.perf_counter() - self.t0
+        cpu = self.cpu() - self.cpu0
+        self.result_path.write_text(json.dumps(
+            {"events": events, "seconds": seconds, "cpu_seconds": cpu, **extra}))
+        self.done = True
+        os.kill(os.getpid(), signal.SIGTERM)  # stop the worker cleanly
+
+
+def run_phase(phase: str, target: int, result_path: Path) -> None:
+    import faust  # noqa: PLC0415
+
+    from stream.agents import ingest  # noqa: PLC0415
+    from stream.app import create_app  # noqa: PLC0415
+    from stream.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    app = create_app(settings, with_agents=False)
+    topics = app.segstream_topics
+    clock = Clock(target, result_path)
+
+    if phase in ("arrays", "singles"):
+        ingest.attach(app, settings, topics)
+        agent = app.ingest  # type: ignore[attr-defined]
+        handle, confirm = agent.handle, agent._confirm
+        done = {"events": 0, "bundles": 0, "records": 0}
+
+        async def timed_handle(events: Any) -> None:
+            clock.start()
+            await handle(events)
+
+        async def timed_confirm(events: Any, result: Any, futures: Any, sizes: list[int],
+                                started: float) -> None:
+            await confirm(events, result, futures, sizes, started)
+            done["events"] += sum(sizes)
+            done["bundles"] += len(sizes)
+            done["records"] += result.records
+            if not clock.done and done["events"] >= target:
+                clock.finish(done["events"], {"bundles": done["bundles"],
+                                              "records": done["records"]})
+
+        agent.handle, agent._confirm = timed_handle, timed_confirm
+    else:
+        out = topics.bundles  # any raw-bytes topic will do: forward one record per event
+        count = 0
+
+        async def baseline(stream: Any) -> None:
+            nonlocal count
+            await out.maybe_declare()
+            async for value in stream:
+                clock.start()
+                event = orjson.loads(value)
+                await out.send(key=event["customer_id"].encode(), value=orjson.dumps(event))
+                count += 1
+                if count >= target and not clock.done:
+                    await app.producer.flush()  # the last forward is acknowledged
+                    clock.finish(count, {})
+
+        app.agent(topics.raw, name="bench.baseline")(baseline)
+
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker.execute_from_commandline()
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def phase_env(bootstrap: str, prefix: str, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    env.update({
+        "SEGSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "SEGSTREAM_TOPIC_PREFIX": prefix,
+        "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
+        "SEGSTREAM_DATA_DIR": str(tmp / prefix),
+        "SEGSTREAM_WEB_PORT": str(16066 + os.getpid() % 1000),
+        "SEGSTREAM_LOG_LEVEL": "warning",
+    })
+    return env
+
+
+def spawn_phase(phase: str, target: int, env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    result = tmp / f"{phase}.json"
+    log = tmp / f"{phase}.log"
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--phase", phase, "--target", str(target),
+             "--result", str(result)], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            timeout=1800, check=False)
+    if not result.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise SystemExit(f"phase {phase} failed (exit {proc.returncode}):\n{tail}")
+    data: dict[str, Any] = json.loads(result.read_text())
+    return data
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--array-events", type=int, default=200_000)
+    parser.add_argument("--single-events", type=int, default=60_000)
+    parser.add_argument("--phase", choices=["arrays", "singles", "baseline"])
+    parser.add_argument("--target", type=int)
+    parser.add_argument("--result", type=Path)
+    args = parser.parse_args()
+    if args.phase:
+        run_phase(args.phase, args.target, args.result)
+        return 0
+
+    from stream.settings import Settings  # noqa: PLC0415
+
+    bootstrap = Settings.from_env().kafka_bootstrap
+    run_id = f"bench{int(time.time())}-{os.getpid()}"
+    tmp = REPO / ".run" / run_id
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"broker {bootstrap}; run {run_id}; logs in {tmp}")
+
+    n_arr = args.array_events - args.array_events % 100
+    arrays = make_events(n_arr, seed=1)
+    singles = make_events(args.single_events, seed=2)
+    single_records = [orjson.dumps(e) for e in singles]
+    inputs = {
+        "arrays": ([orjson.dumps(arrays[i:i + 100]) for i in range(0, n_arr, 100)], n_arr),
+        "singles": (single_records, len(singles)),
+        "baseline": (single_records, len(singles)),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for phase, (records, n_events) in inputs.items():
+        prefix = f"{run_id}-{phase}-"
+        t = time.perf_counter()
+        produce(bootstrap, f"{prefix}segstream-events", records)
+        print(f"[{phase}] produced {len(records)} records ({n_events} events) "
+              f"in {time.perf_counter() - t:.1f}s; running the worker...", flush=True)
+        results[phase] = spawn_phase(phase, n_events, phase_env(bootstrap, prefix, tmp), tmp)
+
+    print()
+    print(f"{'phase':<10} {'events':>8} {'seconds':>8} {'events/s':>10} {'ev/CPU-s':>10}  notes")
+    for phase, r in results.items():
+        rate = r["events"] / r["seconds"]
+        per_cpu = r["events"] / max(r["cpu_seconds"], 1e-9)
+        notes = (f"{r['records']} raw records -> {r['bundles']} bundles "
+                 f"({r['events'] / max(r['bundles'], 1):.0f} events/bundle)"
+                 if "bundles" in r else "await topic.send() per event, no validation")
+        r["rate"] = rate
+        print(f"{phase:<10} {r['events']:>8} {r['seconds']:>8.2f} {rate:>10,.0f} "
+              f"{per_cpu:>10,.0f}  {notes}")
+    base = results["baseline"]["rate"]
+    print()
+    print(f"arrays  / baseline: {results['arrays']['rate'] / base:6.1f}x")
+    print(f"singles / baseline: {results['singles']['rate'] / base:6.1f}x")
+    print(f"arrays  / singles : {results['arrays']['rate'] / results['singles']['rate']:6.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
