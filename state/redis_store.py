@@ -116,6 +116,9 @@ class RedisStore:
         )
         return [(_text(cid), int(score)) for cid, score in rows]
 
+    async def due_count(self, partition: int, upto_ms: int) -> int:
+        return int(await self._r.zcount(self.key(partition, "due"), "-inf", upto_ms))
+
     async def commit(self, commit: Commit) -> CommitResult:
         p = commit.partition
         keys: list[str] = [

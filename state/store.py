@@ -64,6 +64,9 @@ class StateStore(Protocol):
     async def due(self, partition: int, upto_ms: int, limit: int) -> list[tuple[str, int]]:
         """Up to ``limit`` (customer_id, due_ms) with due_ms <= upto_ms, earliest first."""
 
+    async def due_count(self, partition: int, upto_ms: int) -> int:
+        """How many customers are due at or before ``upto_ms`` (the timer backlog)."""
+
     async def commit(self, commit: Commit) -> CommitResult:
         """Apply ``commit`` atomically (see :class:`CommitResult`)."""
 
@@ -110,6 +113,9 @@ class MemoryStore:
             ((at, cid) for cid, at in self._part(partition).due.items() if at <= upto_ms)
         )
         return [(cid, at) for at, cid in items[:limit]]
+
+    async def due_count(self, partition: int, upto_ms: int) -> int:
+        return sum(1 for at in self._part(partition).due.values() if at <= upto_ms)
 
     async def commit(self, commit: Commit) -> CommitResult:
         part = self._part(commit.partition)

@@ -61,6 +61,8 @@ def test_commit_load_due_and_offsets(make_store: Callable[[], Awaitable[StateSto
         assert await store.load(3, ["alice", "carol", "bob"]) == [b"\x01state-a", None, b"state-b"]
         assert await store.due(3, 4_999, 10) == [("bob", 1_000)]
         assert await store.due(3, 10_000, 1) == [("bob", 1_000)]
+        assert await store.due_count(3, 4_999) == 1
+        assert await store.due_count(3, 5_000) == 2
         assert await store.sizes([3]) == {"engaged_30d": 2}
 
         # the same bundle again (re-delivery) changes nothing

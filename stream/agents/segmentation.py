@@ -1,0 +1,247 @@
+"""Segmentation agent: bundles -> engine -> segment-changes topic -> one Redis commit.
+
+Per batch of bundle records (``take_events(n, within=...)``), per partition, under that
+partition's lock: :meth:`stream.segmenter.PartitionSegmenter.process` runs the engine with the
+wall clock as "now"; the changes (keyed by customer), the late events and the unreadable bundle
+records (both to the dead-letter topic) are produced and *all* acknowledged; only then is the
+partition's commit written to Redis (states, due index, membership, applied offset: one atomic
+script). A crash before the commit re-emits the same changes with the same versions on restart
+(at-least-once, deduplicated downstream by (customer, segment, version)); a crash after it
+skips the bundle (its offset is at or below the stored one). The Kafka offsets acked after the
+body returns are only a hint: the offset stored in Redis is the truth, and a partition whose
+records arrive beyond it (Kafka's commit ran ahead of lost Redis writes) is sought back.
+
+A timer task (every ``timer_interval_ms``) runs :meth:`PartitionSegmenter.tick` for each owned
+partition under the same lock: time-only ENTER/EXIT within about a second of their instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import TP, EventT, StreamT
+from redis.asyncio import Redis
+
+from processors.engine import Engine
+from processors.lang.compile import compile_catalogue
+from processors.lang.load import load_definitions
+from schemas.changes import change_key, encode_change, from_change
+from schemas.deadletter import encode_dead_letter
+from state.redis_store import RedisStore
+from state.store import CommitResult, StateStore
+from stream.segment_metrics import SegmentMetrics
+from stream.segmenter import Outcome, PartitionSegmenter
+from stream.settings import Settings
+from stream.topics import Topics
+
+if TYPE_CHECKING:
+    from stream.app import SegstreamApp
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME = "segstream.segmentation"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_engine(path: str) -> Engine:
+    """The engine for the definitions file ``path`` (empty: the packaged default catalogue)."""
+    if not path:
+        text = resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8")
+        return Engine(compile_catalogue(load_definitions(text)))
+    return Engine(compile_catalogue(load_definitions(Path(path))))
+
+
+class SegmentationAgent:
+    """Owned partitions, their locks, and the batch and timer handlers."""
+
+    def __init__(self, app: SegstreamApp, settings: Settings, topics: Topics,
+                 engine: Engine) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.engine = engine
+        self.definition_version = engine.catalogue.version
+        self.metrics = SegmentMetrics.create(app.metrics_registry)
+        self.owned: dict[int, PartitionSegmenter] = {}
+        self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._sought: set[int] = set()  # partitions sought back once since their claim
+        self._store: StateStore | None = None
+        self._bundles = settings.topic("bundles")
+        self._changes = settings.topic("changes")
+        self._deadletters = settings.topic("deadletters")
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:  # created on first use, inside the worker's event loop
+            client = Redis.from_url(self.settings.redis_url)
+            self._store = RedisStore(client, namespace=self.settings.redis_namespace)
+        return self._store
+
+    # --- partition ownership ----------------------------------------------------------------
+    async def on_assigned(self, assigned: set[TP]) -> None:
+        """Rebalance: drop partitions we lost (their cache may be stale once another worker
+        writes them); new ones are claimed lazily when their first record arrives."""
+        mine = {tp.partition for tp in assigned if tp.topic == self._bundles}
+        for p in list(self.owned):
+            if p not in mine:
+                async with self.locks[p]:
+                    self.owned.pop(p, None)
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            if tp.topic == self._bundles:
+                async with self.locks[tp.partition]:
+                    self.owned.pop(tp.partition, None)
+
+    async def _segmenter(self, p: int) -> PartitionSegmenter:
+        seg = self.owned.get(p)
+        if seg is None or seg.fenced:
+            seg = await PartitionSegmenter.claim(
+                p, self.engine, self.store, cache_max=self.settings.state_cache_max)
+            self.owned[p] = seg
+            self._sought.discard(p)
+            log.info("claimed bundle partition %d (epoch %d, next offset %d)",
+                     p, seg.epoch, seg.next_offset)
+        return seg
+
+    # --- bundles ----------------------------------------------------------------------------
+    async def run(self, stream: StreamT[bytes]) -> None:
+        """The Faust agent body."""
+        for t in (self.topics.changes, self.topics.deadletters):
+            await t.maybe_declare()
+        within = self.settings.bundle_linger_ms / 1000.0
+        n = self.settings.segment_batch_records
+        async for events in stream.take_events(n, within=within):
+            await self.handle(events)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for event in events:
+            m = event.message
+            by_partition[m.partition].append((m.offset, m.value))
+        for p, records in by_partition.items():
+            async with self.locks[p]:
+                seg = await self._segmenter(p)
+                first = records[0][0]
+                if first > seg.next_offset and p not in self._sought:
+                    # Kafka's committed offset ran ahead of the state: read the gap again
+                    # (once per claim: a gap that is still there was removed by retention).
+                    log.warning("bundle partition %d: records from %d but state is at %d; "
+                                "seeking back", p, first, seg.next_offset)
+                    self._sought.add(p)
+                    self.metrics.seeks.inc()
+                    await self.app.consumer.seek(TP(self._bundles, p), seg.next_offset)
+                    continue
+                if first > seg.next_offset:
+                    log.error("bundle partition %d: offsets %d..%d are gone from Kafka "
+                              "(retention?); continuing from %d", p, seg.next_offset,
+                              first - 1, first)
+                started = time.perf_counter()
+                out = await seg.process(records, _now_ms())
+                await self._publish_and_commit(seg, out, started)
+
+    async def _publish_and_commit(self, seg: PartitionSegmenter, out: Outcome,
+                                  started: float) -> None:
+        send = self.app.producer.send
+        version = self.definition_version
+        futures = [
+            await send(self._changes, change_key(ch.customer_id),
+                       encode_change(from_change(ch, version)), None, None, None)
+            for ch in out.changes
+        ]
+        now = _now_ms()
+        for ev in out.late:
+            letter = encode_dead_letter(
+                "too_late", f"event time {ev['timestamp']} is older than now - allowed lateness "
+                f"({self.engine.lateness} ms)", orjson.dumps(ev), self._bundles, seg.partition,
+                out.offset if out.offset is not None else -1, None, now)
+            futures.append(await send(self._deadletters, None, letter, None, None, None))
+        for offset, reason in out.bad_records:
+            letter = encode_dead_letter("bad_bundle", reason, b"", self._bundles,
+                                        seg.partition, offset, None, now)
+            futures.append(await send(self._deadletters, None, letter, None, None, None))
+        await asyncio.gather(*futures)
+        commit_started = time.perf_counter()
+        hits, misses = seg.cache_hits, seg.cache_misses
+        try:
+            result = await seg.commit(out)
+        except Exception:
+            self.metrics.redis_errors.inc()
+            raise
+        self.metrics.cache_hits.inc(hits)
+        self.metrics.cache_misses.inc(misses)
+        seg.cache_hits = seg.cache_misses = 0
+        self.metrics.record(out, result, engine_seconds=commit_started - started,
+                            commit_seconds=time.perf_counter() - commit_started, now_ms=now)
+        if result is CommitResult.FENCED:
+            self.owned.pop(seg.partition, None)
+
+    # --- timers -----------------------------------------------------------------------------
+    async def timers(self) -> None:
+        """Fire due instants of every owned partition, forever (an app task)."""
+        interval = self.settings.timer_interval_ms / 1000.0
+        passes = 0
+        while True:
+            await asyncio.sleep(interval)
+            passes += 1
+            for p in list(self.owned):
+                try:
+                    await self.tick(p)
+                except Exception:  # a Redis blip must not kill the timers: retry next pass
+                    self.metrics.redis_errors.inc()
+                    log.exception("timer pass of partition %d failed; retrying", p)
+            if passes % 20 == 0:
+                await self.refresh_gauges()
+
+    async def refresh_gauges(self) -> None:
+        """Segment sizes and timer backlog of the owned partitions (a few Redis reads)."""
+        owned = sorted(self.owned)
+        try:
+            sizes = await self.store.sizes(owned)
+            backlog = sum([await self.store.due_count(p, _now_ms()) for p in owned])
+        except Exception:
+            self.metrics.redis_errors.inc()
+            log.exception("reading segment sizes failed")
+            return
+        for name in self.engine.catalogue.names:
+            self.metrics.segment_size.labels(name).set(sizes.get(name, 0))
+        self.metrics.timer_backlog.set(backlog)
+
+    async def tick(self, p: int) -> None:
+        async with self.locks[p]:
+            seg = self.owned.get(p)
+            if seg is None or seg.fenced:
+                return
+            started = time.perf_counter()
+            now = _now_ms()
+            out = await seg.tick(now, limit=self.settings.timer_batch)
+            if out.commit is not None:
+                await self._publish_and_commit(seg, out, started)
+
+
+def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
+    """Define the segmentation agent and its timer task on ``app`` (reads ``topics.bundles``)."""
+    agent = SegmentationAgent(app, settings, topics, load_engine(settings.segments_file))
+    app.segmentation = agent  # type: ignore[attr-defined]
+    app.agent(topics.bundles, name=AGENT_NAME)(agent.run)
+    app.task(agent.timers)
+
+    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        await agent.on_assigned(assigned)
+
+    async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        await agent.on_revoked(revoked)
+
+    app.on_partitions_assigned.connect(assigned, weak=False)
+    app.on_partitions_revoked.connect(revoked, weak=False)
