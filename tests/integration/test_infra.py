@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -233,3 +234,37 @@ def test_unleased_server_is_never_stopped_by_release(tmp_path: Path) -> None:
         assert "not running" in server.run("stop").stdout  # stop twice: still exit 0
     finally:
         server.run("stop")
+
+
+def test_with_infra_exports_addresses_and_propagates_exit_code(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    # Both servers already run (the fixtures): with-infra.sh must use them, start nothing, stop
+    # nothing, hand their addresses to the command and return the command's exit code.
+    kafka_port = kafka_bootstrap.rsplit(":", 1)[1]
+    redis_port = str(urlsplit(redis_url).port)
+    env = {
+        **os.environ,
+        "SEGSTREAM_KAFKA_PORT": kafka_port,
+        "SEGSTREAM_REDIS_PORT": redis_port,
+    }
+    env.pop("SEGSTREAM_KAFKA_BOOTSTRAP", None)
+    env.pop("SEGSTREAM_REDIS_URL", None)
+    script = Path(__file__).resolve().parents[2] / "deploy" / "local" / "with-infra.sh"
+    result = subprocess.run(
+        [
+            str(script),
+            "bash",
+            "-c",
+            'echo "$SEGSTREAM_KAFKA_BOOTSTRAP $SEGSTREAM_REDIS_URL"; exit 7',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.split() == [kafka_bootstrap, redis_url]
+    assert "started pid" not in result.stderr and "stopping" not in result.stderr
+    assert kafka_answers(kafka_bootstrap) and redis_answers(redis_url)
