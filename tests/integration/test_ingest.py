@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +30,8 @@ from schemas.deadletter import DeadLetter, decode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import routing_id
 
+from .support import Worker, free_port, read_all
+
 REPO = Path(__file__).resolve().parents[2]
 RAW_PARTITIONS = 3
 BUNDLE_PARTITIONS = 4
@@ -42,54 +41,6 @@ WAIT_S = 180  # generous: a loaded 2-core box with a JVM broker
 
 
 # --- the worker subprocess ----------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Worker:
-    """`python -m stream.cli worker` with its own environment and log file."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-
-    def start(self, **overrides: str) -> None:
-        env = {**self.env, **overrides}
-        self.runs += 1
-        log = self.log_path.with_suffix(f".{self.runs}.log")
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait, SIGKILL if needed; the exit status (None if it was never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        log = self.log_path.with_suffix(f".{self.runs}.log")
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
 
 @dataclass
 class Topics:
@@ -124,7 +75,7 @@ def worker(kafka_bootstrap: str, unique_topic_prefix: str, tmp_path: Path) -> It
         "SEGSTREAM_BUNDLE_MAX_EVENTS": "16",  # many bundles per partition: order across bundles
         "SEGSTREAM_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
         "SEGSTREAM_MAX_EVENTS_PER_RECORD": str(MAX_EVENTS_PER_RECORD),
-        "SEGSTREAM_WEB_PORT": str(_free_port()),
+        "SEGSTREAM_WEB_PORT": str(free_port()),
         "SEGSTREAM_DATA_DIR": str(tmp_path / "data"),
         "SEGSTREAM_LOG_LEVEL": "info",
         "SEGSTREAM_AGENTS": "ingest",  # ingest alone: no Redis needed here
@@ -252,29 +203,6 @@ class Output:
     @property
     def events(self) -> int:
         return sum(len(evs) for _, _, evs in self.bundles)
-
-
-def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
-    """Every record currently in *topic*: (partition, offset, value), in offset order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[tuple[int, int, bytes]] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.partition, r.offset, r.value) for r in records)
-        return sorted(out)
-    finally:
-        consumer.close()
 
 
 def collect(bootstrap: str, topics: Topics) -> Output:

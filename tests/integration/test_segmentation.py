@@ -29,7 +29,7 @@ from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.redis_store import RedisStore
 
-from .test_ingest import Worker, _free_port, read_all
+from .support import Worker, free_port, read_all
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
@@ -88,7 +88,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
         "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
         "SEGSTREAM_BUNDLE_MAX_EVENTS": "25",
         "SEGSTREAM_SEGMENTS_FILE": str(SEGMENTS),
-        "SEGSTREAM_WEB_PORT": str(_free_port()),
+        "SEGSTREAM_WEB_PORT": str(free_port()),
         "SEGSTREAM_DATA_DIR": str(tmp_path / "data"),
         "SEGSTREAM_SESSION_TIMEOUT_MS": "10000",
         "PATH": "/usr/bin:/bin",
