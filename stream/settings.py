@@ -48,7 +48,11 @@ class Settings:
     # --- connections -------------------------------------------------------------------------
     kafka_bootstrap: str = _f(
         "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated `host:port` list.")
-    redis_url: str = _f("redis://127.0.0.1:6379/0", "Redis URL of the state and membership stores.")
+    redis_url: str = _f(
+        "redis://127.0.0.1:6379/0",
+        "Redis URL of the state and membership stores (`redis://`, `rediss://` for TLS, "
+        "`redis://:password@host:port/0` for AUTH; `redis+cluster://host:port` for a Redis "
+        "Cluster, any node).")
     # --- identity ----------------------------------------------------------------------------
     app_id: str = _f(
         "segstream",

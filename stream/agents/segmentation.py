@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP, EventT, StreamT
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
@@ -52,6 +52,13 @@ AGENT_NAME = "segstream.segmentation"
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def redis_client(url: str) -> Any:
+    """A client for ``url``; ``redis+cluster://host:port`` means a Redis Cluster (any node)."""
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+    return Redis.from_url(url)
 
 
 def load_engine(path: str) -> Engine:
@@ -84,8 +91,8 @@ class SegmentationAgent:
     @property
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
-            client = Redis.from_url(self.settings.redis_url)
-            self._store = RedisStore(client, namespace=self.settings.redis_namespace)
+            self._store = RedisStore(redis_client(self.settings.redis_url),
+                                     namespace=self.settings.redis_namespace)
         return self._store
 
     # --- partition ownership ----------------------------------------------------------------
