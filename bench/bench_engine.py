@@ -1,0 +1,190 @@
+"""Offline engine benchmark (`make bench-engine`): throughput, per-event latency, memory, state size.
+
+1. generates a realistic stream (stream.generate; default 1.1M events over 150k customers,
+   30 days, 1% duplicates, 1% out of order) and validates it into canonical events (untimed);
+2. baseline, same process: the bare per-event loop a driver cannot avoid (routing id, dedupe
+   set insert, state dict lookup and store);
+3. replays it through the engine with the default catalogue (processors.replay: watermark
+   clock, timer heap) and prints events/s and the ratio to the baseline;
+4. replays again timing every 50th ``engine.apply`` call individually (p50/p99 µs);
+5. encodes every final state with state.codec (bytes per customer: mean, p50, p99) and
+   reports peak RSS;
+6. with ``--profile N``, profiles a replay of the first N events (cProfile, top lines).
+
+One core, machine shared with other processes: figures are noisy, compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from processors.engine import Engine  # noqa: E402
+from processors.lang.compile import compile_catalogue  # noqa: E402
+from processors.lang.load import load_definitions  # noqa: E402
+from processors.replay import replay  # noqa: E402
+from schemas.validation import validate_event  # noqa: E402
+from state.codec import decode_state, encode_state  # noqa: E402
+from stream.generate import GeneratorConfig, generate  # noqa: E402
+
+SAMPLE_EVERY = 50
+
+
+class TimedEngine:
+    """Delegates to an Engine, timing every SAMPLE_EVERY-th apply call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.n = 0
+        self.samples: list[int] = []
+        self.advance = engine.advance
+        self.merge = engine.merge
+        self.forget = engine.forget
+
+    def apply(self, state: Any, event: dict[str, Any], now: int) -> Any:
+        self.n += 1
+        if self.n % SAMPLE_EVERY:
+            return self.engine.apply(state, event, now)
+        t = time.perf_counter_ns()
+        step = self.engine.apply(state, event, now)
+        self.samples.append(time.perf_counter_ns() - t)
+        return step
+
+
+def baseline(events: list[dict[str, Any]]) -> float:
+    """Seconds for the bare loop: routing id, dedupe insert, state lookup and store."""
+    states: dict[str, Any] = {}
+    seen: set[str] = set()
+    t = time.perf_counter()
+    for ev in events:
+        rid = ev["customer_id"] or ev["anonymous_id"]
+        eid = ev["event_id"]
+        if eid in seen:
+            continue
+        seen.add(eid)
+        st = states.get(rid)
+        if st is None:
+            st = states[rid] = [0]
+        st[0] = ev["timestamp"]
+    return time.perf_counter() - t
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=1_100_000)
+    ap.add_argument("--customers", type=int, default=150_000)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--segments", type=Path, default=ROOT / "processors" / "catalogue.yaml")
+    ap.add_argument("--profile", type=int, default=200_000, metavar="N",
+                    help="profile a replay of the first N events (0: skip)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the timed second replay")
+    a = ap.parse_args(argv)
+
+    catalogue = load_definitions(a.segments)
+    compiled = compile_catalogue(catalogue)
+    print(f"catalogue: {a.segments.name} version {catalogue.version}, "
+          f"{len(catalogue.segments)} segments")
+
+    t = time.perf_counter()
+    cfg = GeneratorConfig(customers=a.customers, events=a.events, days=a.days, seed=a.seed,
+                          duplicate_share=0.01, out_of_order_share=0.01)
+    raw = list(generate(cfg))
+    gen_s = time.perf_counter() - t
+    clock = max(e["timestamp"] for e in raw) + 3_600_000
+    t = time.perf_counter()
+    events = [validate_event(e, clock) for e in raw]
+    del raw
+    val_s = time.perf_counter() - t
+    ids = {e["customer_id"] or e["anonymous_id"] for e in events}
+    n = len(events)
+    print(f"stream: {n:,} events, {len(ids):,} routing ids; generated in {gen_s:.1f} s "
+          f"({n / gen_s:,.0f}/s), validated in {val_s:.1f} s ({n / val_s:,.0f}/s)")
+    del ids
+    gc.collect()
+
+    base_s = min(baseline(events) for _ in range(3))
+    base_rate = n / base_s
+
+    rss_before = rss_mb()
+    gc.collect()
+    t = time.perf_counter()
+    result = replay(Engine(compiled), events)
+    eng_s = time.perf_counter() - t
+    rss_after = rss_mb()
+    rate = n / eng_s
+    print(f"\nthroughput (1 core): engine replay {rate:,.0f} events/s ({eng_s:.1f} s); "
+          f"baseline loop {base_rate:,.0f} events/s; engine/baseline = {rate / base_rate:.3f} "
+          f"(baseline is {base_rate / rate:.1f}x faster)")
+    print(f"replay: applied {result.applied:,}, late {result.late:,}, timer runs "
+          f"{result.timer_runs:,}, changes {result.changes:,}, merges {result.merges:,}, "
+          f"forgets {result.forgets:,}, profiles {len(result.states):,}")
+    print("segment sizes: " + ", ".join(f"{k} {v:,}" for k, v in result.sizes().items()))
+
+    sizes: list[int] = []
+    t = time.perf_counter()
+    blobs = [encode_state(s) for s in result.states.values()]
+    enc_s = time.perf_counter() - t
+    sizes = [len(b) for b in blobs]
+    t = time.perf_counter()
+    for b in blobs:
+        decode_state(b)
+    dec_s = time.perf_counter() - t
+    print(f"\nstate per profile (state.codec): mean {statistics.fmean(sizes):,.0f} B, "
+          f"p50 {pct(sizes, 0.5):,.0f} B, p99 {pct(sizes, 0.99):,.0f} B, max {max(sizes):,} B; "
+          f"encode {enc_s / len(blobs) * 1e6:.1f} µs, decode {dec_s / len(blobs) * 1e6:.1f} µs "
+          f"per state")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"memory: peak RSS {peak:,.0f} MB (includes the {n:,} events held as dicts); "
+          f"RSS grew {rss_after - rss_before:,.0f} MB during the replay "
+          f"({(rss_after - rss_before) * 2**20 / max(1, len(result.states)):,.0f} B per "
+          f"profile in memory)")
+    del blobs, result
+    gc.collect()
+
+    if not a.no_latency:
+        timed = TimedEngine(Engine(compiled))
+        replay(timed, events)  # type: ignore[arg-type]
+        us = [x / 1000 for x in timed.samples]
+        print(f"\nper-event engine.apply (every {SAMPLE_EVERY}th call timed, {len(us):,} "
+              f"samples): p50 {pct(us, 0.5):.1f} µs, p99 {pct(us, 0.99):.1f} µs, "
+              f"max {max(us):,.0f} µs")
+
+    if a.profile:
+        prof = cProfile.Profile()
+        sub = events[: a.profile]
+        prof.enable()
+        replay(Engine(compiled), sub)
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+        print(f"\ncProfile of a replay of {len(sub):,} events (top by own time):")
+        print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
