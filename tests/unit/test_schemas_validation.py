@@ -353,3 +353,13 @@ def test_oversized_element_in_a_later_chunk() -> None:
 def test_limits_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="Limits"):
         Limits(**bad)
+
+
+def test_messages_stay_short_with_huge_bad_values() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(make("email_bounce", properties={"kind": "x" * 5_000}), NOW)
+    assert info.value.code is ErrorCode.BAD_PROPERTIES
+    assert len(info.value.message) < 300 and info.value.message.endswith("`$.properties.kind`")
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(make(type="t" * 5_000), NOW)
+    assert len(info.value.message) < 400
