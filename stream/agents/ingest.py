@@ -177,8 +177,11 @@ class IngestAgent:
         except Exception as exc:
             await self._fail(events, exc)
             return
+        on_message_out = self.app.sensors.on_message_out
         for event in events:
-            event.ack()  # drops our reference: the offset may now be committed
+            if event.ack():  # drops our reference: the offset may now be committed
+                m = event.message  # (take_events() did not report it: it was not the last ref)
+                on_message_out(m.tp, m.offset, m)
         self.metrics.record_batch(
             records=result.records, valid_by_type=result.valid_by_type,
             invalid_by_code=result.invalid_by_code, bundle_sizes=sizes,

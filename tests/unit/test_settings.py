@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.app import IdempotentProducer, create_app
 from stream.settings import Settings, SettingsError, env_name, settings_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -78,3 +79,20 @@ def test_every_field_is_documented_and_the_doc_is_current() -> None:
         assert f"`{env_name(f.name)}`" in text, f"{env_name(f.name)} missing from {DOC}"
     assert text == settings_markdown(), (
         "docs/configuration.md is stale: run `python -m stream.settings > docs/configuration.md`")
+
+
+def test_create_app_applies_the_settings_without_io() -> None:
+    s = Settings.from_env({"SEGSTREAM_TOPIC_PREFIX": "u1-", "SEGSTREAM_BUNDLE_PARTITIONS": "6",
+                           "SEGSTREAM_WEB_PORT": "7001", "SEGSTREAM_AGENTS": "ingest",
+                           "SEGSTREAM_COMMIT_INTERVAL_MS": "250"})
+    app = create_app(s)
+    assert app.conf.id == "u1-segstream"
+    assert app.conf.web_port == 7001 and app.conf.web_bind == "127.0.0.1"
+    assert app.conf.broker_commit_interval == 0.25
+    assert app.segstream_topics.bundles.get_topic_name() == "u1-segstream-bundles"
+    assert app.segstream_topics.bundles.partitions == 6
+    assert list(app.agents) == ["segstream.ingest"]
+    producer = app.producer  # built, not started: no connection
+    assert isinstance(producer, IdempotentProducer)
+    extra = producer._settings_extra()
+    assert extra["enable_idempotence"] is True and extra["acks"] == "all"
