@@ -169,6 +169,14 @@ class RedisStore:
                     out[name] = out.get(name, 0) + int(n)
         return {seg: n for seg, n in out.items() if n}
 
+    async def has_state(self, partition: int, customer_id: str) -> bool:
+        return bool(await self._r.hexists(self.key(partition, "state"), customer_id))
+
+    async def scan_members(self, partition: int, segment: str, cursor: int,
+                           count: int) -> tuple[int, list[str]]:
+        nxt, raw = await self._r.sscan(self.key(partition, f"m:{segment}"), cursor, count=count)
+        return int(nxt), [_text(m) for m in raw]
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -76,6 +76,19 @@ class StateStore(Protocol):
     async def sizes(self, partitions: list[int]) -> dict[str, int]:
         """Segment sizes summed over ``partitions``."""
 
+    async def has_state(self, partition: int, customer_id: str) -> bool:
+        """True when ``customer_id`` has a stored state (seen, not forgotten nor merged away)."""
+
+    async def scan_members(self, partition: int, segment: str, cursor: int,
+                           count: int) -> tuple[int, list[str]]:
+        """One ``SSCAN`` step over the members of ``segment`` in ``partition``.
+
+        Start with cursor 0; the step returns (next cursor, members), next cursor 0 meaning the
+        walk is over. ``count`` is a hint (a step may hold more or fewer members, even none);
+        a member present for the whole walk is returned at least once. A step that starts and
+        ends at cursor 0 holds the whole set.
+        """
+
 
 @dataclass(slots=True)
 class _Partition:
@@ -158,3 +171,13 @@ class MemoryStore:
             for seg, members in self._part(p).members.items():
                 out[seg] = out.get(seg, 0) + len(members)
         return {seg: n for seg, n in out.items() if n}
+
+    async def has_state(self, partition: int, customer_id: str) -> bool:
+        return customer_id in self._part(partition).states
+
+    async def scan_members(self, partition: int, segment: str, cursor: int,
+                           count: int) -> tuple[int, list[str]]:
+        if cursor != 0:
+            raise ValueError(f"unknown scan cursor {cursor} (the memory store scans in one step)")
+        # one step holding the whole set, as Redis does for small (listpack/intset) sets
+        return 0, sorted(self._part(partition).members.get(segment, ()))

@@ -21,6 +21,7 @@ from faust.types import ProducerT
 from prometheus_client import CollectorRegistry
 
 from stream.agents import attach_agents
+from stream.api import MembershipApi, attach_api
 from stream.metrics import IngestMetrics
 from stream.settings import Settings
 from stream.topics import Topics, declare_topics
@@ -47,6 +48,7 @@ class SegstreamApp(faust.App):
     segstream_topics: Topics
     metrics_registry: CollectorRegistry
     ingest_metrics: IngestMetrics
+    membership_api: MembershipApi
 
     def _new_producer(self) -> ProducerT:
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
@@ -97,4 +99,6 @@ def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
     if with_agents:
         attach_agents(app, settings, app.segstream_topics)
+        # the membership API, its auth middleware, /health and /ready (stream.api)
+        app.membership_api = attach_api(app, settings)
     return app

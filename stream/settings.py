@@ -41,6 +41,13 @@ def _f(default: Any, doc: str, *, minimum: float | None = None,
     return field(default=default, metadata=meta)
 
 
+def _secret(default: Any, doc: str) -> Any:
+    """A documented field whose value stays out of ``repr()`` (and so out of logs)."""
+    f = _f(default, doc)
+    f.repr = False
+    return f
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Configuration of a segstream process (worker, tools, benchmarks)."""
@@ -151,6 +158,22 @@ class Settings:
         "(time-only changes fire within this plus processing time).", minimum=10)
     timer_batch: int = _f(
         2_000, "Due customers advanced per partition per timer pass.", minimum=1)
+    # --- membership API ------------------------------------------------------------------
+    api_auth: str = _f(
+        "tokens", "Authentication of the membership API (docs/api.md): `tokens` (bearer tokens "
+        "from `SEGSTREAM_API_TOKENS` / `SEGSTREAM_API_TOKENS_FILE`; with none configured every "
+        "API route answers 503 `auth_not_configured`) or `none` (no authentication: local "
+        "development only). /health, /ready and /metrics never need a token.",
+        choices=("tokens", "none"))
+    api_tokens: str = _secret(
+        "", "Accepted API bearer tokens, comma-separated (each at least 16 characters; the "
+        "worker refuses to start otherwise). Prefer `SEGSTREAM_API_TOKENS_FILE` in production.")
+    api_tokens_file: str = _f(
+        "", "File of accepted API bearer tokens, one per line (`#` comments and blank lines "
+        "ignored), read when the worker starts; e.g. a mounted Kubernetes secret.")
+    api_revoked_tokens: str = _f(
+        "", "Revoked API tokens as comma-separated SHA-256 hex digests (`printf %s TOKEN | "
+        "sha256sum`): answered 403 `token_revoked` even if still listed as accepted.")
     # --- process -----------------------------------------------------------------------------
     web_host: str = _f(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.")

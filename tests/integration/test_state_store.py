@@ -170,3 +170,32 @@ def test_redis_keys_share_one_slot_per_partition() -> None:
     assert all(k.startswith("ns:{p7}:") for k in keys)
     with pytest.raises(ValueError, match="braces"):
         RedisStore(Redis(), namespace="{bad}")
+
+
+def test_has_state_and_member_scan(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    """The API's read-only queries: a walk of SSCAN steps returns every member exactly once
+    when nothing changes (300 members: a Redis hashtable set, walked in several steps)."""
+
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(5)
+        ids = [f"m{i:03d}" for i in range(300)]
+        ops = [MemberOp(cid, "big", 1) for cid in ids] + [MemberOp("m000", "small", 1)]
+        await store.commit(Commit(5, epoch, offset=0, states={"m000": b"s"}, members=ops))
+        assert await store.has_state(5, "m000")
+        assert not await store.has_state(5, "m001")  # a member without state: not "known"
+        assert not await store.has_state(6, "m000")
+        seen: list[str] = []
+        cursor, steps = 0, 0
+        while True:
+            cursor, batch = await store.scan_members(5, "big", cursor, 50)
+            seen += batch
+            steps += 1
+            if cursor == 0:
+                break
+        assert sorted(set(seen)) == ids
+        assert await store.scan_members(5, "small", 0, 50) == (0, ["m000"])
+        assert await store.scan_members(5, "nobody", 0, 50) == (0, [])
+        assert await store.scan_members(4, "big", 0, 50) == (0, [])
+
+    run(scenario())

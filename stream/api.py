@@ -1,0 +1,427 @@
+"""Membership HTTP API on the worker's Faust web server (docs/api.md is the reference).
+
+Routes (JSON everywhere, errors as ``{"error": {"code", "message"}}``):
+
+- ``GET /customers/{id}/segments``: a customer's segments and versions, read from Redis;
+- ``GET /segments``: the definitions the worker runs, with sizes summed over all partitions;
+- ``GET /segments/{name}/members?cursor=&limit=``: members, paged with an opaque cursor;
+- ``GET /health`` (the process answers) and ``GET /ready`` (started, assigned, Redis answers).
+
+State lives in Redis, so any worker answers for any customer. Authentication is an aiohttp
+middleware in front of *every* route of the web server (Faust's own pages included) except
+:data:`EXEMPT_PATHS`: probes and Prometheus carry no credentials, and what they show (liveness,
+a readiness reason, metrics) is not customer data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from faust.types import TP
+
+from processors.lang import ast
+from processors.lang.load import load_definitions
+from schemas.partitioner import partition_for
+from state.redis_store import RedisStore
+from state.store import StateStore
+from stream.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from stream.app import SegstreamApp
+
+log = logging.getLogger(__name__)
+
+#: Paths served without a token (see the module docstring).
+EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+TOKEN_MIN_LENGTH = 16
+MAX_ID_LENGTH = 128  # customer ids and segment names (the event contract's limit)
+READY_REDIS_TIMEOUT_S = 1.0
+_CURSOR_VERSION = 1
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with HTTP ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(value), status=status,
+                        content_type="application/json")
+
+
+def error_response(err: ApiError) -> web.Response:
+    resp = json_response({"error": {"code": err.code, "message": err.message}}, err.status)
+    if err.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="segstream"'
+    return resp
+
+
+# --- authentication ---------------------------------------------------------------------------
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """Bearer-token check. Tokens are kept as SHA-256 digests (equal length, so the
+    constant-time compare reveals nothing through its duration); revoked ones as digests too."""
+
+    accepted: tuple[bytes, ...]
+    revoked: tuple[bytes, ...] = ()
+    insecure: bool = False  # SEGSTREAM_API_AUTH=none: no check at all
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenAuth:
+        """Tokens from the settings and the tokens file; :class:`SettingsError` if unusable."""
+        tokens = [t.strip() for t in settings.api_tokens.split(",") if t.strip()]
+        if settings.api_tokens_file:
+            path = Path(settings.api_tokens_file)
+            try:
+                lines = path.read_text("utf-8").splitlines()
+            except OSError as exc:
+                raise SettingsError(f"SEGSTREAM_API_TOKENS_FILE={path}: {exc.strerror}") from None
+            tokens += [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
+        short = sum(1 for t in tokens if len(t) < TOKEN_MIN_LENGTH)
+        if short:  # never echo a token, not even a bad one
+            raise SettingsError(f"{short} API token(s) shorter than {TOKEN_MIN_LENGTH} "
+                                "characters (SEGSTREAM_API_TOKENS / SEGSTREAM_API_TOKENS_FILE)")
+        revoked: list[bytes] = []
+        for entry in (d.strip().lower() for d in settings.api_revoked_tokens.split(",")):
+            if not entry:
+                continue
+            try:
+                digest = bytes.fromhex(entry)
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise SettingsError("SEGSTREAM_API_REVOKED_TOKENS: entries must be SHA-256 hex "
+                                    "digests (`printf %s TOKEN | sha256sum`)")
+            revoked.append(digest)
+        return cls(tuple(_digest(t) for t in tokens), tuple(revoked),
+                   insecure=settings.api_auth == "none")
+
+    def check(self, authorization: str | None) -> None:
+        """Raise :class:`ApiError` unless ``authorization`` carries an accepted token.
+
+        401: no/malformed header or unknown token; 403: revoked token; 503: no token configured.
+        """
+        if self.insecure:
+            return
+        if not self.accepted:
+            raise ApiError(503, "auth_not_configured",
+                           "no API token is configured (SEGSTREAM_API_TOKENS or "
+                           "SEGSTREAM_API_TOKENS_FILE); SEGSTREAM_API_AUTH=none disables "
+                           "authentication for local use")
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing_token", "send the header `Authorization: Bearer <token>`")
+        digest = _digest(token)
+        revoked = _any_equal(digest, self.revoked)
+        accepted = _any_equal(digest, self.accepted)
+        if revoked:
+            raise ApiError(403, "token_revoked", "this token has been revoked")
+        if not accepted:
+            raise ApiError(401, "invalid_token", "the bearer token is not valid")
+
+
+def _any_equal(digest: bytes, candidates: Iterable[bytes]) -> bool:
+    """Constant-time membership: compares against every candidate, no early exit."""
+    found = False
+    for c in candidates:
+        found |= hmac.compare_digest(digest, c)
+    return found
+
+
+# --- member pages -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a member walk resumes: a partition, an SSCAN cursor in it, and, only after a page
+    cut inside a whole-set scan step, the last member returned (members are then taken in
+    name order after it)."""
+
+    partition: int = 0
+    scan: int = 0
+    after: str | None = None
+
+
+def encode_cursor(segment: str, cursor: Cursor) -> str:
+    """The opaque, URL-safe text of ``cursor`` (bound to ``segment``).
+
+    >>> c = Cursor(3, 17, None)
+    >>> decode_cursor("vip", encode_cursor("vip", c), partitions=8) == c
+    True
+    """
+    raw = orjson.dumps([_CURSOR_VERSION, segment, cursor.partition, cursor.scan, cursor.after])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(segment: str, text: str, partitions: int) -> Cursor:
+    """The cursor of ``text``; :class:`ApiError` (400 ``invalid_cursor``) if it is not one of
+    ours, for another segment, or for more partitions than the worker has."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        version, seg, p, scan, after = raw
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
+    ok = (version == _CURSOR_VERSION and isinstance(p, int) and isinstance(scan, int)
+          and 0 <= p < partitions and scan >= 0 and (after is None or isinstance(after, str))
+          and (after is None or scan == 0))
+    if not ok:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned")
+    if seg != segment:
+        raise ApiError(400, "invalid_cursor", "the cursor belongs to another segment")
+    return Cursor(p, scan, after)
+
+
+async def page_members(store: StateStore, segment: str, partitions: int, start: Cursor,
+                       limit: int) -> tuple[list[str], Cursor | None]:
+    """Up to ``limit`` members from ``start`` on, and the cursor of the next page (None: done).
+
+    Partition by partition, SSCAN step by step. A step that does not fit the page is left for
+    the next page (its start cursor is returned), so a member is lost neither between pages
+    nor between partitions: Redis' guarantee (a member present for the whole walk is returned
+    at least once) holds across requests. A step larger than a whole page is either the whole
+    set (start and next cursor 0: cut in name order, resumed after the last name returned,
+    correct because every present member <= that name was in that step) or, rarely, a
+    hashtable step that Redis cannot split: returned whole, so a page exceeds ``limit`` then.
+    """
+    out: list[str] = []
+    p, scan, after = start.partition, start.scan, start.after
+    while p < partitions:
+        want = limit - len(out)
+        if want <= 0:
+            return out, Cursor(p, scan, after)
+        nxt, batch = await store.scan_members(p, segment, scan, want)
+        if after is not None:
+            batch = sorted(m for m in batch if m > after)
+        if len(batch) > want:
+            if out:
+                return out, Cursor(p, scan, after)
+            if scan == 0 and nxt == 0:
+                batch = sorted(batch)[:want]
+                return batch, Cursor(p, 0, batch[-1])
+        out.extend(batch)
+        after = None
+        if nxt == 0:
+            p, scan = p + 1, 0
+        else:
+            scan = nxt
+    return out, None
+
+
+# --- the API ----------------------------------------------------------------------------------
+def file_definitions(path: str) -> ast.Catalogue:
+    """The definitions file ``path`` (empty: the packaged default catalogue)."""
+    if not path:
+        return load_definitions(
+            resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8"))
+    return load_definitions(Path(path))
+
+
+class MembershipApi:
+    """The route logic, independent of HTTP (the views below only parse and format)."""
+
+    def __init__(self, app: SegstreamApp, settings: Settings, *,
+                 store: StateStore | None = None,
+                 ping: Callable[[], Awaitable[Any]] | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.partitions = settings.bundle_partitions
+        self._file_definitions = file_definitions(settings.segments_file)
+        self._store = store
+        self._ping = ping
+        self._client: Any = None
+        self.started = False  # set by an app task: Faust ran its on_started
+        self.assignments = 0  # partition assignments seen
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:  # created on first use, inside the worker's event loop
+            from stream.agents.segmentation import redis_client  # noqa: PLC0415 (cycle)
+
+            self._client = redis_client(self.settings.redis_url)
+            self._store = RedisStore(self._client, namespace=self.settings.redis_namespace)
+            self._ping = self._client.ping
+        return self._store
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def definitions(self) -> ast.Catalogue:
+        """The definitions the segmentation agent runs: its parsed catalogue if it keeps one,
+        else the compiled segments when its version differs from the file's (runtime change:
+        enabled segments only), else the file."""
+        agent = getattr(self.app, "segmentation", None)
+        kept = getattr(agent, "definitions", None)
+        if isinstance(kept, ast.Catalogue):
+            return kept
+        if agent is not None and agent.engine.catalogue.version != self._file_definitions.version:
+            cat = agent.engine.catalogue
+            return ast.Catalogue(cat.version, cat.allowed_lateness_ms,
+                                 tuple(s.definition for s in cat.segments))
+        return self._file_definitions
+
+    async def customer_segments(self, customer_id: str) -> dict[str, Any]:
+        _check_id("customer id", customer_id)
+        p = partition_for(customer_id, self.partitions)
+        store = self.store
+        versions = await store.segments_of(p, customer_id)
+        if not versions and not await store.has_state(p, customer_id):
+            raise ApiError(404, "customer_not_found",
+                           "no state for this customer id (never seen, forgotten, or merged "
+                           "into a known customer by an alias)")
+        return {"customer_id": customer_id, "partition": p,
+                "segments": [{"segment": s, "version": v} for s, v in sorted(versions.items())]}
+
+    async def segments(self) -> dict[str, Any]:
+        defs = self.definitions()
+        sizes = await self.store.sizes(list(range(self.partitions)))
+        return {"definitions_version": defs.version, "segments": [
+            {"name": s.name, "description": s.description, "condition": s.condition_text,
+             "enabled": s.enabled, "tags": list(s.tags), "size": sizes.get(s.name, 0)}
+            for s in defs.segments]}
+
+    async def members(self, segment: str, cursor: str | None, limit: str | None
+                      ) -> dict[str, Any]:
+        if segment not in {s.name for s in self.definitions().segments}:
+            raise ApiError(404, "unknown_segment", f"no segment named {segment[:MAX_ID_LENGTH]!r}")
+        n = _parse_limit(limit)
+        start = decode_cursor(segment, cursor, self.partitions) if cursor else Cursor()
+        members, nxt = await page_members(self.store, segment, self.partitions, start, n)
+        return {"segment": segment, "members": list(dict.fromkeys(members)),
+                "next_cursor": None if nxt is None else encode_cursor(segment, nxt)}
+
+    async def readiness(self) -> list[str]:
+        """Why the worker is not ready (empty: ready); see docs/api.md."""
+        reasons: list[str] = []
+        if self.app.should_stop:
+            reasons.append("stopping")
+        elif not self.started:
+            reasons.append("starting: the Faust app has not finished starting")
+        elif self.assignments == 0:
+            reasons.append("waiting for the first partition assignment of the consumer group")
+        elif self.app.rebalancing:
+            reasons.append("rebalancing")
+        try:
+            _ = self.store
+            if self._ping is not None:
+                await asyncio.wait_for(self._ping(), READY_REDIS_TIMEOUT_S)
+        except Exception as exc:  # any failure means "not ready", with its kind
+            reasons.append(f"redis not answering ({type(exc).__name__})")
+        return reasons
+
+
+def _check_id(what: str, value: str) -> None:
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise ApiError(400, "invalid_id", f"a {what} has 1 to {MAX_ID_LENGTH} characters")
+
+
+def _parse_limit(text: str | None) -> int:
+    if text is None or text == "":
+        return DEFAULT_LIMIT
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_LIMIT:
+        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return n
+
+
+# --- wiring -----------------------------------------------------------------------------------
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def auth_middleware(auth: TokenAuth) -> Any:
+    """aiohttp middleware: token check (except :data:`EXEMPT_PATHS`), JSON errors, and a JSON
+    500 for unexpected failures (logged without the request headers: no token in logs)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            if request.path not in EXEMPT_PATHS:
+                auth.check(request.headers.get("Authorization"))
+            return await handler(request)  # type: ignore[no-any-return]
+        except ApiError as err:
+            return error_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _STATUS_CODES.get(exc.status, "http_error")
+            return error_response(ApiError(exc.status, code, exc.reason))
+        except Exception:
+            log.exception("API request %s %s failed", request.method, request.path)
+            return error_response(ApiError(500, "internal_error", "internal error (logged)"))
+
+    return middleware
+
+
+def attach_api(app: SegstreamApp, settings: Settings) -> MembershipApi:
+    """Add the API routes and the auth middleware to ``app``'s web server (no I/O here)."""
+    auth = TokenAuth.from_settings(settings)
+    if auth.insecure:
+        log.warning("SEGSTREAM_API_AUTH=none: the membership API is open to anyone who can "
+                    "reach %s:%d", settings.web_host, settings.web_port)
+    api = MembershipApi(app, settings)
+    web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
+    web_app.middlewares.append(auth_middleware(auth))
+
+    async def close(_: web.Application) -> None:
+        await api.close()
+
+    web_app.on_cleanup.append(close)
+
+    async def started() -> None:
+        api.started = True
+
+    app.task(started)
+
+    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        api.assignments += 1
+
+    app.on_partitions_assigned.connect(assigned, weak=False)
+
+    @app.page("/health", name="segstream.health")
+    async def health(view: Any, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    @app.page("/ready", name="segstream.ready")
+    async def ready(view: Any, request: web.Request) -> web.Response:
+        reasons = await api.readiness()
+        if reasons:
+            return json_response({"status": "not_ready", "reasons": reasons}, 503)
+        return json_response({"status": "ready"})
+
+    @app.page("/customers/{customer_id}/segments", name="segstream.customer_segments")
+    async def customer(view: Any, request: web.Request, customer_id: str) -> web.Response:
+        return json_response(await api.customer_segments(customer_id))
+
+    @app.page("/segments", name="segstream.segments")
+    async def segments(view: Any, request: web.Request) -> web.Response:
+        return json_response(await api.segments())
+
+    @app.page("/segments/{name}/members", name="segstream.members")
+    async def members(view: Any, request: web.Request, name: str) -> web.Response:
+        q = request.query
+        return json_response(await api.members(name, q.get("cursor"), q.get("limit")))
+
+    return api
