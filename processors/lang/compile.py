@@ -32,11 +32,15 @@ from processors.lang.unparse import unparse, unparse_events
 from processors.lang.values import (
     DAY_MS,
     age_years_ms,
+    anniversary,
     compare_values,
+    date_instant,
     date_ms,
     days_until_anniversary_ms,
     is_number,
     next_midnight,
+    to_date,
+    utc_date,
     values_equal,
 )
 from processors.lang.vocab import CART_TYPES
@@ -191,6 +195,16 @@ def constant_when_empty(node: ast.Expr) -> bool:
     return True
 
 
+def _number_predicate(op: str, a: float, b: float) -> Callable[[float], bool]:
+    """``v op a`` (or ``a <= v <= b`` for between) over plain numbers."""
+    preds: dict[str, Callable[[float], bool]] = {
+        "==": lambda v: v == a, "!=": lambda v: v != a, "<": lambda v: v < a,
+        "<=": lambda v: v <= a, ">": lambda v: v > a, ">=": lambda v: v >= a,
+        "between": lambda v: a <= v <= b,
+    }
+    return preds[op]
+
+
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
@@ -231,6 +245,47 @@ def _count_bounds(node: ast.Expr) -> tuple[float, float] | None:
     if op == "<=":
         return -inf, k
     return -inf, math.ceil(k) - 1
+
+
+Combo = tuple[list[tuple[ast.Aggregate, int]], int]
+
+
+def _count_combo(node: ast.Expr) -> Combo | None:
+    """``node`` as an integer-weighted sum of counts plus a constant, or None.
+
+    >>> from processors.lang.parser import parse
+    >>> e = parse("count(page_view, 1d) + 3 * count(purchase, 1d) - 2 > 0").left
+    >>> terms, const = _count_combo(e)
+    >>> [(a.events.types, w) for a, w in terms], const
+    ([(('page_view',), 1), (('purchase',), 3)], -2)
+    """
+    match node:
+        case ast.Aggregate() if node.func == "count":
+            return [(node, 1)], 0
+        case ast.Literal() if type(node.value) is int:
+            return [], node.value
+        case ast.Neg():
+            inner = _count_combo(node.item)
+            return None if inner is None else ([(a, -w) for a, w in inner[0]], -inner[1])
+        case ast.Arith() if node.op in ("+", "-"):
+            left, right = _count_combo(node.left), _count_combo(node.right)
+            if left is None or right is None:
+                return None
+            sign = 1 if node.op == "+" else -1
+            return left[0] + [(a, sign * w) for a, w in right[0]], left[1] + sign * right[1]
+        case ast.Arith() if node.op == "*":
+            for k, other in ((node.left, node.right), (node.right, node.left)):
+                if isinstance(k, ast.Literal) and type(k.value) is int:
+                    inner = _count_combo(other)
+                    if inner is not None:
+                        return [(a, k.value * w) for a, w in inner[0]], k.value * inner[1]
+    return None
+
+
+def _combo_of(node: ast.Expr) -> Combo | None:
+    """A combination of at least two counts (single counts have their own fast path)."""
+    combo = _count_combo(node)
+    return combo if combo is not None and len(combo[0]) >= 2 else None
 
 
 class V(NamedTuple):
@@ -360,6 +415,9 @@ class _SegmentCompiler:
             case ast.DateFunc():
                 return self.date_func(node)
             case ast.Arith():
+                combo = _combo_of(node)
+                if combo is not None:
+                    return self.combo_value(combo, expiry_producers=True)
                 return self.arith(node)
             case ast.Neg():
                 return self.neg(node)
@@ -367,12 +425,19 @@ class _SegmentCompiler:
                 bounds = _count_bounds(node)
                 if bounds is not None:
                     return self.count_threshold(node, *bounds)
-                return self.compare(node.op, self.value(node.left), self.value(node.right))
+                if _num_literal(node.right) is not None and _combo_of(node.left) is not None:
+                    return self.combo_compare(node.op, node.left, node.right)
+                left, right = self._side(node.left, (node.right,)), \
+                    self._side(node.right, (node.left,))
+                return self.compare(node.op, left, right)
             case ast.Between():
                 bounds = _count_bounds(node)
                 if bounds is not None:
                     return self.count_threshold(node, *bounds)
-                v = self.value(node.value)
+                if (_num_literal(node.low) is not None and _num_literal(node.high) is not None
+                        and _combo_of(node.value) is not None):
+                    return self.combo_compare("between", node.value, node.low, node.high)
+                v = self._side(node.value, (node.low, node.high))
                 lo = self.compare(">=", v, self.value(node.low)).fn
                 hi = self.compare("<=", v, self.value(node.high)).fn
                 return V(lambda st, now: lo(st, now) and hi(st, now), "bool")
@@ -391,6 +456,15 @@ class _SegmentCompiler:
             case ast.PropRef():
                 raise TypeError("a property outside a where filter")
         raise TypeError(f"unknown AST node {type(node).__name__}")
+
+    def _side(self, node: ast.Expr, others: tuple[ast.Expr, ...]) -> V:
+        """A comparison operand; ``days_until_anniversary`` compared with numeric constants
+        gets exact wake-up days instead of every midnight."""
+        if isinstance(node, ast.DateFunc) and node.func == "days_until_anniversary":
+            consts = [_num_literal(o) for o in others]
+            if all(c is not None for c in consts):
+                return self.date_func(node, tuple(c for c in consts if c is not None))
+        return self.value(node)
 
     def profile(self, node: ast.ProfileRef) -> V:
         name = node.field
@@ -463,6 +537,70 @@ class _SegmentCompiler:
         if node.left is agg:
             return self.compare(node.op, count_v, self.value(node.right))
         return self.compare(node.op, self.value(node.left), count_v)
+
+    def combo_value(self, combo: Combo, expiry_producers: bool) -> V:
+        """Value of ``const + sum(w * count(E_i, W_i))`` in one closure."""
+        for a, _ in combo[0]:
+            self.aggregate(a, expiry_producer=expiry_producers)  # registers the series
+        terms = tuple((self.cat.series(a.events).index, a.window_ms, w) for a, w in combo[0])
+        const = combo[1]
+
+        def lin_count(st: CustomerState, now: int) -> int:
+            v = const
+            series = st.series
+            for i, win, w in terms:
+                ts = series[i].ts
+                if ts:
+                    cut = now - win
+                    v += w * (len(ts) if ts[0] > cut else len(ts) - bisect_right(ts, cut))
+            return v
+
+        return V(lin_count, "num")
+
+    def combo_compare(self, op: str, node: ast.Expr, *consts: ast.Expr) -> V:
+        """A weighted sum of counts compared with constants. With no new event the sum only
+        changes at expiries; the next change is found by walking the expiries in time order
+        until the comparison flips (usually a few steps), instead of waking at each one."""
+        combo = _combo_of(node)
+        assert combo is not None
+        value = self.combo_value(combo, expiry_producers=False)
+        ks = [_num_literal(c) for c in consts]
+        lo_k, hi_k = ks[0], ks[-1]
+        assert lo_k is not None and hi_k is not None
+        pred = _number_predicate(op, lo_k, hi_k)
+        terms = tuple((self.cat.series(a.events).index, a.window_ms, w) for a, w in combo[0])
+        const = combo[1]
+
+        def nxt(st: CustomerState, now: int) -> int:
+            heads: list[list[Any]] = []
+            v = const
+            for i, win, w in terms:
+                ts = st.series[i].ts
+                if ts:
+                    cut = now - win
+                    k = 0 if ts[0] > cut else bisect_right(ts, cut)
+                    v += w * (len(ts) - k)
+                    heads.append([ts, k, win, w])
+            p0 = pred(v)
+            while True:
+                best = NEVER
+                for ts, k, win, _ in heads:
+                    if k < len(ts) and ts[k] + win < best:
+                        best = ts[k] + win
+                if best >= NEVER:
+                    return NEVER
+                for h in heads:
+                    ts, k, win, w = h
+                    while k < len(ts) and ts[k] + win == best:
+                        v -= w
+                        k += 1
+                    h[1] = k
+                if pred(v) != p0:
+                    return best
+
+        self.producers.append(nxt)
+        f = value.fn
+        return V(lambda st, now: pred(f(st, now)), "bool")
 
     def aggregate(self, node: ast.Aggregate, expiry_producer: bool = True) -> V:
         spec = self.series(node.events)
@@ -570,18 +708,52 @@ class _SegmentCompiler:
 
         return V(share, "num")
 
-    def date_func(self, node: ast.DateFunc) -> V:
+    def date_func(self, node: ast.DateFunc, consts: tuple[float, ...] | None = None) -> V:
+        """Calendar functions. ``age_years`` changes at the anniversary's midnight only;
+        ``days_until_anniversary`` falls by one each midnight and jumps back after the
+        anniversary, so when compared with constants ``consts`` it can only flip on the days
+        it passes them (or the day after the anniversary); otherwise wake every midnight."""
         f = self.value(node.arg).fn
         if node.func == "date":
             return V(lambda st, now: date_ms(f(st, now)), "num")
-        calc = days_until_anniversary_ms if node.func == "days_until_anniversary" \
-            else age_years_ms
+        if node.func == "age_years":
+
+            def next_birthday(st: CustomerState, now: int) -> int:
+                d = to_date(f(st, now))
+                if d is None:
+                    return NEVER
+                today = utc_date(now)
+                try:
+                    ann = anniversary(d, today.year)
+                    if ann <= today:
+                        ann = anniversary(d, today.year + 1)
+                except ValueError:
+                    return NEVER
+                return date_instant(ann)
+
+            self.producers.append(next_birthday)
+            return V(lambda st, now: age_years_ms(f(st, now), now), "num")
+
+        offsets: tuple[int, ...] = ()
+        if consts is not None:
+            offsets = tuple({-math.floor(c) + k for c in consts for k in (-1, 0, 1, 2)})
 
         def nxt(st: CustomerState, now: int) -> int:
-            return NEVER if date_ms(f(st, now)) is None else next_midnight(now)
+            d0 = days_until_anniversary_ms(f(st, now), now)
+            if d0 is None:
+                return NEVER
+            midnight = next_midnight(now)
+            if consts is None:
+                return midnight
+            best = d0 + 1  # the day after the anniversary
+            for k in offsets:
+                j = d0 + k
+                if 1 <= j < best:
+                    best = j
+            return midnight + (best - 1) * DAY_MS
 
         self.producers.append(nxt)
-        return V(lambda st, now: calc(f(st, now), now), "num")
+        return V(lambda st, now: days_until_anniversary_ms(f(st, now), now), "num")
 
     def arith(self, node: ast.Arith) -> V:
         lv, rv = self.value(node.left), self.value(node.right)

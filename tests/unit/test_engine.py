@@ -67,6 +67,11 @@ CASES: list[tuple[str, list[tuple[str, int, dict[str, Any]]], list[int | str]]] 
     ("count(purchase where amount > 50, 10s) >= 1",
      [p(0), p(S, amount=60.0)], ["+1000", "-11000"]),
     ("count(page_view|purchase, 10s) >= 2", [pv(0), p(S)], ["+1000", "-10000"]),
+    # weighted sums of counts: next change found by walking the expiries
+    ("count(page_view, 10s) + 2 * count(purchase, 10s) between 2 and 3",
+     [pv(0), p(S), pv(2 * S)], ["+1000", "-2000", "+10000", "-11000"]),
+    ("count(page_view, 10s) - count(purchase, 5s) >= 1",
+     [pv(0), p(S)], ["+0", "-1000", "+6000", "-10000"]),
     ("sum(purchase.amount, 10s) >= 15", [p(0), p(S)], ["+1000", "-10000"]),
     ("avg(purchase.amount, 10s) > 15", [p(0), p(S, amount=30.0)], ["+1000", "-11000"]),
     ("avg(purchase.amount, 10s) >= 20", [p(0), p(S, amount=30.0)], ["+1000", "-11000"]),
@@ -191,3 +196,20 @@ def test_count_threshold_skips_expiries_that_change_nothing() -> None:
     assert st is not None
     # five purchases at 0..4s: the count falls below 2 when the 4th oldest expires (13s)
     assert eng.advance(st, T0 + 4 * S).next_due == T0 + 13 * S
+
+
+def test_calendar_conditions_wake_only_when_they_can_flip() -> None:
+    eng = engine_for("days_until_anniversary(trait.birthday) <= 7")
+    st = eng.apply(None, ev(1, "identify", T0, traits={"birthday": "1990-03-01"}), T0).state
+    assert st is not None
+    # 2027-01-01: 59 days to go; can only enter 7 days before (2027-02-22 00:00 UTC); the
+    # wake-up may be a day early (candidates around the threshold), never late
+    due = eng.advance(st, T0).next_due
+    assert due is not None and T0 + 51 * D <= due <= T0 + 52 * D
+    assert eng.advance(st, T0 + 52 * D - 1).changes == []
+    assert [(c.action, c.at) for c in eng.advance(st, T0 + 52 * D).changes] == [
+        ("enter", T0 + 52 * D)]
+    age = engine_for("age_years(trait.birthday) >= 37")
+    st = age.apply(None, ev(1, "identify", T0, traits={"birthday": "1990-03-01"}), T0).state
+    assert st is not None
+    assert age.advance(st, T0).next_due == T0 + 59 * D  # the birthday itself
