@@ -262,6 +262,10 @@ class MembershipApi:
             self._ping = self._client.ping
         return self._store
 
+    def use_store(self, store: StateStore, ping: Callable[[], Awaitable[Any]] | None) -> None:
+        """Serve from ``store`` (tests: a MemoryStore) instead of the configured Redis."""
+        self._store, self._ping = store, ping
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
