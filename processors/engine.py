@@ -18,6 +18,7 @@ from typing import Any
 
 from processors.lang.compile import EPOCH, CompiledCatalogue
 from processors.lang.values import HOUR_MS, is_number
+from processors.merge import merge_states
 from processors.types import Change, Step
 from state.model import (
     NEVER,
@@ -176,22 +177,55 @@ class Engine:
         """Alias: fold the anonymous profile ``source`` into the known customer ``target``.
 
         Returns (step of the known customer, step of the anonymous profile, whose state is
-        None). The known customer's changes are relative to its own memberships (no duplicate
-        ENTER); the anonymous profile EXITs every segment it was in. Both at the same instant
-        ``t = max(clocks, alias time)``, after each profile's due instants before ``t``.
+        None): ``release`` then ``absorb``, which the streaming worker runs in two places when
+        the two profiles live in different partitions (a hand-off record carries the released
+        state), with the same result.
         """
-        from processors.merge import merge_states  # noqa: PLC0415 - keeps this module small
+        gone = self.release(source, alias_event, now)
+        if gone.late:
+            return Step(target, [], self._next_due(target), True), gone
+        released = gone.state
+        assert released is not None
+        return self.absorb(target, released, alias_event, now), gone._replace(state=None)
 
-        known_changes: list[Change] = []
-        anon_changes: list[Change] = []
-        for st, ch in ((target, known_changes), (source, anon_changes)):
-            if st is not None and st.layout is not self.catalogue:
-                self._bind(st, ch)
+    def release(self, source: CustomerState, alias_event: Event, now: int) -> Step:
+        """The anonymous side of an alias: ``source`` processes its due instants before
+        ``t = max(source clock, min(alias time, now))`` and EXITs every segment it is in at
+        ``t`` (cause ``alias:<event_id>``). ``Step.state`` is the released profile, to hand to
+        :meth:`absorb` (the anonymous profile itself ends: store nothing under its id). A late
+        alias (older than now - allowed lateness) is refused like any late event: ``Step.late``
+        and ``source`` untouched.
+        """
+        if alias_event["timestamp"] < now - self.lateness:
+            return Step(source, [], self._next_due(source), True)
+        changes: list[Change] = []
+        if source.layout is not self.catalogue:
+            self._bind(source, changes)
         t = self._instant(source, alias_event, now)
+        self._advance(source, t, False, min(t, now) - self.lateness, changes)
+        cause = f"alias:{alias_event['event_id']}"
+        for i, v in enumerate(source.versions):
+            if v & 1:
+                source.versions[i] = v + 1
+                changes.append(Change(source.cid, self._names[i], "exit", t, v + 1, cause))
+        source.clock = max(source.clock, t)
+        return Step(source, changes, None, False)
+
+    def absorb(self, target: CustomerState | None, released: CustomerState, alias_event: Event,
+               now: int) -> Step:
+        """The known side of an alias: fold the ``released`` profile (from :meth:`release`)
+        into ``target`` at ``t = max(released clock, target clock)``; changes are relative to
+        the known customer's own memberships (no duplicate ENTER), cause ``alias:<event_id>``.
+        """
+        changes: list[Change] = []
+        if released.layout is not self.catalogue:
+            self._bind(released, [])
+        if target is not None and target.layout is not self.catalogue:
+            self._bind(target, changes)
+        t = released.clock
         if target is not None:
             t = max(t, target.clock)
         horizon = min(t, now) - self.lateness
-        self._advance(source, t, False, horizon, anon_changes)
         cid = alias_event.get("customer_id")
         if not isinstance(cid, str):
             raise ValueError("alias event needs a customer_id")
@@ -199,18 +233,16 @@ class Engine:
             target = self.new_state(cid, t)
             target.fresh = False
         else:
-            self._advance(target, t, False, horizon, known_changes)
-        cause = f"alias:{alias_event['event_id']}"
-        for i, v in enumerate(source.versions):
-            if v & 1:
-                source.versions[i] = v + 1
-                anon_changes.append(Change(source.cid, self._names[i], "exit", t, v + 1, cause))
-        merge_states(target, source, self.catalogue, horizon)
+            self._advance(target, t, False, horizon, changes)
+        merge_states(target, released, self.catalogue, horizon)
         target.seen[event_key(alias_event["event_id"])] = alias_event["timestamp"]
         target.clock = t
-        self._evaluate(target, self._all, t, cause, None, known_changes)
-        return (Step(target, known_changes, self._next_due(target), False),
-                Step(None, anon_changes, None, False))
+        self._evaluate(target, self._all, t, f"alias:{alias_event['event_id']}", None, changes)
+        return Step(target, changes, self._next_due(target), False)
+
+    def has_seen(self, state: CustomerState, event_id: str) -> bool:
+        """Whether ``state`` already took the event ``event_id`` (a re-delivered hand-off)."""
+        return event_key(event_id) in state.seen
 
     # --- internals ------------------------------------------------------------------------
     @staticmethod

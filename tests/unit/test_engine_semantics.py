@@ -229,3 +229,30 @@ def test_new_aggregate_over_a_property_not_kept_before_starts_empty() -> None:
     assert "spender" not in members(step.state)  # the amount was not kept by v1
     step = v2.apply(step.state, buy("b", T0 + 2 * S), T0 + 2 * S)
     assert [(c.segment, c.action) for c in step.changes] == [("spender", "enter")]
+
+
+def test_release_then_absorb_is_merge_and_a_late_alias_is_refused() -> None:
+    """The worker splits an alias across partitions (release where the anonymous profile
+    lives, absorb where the customer lives): the result must be merge's."""
+    def profiles(eng: Engine) -> tuple[Any, Any]:
+        known = eng.apply(None, buy("k1", T0), T0).state
+        anon = eng.apply(None, ev("a1", "page_view", T0 + S, cid=None, anon="v", url="u"),
+                         T0 + S).state
+        return known, anon
+
+    eng = catalogue(ONE, ("viewer", "count(page_view, 1d) >= 1"))
+    alias = ev("al", "alias", T0 + 3 * S, cid="c", anon="v")
+    known, anon = profiles(eng)
+    k_step, a_step = eng.merge(known, anon, alias, T0 + 3 * S)
+    known2, anon2 = profiles(eng)
+    gone = eng.release(anon2, alias, T0 + 3 * S)
+    assert gone.changes == a_step.changes and not gone.late
+    got = eng.absorb(known2, decode_state(encode_state(gone.state)), alias, T0 + 3 * S)
+    assert got.changes == k_step.changes and got.next_due == k_step.next_due
+    assert eng.has_seen(got.state, "al")
+    # an alias older than now - allowed lateness is refused, the profiles untouched
+    known3, anon3 = profiles(eng)
+    late_now = T0 + 3 * S + eng.lateness + 1
+    k_late, a_late = eng.merge(known3, anon3, alias, late_now)
+    assert k_late.late and a_late.late and not k_late.changes and not a_late.changes
+    assert members(anon3) == {"viewer"}
