@@ -14,6 +14,7 @@ key                    type    holds
 ``NS{pP}:sizes``       hash    segment -> number of members in this partition
 ``NS{pP}:m:SEG``       set     members of segment SEG in this partition
 ``NS{pP}:c:CUSTOMER``  hash    segment -> last version seen (odd: member)
+``NS{pP}:alias``       hash    anonymous id -> customer id it was aliased to
 =====================  ======  ========================================================
 
 A commit is one Lua script (atomic, one round trip): it checks the epoch (a zombie owner is
@@ -38,7 +39,7 @@ if ARGV[2] ~= '' then
   if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
   redis.call('SET', KEYS[2], ARGV[2])
 end
-local i = 8
+local i = 9
 local function bulk(cmd, key, n, width)
   local chunk = {}
   for j = 0, n * width - 1 do
@@ -75,6 +76,8 @@ for k = 0, nf - 1 do
   redis.call('ZREM', KEYS[4], cid)
   redis.call('DEL', KEYS[6 + 2 * nops + k])
 end
+i = i + nf
+bulk('HSET', KEYS[#KEYS], tonumber(ARGV[8]), 2)
 return 1
 """
 
@@ -116,6 +119,12 @@ class RedisStore:
         )
         return [(_text(cid), int(score)) for cid, score in rows]
 
+    async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
+        if not anonymous_ids:
+            return []
+        raw = await self._r.hmget(self.key(partition, "alias"), anonymous_ids)
+        return [None if v is None else _text(v) for v in raw]
+
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return int(await self._r.zcount(self.key(partition, "due"), "-inf", upto_ms))
 
@@ -138,6 +147,7 @@ class RedisStore:
             len(due_del),
             len(commit.members),
             len(commit.forgotten),
+            len(commit.aliases),
         ]
         for cid, blob in commit.states.items():
             args += (cid, blob)
@@ -150,6 +160,9 @@ class RedisStore:
         for cid in commit.forgotten:
             keys.append(self.key(p, f"c:{cid}"))
             args.append(cid)
+        for anon, cid in commit.aliases.items():
+            args += (anon, cid)
+        keys.append(self.key(p, "alias"))
         result = await self._commit(keys=keys, args=args)
         return CommitResult(int(result))
 

@@ -47,6 +47,7 @@ class Commit:
     due: dict[str, int | None] = field(default_factory=dict)  # None: nothing due any more
     forgotten: list[str] = field(default_factory=list)  # erase state, due and membership
     members: list[MemberOp] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
 
 
 class StateStore(Protocol):
@@ -63,6 +64,9 @@ class StateStore(Protocol):
 
     async def due(self, partition: int, upto_ms: int, limit: int) -> list[tuple[str, int]]:
         """Up to ``limit`` (customer_id, due_ms) with due_ms <= upto_ms, earliest first."""
+
+    async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
+        """The customer each anonymous id (of this partition) was aliased to, or None."""
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
         """How many customers are due at or before ``upto_ms`` (the timer backlog)."""
@@ -98,6 +102,7 @@ class _Partition:
     due: dict[str, int] = field(default_factory=dict)
     versions: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> seg -> ver
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customers
+    aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
 
 
 class MemoryStore:
@@ -127,6 +132,10 @@ class MemoryStore:
         )
         return [(cid, at) for at, cid in items[:limit]]
 
+    async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
+        links = self._part(partition).aliases
+        return [links.get(a) for a in anonymous_ids]
+
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return sum(1 for at in self._part(partition).due.values() if at <= upto_ms)
 
@@ -154,6 +163,7 @@ class MemoryStore:
                 members.add(op.customer_id)
             else:
                 members.discard(op.customer_id)
+        part.aliases.update(commit.aliases)
         for cid in commit.forgotten:
             part.states.pop(cid, None)
             part.due.pop(cid, None)

@@ -199,3 +199,19 @@ def test_has_state_and_member_scan(make_store: Callable[[], Awaitable[StateStore
         assert await store.scan_members(4, "big", 0, 50) == (0, [])
 
     run(scenario())
+
+
+def test_alias_links_are_committed_and_read_back(
+    make_store: Callable[[], Awaitable[StateStore]],
+) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(5)
+        assert await store.aliases(5, ["anon-1"]) == [None]
+        commit = Commit(5, epoch, offset=0, aliases={"anon-1": "cust-1", "anon-2": "cust-2"},
+                        forgotten=["anon-1"])
+        assert await store.commit(commit) is CommitResult.APPLIED
+        assert await store.aliases(5, ["anon-2", "x", "anon-1"]) == ["cust-2", None, "cust-1"]
+        assert await store.aliases(5, []) == []
+
+    run(scenario())
