@@ -17,12 +17,8 @@ jobs): expect noise of +-20% between runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import resource
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +28,9 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench import common  # noqa: E402
+from bench.common import Clock  # noqa: E402
 
 RAW_PARTITIONS = 4
 BUNDLE_PARTITIONS = 8
@@ -61,60 +60,14 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def produce(bootstrap: str, topic: str, records: list[bytes]) -> None:
-    from kafka import KafkaAdminClient, KafkaProducer  # noqa: PLC0415
-    from kafka.admin import NewTopic  # noqa: PLC0415
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, RAW_PARTITIONS, 1)])
-    finally:
-        admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
-                             max_request_size=2 * 1024 * 1024, acks=1)
-    for i, value in enumerate(records):
-        producer.send(topic, value=value, partition=i % RAW_PARTITIONS)
-    producer.flush(timeout=300)
-    producer.close()
-
-
 # --- phases (run inside a worker subprocess) --------------------------------------------------
-
-class Clock:
-    """First-batch start, last-ack end, and the process CPU time over that window."""
-
-    def __init__(self, target: int, result_path: Path) -> None:
-        self.target = target
-        self.result_path = result_path
-        self.t0: float | None = None
-        self.cpu0 = 0.0
-        self.done = False
-
-    @staticmethod
-    def cpu() -> float:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return ru.ru_utime + ru.ru_stime
-
-    def start(self) -> None:
-        if self.t0 is None:
-            self.t0 = time.perf_counter()
-            self.cpu0 = self.cpu()
-
-    def finish(self, events: int, extra: dict[str, Any]) -> None:
-        assert self.t0 is not None
-        seconds = time.perf_counter() - self.t0
-        cpu = self.cpu() - self.cpu0
-        self.result_path.write_text(json.dumps(
-            {"events": events, "seconds": seconds, "cpu_seconds": cpu, **extra}))
-        self.done = True
-        os.kill(os.getpid(), signal.SIGTERM)  # stop the worker cleanly
-
 
 def run_phase(phase: str, target: int, result_path: Path) -> None:
     import faust  # noqa: PLC0415
 
     from stream.agents import ingest  # noqa: PLC0415
     from stream.app import create_app  # noqa: PLC0415
+    from stream.cmd_worker import tune_gc  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
 
     settings = Settings.from_env()
@@ -162,38 +115,20 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
         app.agent(topics.raw, name="bench.baseline")(baseline)
 
     worker = faust.Worker(app, loglevel="warning", quiet=True)
+    tune_gc()  # as `segstream worker` does
     worker.execute_from_commandline()
 
 
 # --- driver ------------------------------------------------------------------------------------
 
 def phase_env(bootstrap: str, prefix: str, tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
-    env.update({
-        "SEGSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-        "SEGSTREAM_TOPIC_PREFIX": prefix,
+    return common.phase_env(bootstrap, prefix, tmp, {
         "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
-        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
-        "SEGSTREAM_DATA_DIR": str(tmp / prefix),
-        "SEGSTREAM_WEB_PORT": str(16066 + os.getpid() % 1000),
-        "SEGSTREAM_LOG_LEVEL": "warning",
-    })
-    return env
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS)})
 
 
 def spawn_phase(phase: str, target: int, env: dict[str, str], tmp: Path) -> dict[str, Any]:
-    result = tmp / f"{phase}.json"
-    log = tmp / f"{phase}.log"
-    with log.open("wb") as out:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--phase", phase, "--target", str(target),
-             "--result", str(result)], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            timeout=1800, check=False)
-    if not result.exists():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise SystemExit(f"phase {phase} failed (exit {proc.returncode}):\n{tail}")
-    data: dict[str, Any] = json.loads(result.read_text())
-    return data
+    return common.spawn_phase(Path(__file__), phase, ["--target", str(target)], env, tmp)
 
 
 def main() -> int:
@@ -229,7 +164,7 @@ def main() -> int:
     for phase, (records, n_events) in inputs.items():
         prefix = f"{run_id}-{phase}-"
         t = time.perf_counter()
-        produce(bootstrap, f"{prefix}segstream-events", records)
+        common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS)
         print(f"[{phase}] produced {len(records)} records ({n_events} events) "
               f"in {time.perf_counter() - t:.1f}s; running the worker...", flush=True)
         results[phase] = spawn_phase(phase, n_events, phase_env(bootstrap, prefix, tmp), tmp)
