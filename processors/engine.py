@@ -72,9 +72,9 @@ class Engine:
         self._nprops = [tuple(s.props) for s in specs]
         self._hours = [s.hours for s in specs]
         self._keys = [s.key for s in specs]
-        # shared read-only empty series: a state gets its own object on its first event
-        self._empty_series = tuple(
-            SeriesState(s.key, tuple(s.props), s.hours) for s in specs)
+        # shared read-only empty series (one set per compiled catalogue, whatever the number
+        # of engines): a state gets its own object on the series' first event
+        self._empty_series = catalogue.empty_series
         # per event type: (series entries, affected segments as a tuple and a set, flags)
         self._handlers = {
             typ: (
@@ -432,18 +432,21 @@ class Engine:
     def _remap(self, state: CustomerState) -> None:
         """Re-index series (by key) and versions (by name) to this catalogue."""
         versions = state.all_versions()
-        by_key = {s.key: s for s in state.series}
+        # empty series may be another engine's shared sentinels: never take their lists
+        by_key = {s.key: s for s in state.series if s.last is not None}
         new_series: list[SeriesState] = []
         for i, key in enumerate(self._keys):
             old = by_key.get(key)
+            if old is None:
+                new_series.append(self._empty_series[i])
+                continue
             props, hours = self._nprops[i], self._hours[i]
             s = SeriesState(key, props, hours)
-            if old is not None:
-                s.last, s.first, s.ts = old.last, old.first, old.ts
-                s.vals = [old.vals[old.props.index(p)] if p in old.props else [None] * len(old.ts)
-                          for p in props]
-                if hours and old.hours is not None:
-                    s.hours = old.hours
+            s.last, s.first, s.ts = old.last, old.first, old.ts
+            s.vals = [old.vals[old.props.index(p)] if p in old.props else [None] * len(old.ts)
+                      for p in props]
+            if hours and old.hours is not None:
+                s.hours = old.hours
             new_series.append(s)
         state.series = new_series
         state.versions = [versions.pop(name, 0) for name in self._names]

@@ -44,7 +44,7 @@ from processors.lang.values import (
     values_equal,
 )
 from processors.lang.vocab import CART_TYPES
-from state.model import NEVER, CustomerState
+from state.model import NEVER, CustomerState, SeriesState
 
 Fn = Callable[[CustomerState, int], Any]
 NextFn = Callable[[CustomerState, int], int]
@@ -102,6 +102,7 @@ class CompiledCatalogue:
     traits: frozenset[str]
     time_segments: tuple[int, ...]
     fingerprint: int
+    empty_series: tuple[SeriesState, ...]  # shared, never mutated: series nobody has used
 
 
 #: evaluation epoch: the engine bumps it before each batch of evaluations of one state at one
@@ -937,6 +938,7 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
         tuple(s.name for s in segments), specs, handlers, builder.needs_cart,
         builder.needs_purchases, frozenset(builder.traits),
         tuple(s.index for s in segments if s.time_dependent), fingerprint,
+        tuple(SeriesState(s.key, tuple(s.props), s.hours) for s in specs),
     )
 
 

@@ -256,3 +256,25 @@ def test_release_then_absorb_is_merge_and_a_late_alias_is_refused() -> None:
     k_late, a_late = eng.merge(known3, anon3, alias, late_now)
     assert k_late.late and a_late.late and not k_late.changes and not a_late.changes
     assert members(anon3) == {"viewer"}
+
+
+def test_untouched_series_are_never_shared_between_customers() -> None:
+    """Regression: empty series are shared sentinels; rebinding or a second engine over the
+    same compiled catalogue must never hand one customer's events to another."""
+    v1 = catalogue(ONE, ("viewer", "count(page_view, 1d) >= 1"), version="v1")
+    a = v1.apply(None, ev("a", "page_view", T0, cid="a", url="u"), T0).state
+    b = v1.apply(None, ev("b", "page_view", T0, cid="b", url="u"), T0).state
+    assert a is not None and b is not None
+    v2 = catalogue(("two", "count(purchase, 1d) >= 1"), ("viewer", "count(page_view, 1d) >= 1"),
+                   version="v2")
+    a = v2.reevaluate(a, T0 + S, "definitions:v2").state
+    b = v2.reevaluate(b, T0 + S, "definitions:v2").state
+    a = v2.apply(a, buy("p", T0 + 2 * S, cid="a"), T0 + 2 * S).state
+    assert members(a) == {"two", "viewer"}
+    assert members(v2.advance(b, T0 + 3 * S).state) == {"viewer"}  # type: ignore[arg-type]
+    twin = Engine(v1.catalogue)  # a second engine over the same compiled catalogue
+    c = v1.apply(None, ev("c", "page_view", T0, cid="c", url="u"), T0).state
+    d = v1.apply(None, ev("d", "page_view", T0, cid="d", url="u"), T0).state
+    twin.apply(c, buy("q", T0 + S, cid="c"), T0 + S)
+    assert members(v1.apply(d, ev("d2", "page_view", T0 + S, cid="d", url="u"),
+                            T0 + S).state) == {"viewer"}
