@@ -283,6 +283,26 @@ def _count_combo(node: ast.Expr) -> Combo | None:
     return None
 
 
+def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
+    """``(value now, [(expiry instant, weight)] sorted)`` of a weighted sum of counts."""
+
+    def schedule(st: CustomerState, now: int) -> tuple[int, list[tuple[int, int]]]:
+        v = const
+        out: list[tuple[int, int]] = []
+        series = st.series
+        for i, win, w in terms:
+            ts = series[i].ts
+            if ts:
+                cut = now - win
+                k = 0 if ts[0] > cut else bisect_right(ts, cut)
+                v += w * (len(ts) - k)
+                out.extend([(t + win, w) for t in ts[k:]])
+        out.sort()
+        return v, out
+
+    return schedule
+
+
 def _combo_of(node: ast.Expr) -> Combo | None:
     """A combination of at least two counts (single counts have their own fast path)."""
     combo = _count_combo(node)
@@ -572,32 +592,23 @@ class _SegmentCompiler:
         terms = tuple((self.cat.series(a.events).index, a.window_ms, w) for a, w in combo[0])
         const = combo[1]
 
+        skey = (terms, const)
+        schedule = self.cat.schedules.get(skey)
+        if schedule is None:
+            schedule = self.cat.schedules[skey] = _memo(_expiry_schedule(terms, const))
+
         def nxt(st: CustomerState, now: int) -> int:
-            heads: list[list[Any]] = []
-            v = const
-            for i, win, w in terms:
-                ts = st.series[i].ts
-                if ts:
-                    cut = now - win
-                    k = 0 if ts[0] > cut else bisect_right(ts, cut)
-                    v += w * (len(ts) - k)
-                    heads.append([ts, k, win, w])
+            v, expiries = schedule(st, now)
             p0 = pred(v)
-            while True:
-                best = NEVER
-                for ts, k, win, _ in heads:
-                    if k < len(ts) and ts[k] + win < best:
-                        best = ts[k] + win
-                if best >= NEVER:
-                    return NEVER
-                for h in heads:
-                    ts, k, win, w = h
-                    while k < len(ts) and ts[k] + win == best:
-                        v -= w
-                        k += 1
-                    h[1] = k
+            n, j = len(expiries), 0
+            while j < n:
+                t: int = expiries[j][0]
+                while j < n and expiries[j][0] == t:
+                    v -= expiries[j][1]
+                    j += 1
                 if pred(v) != p0:
-                    return best
+                    return t
+            return NEVER
 
         self.producers.append(nxt)
         f = value.fn
@@ -863,6 +874,7 @@ class _CatalogueBuilder:
         self.needs_cart = False
         self.needs_purchases = False
         self.cse: dict[str, tuple[V, list[NextFn], frozenset[str]]] = {}
+        self.schedules: dict[Any, Fn] = {}  # shared expiry schedules of count combinations
         self.uses: dict[str, int] = {}  # canonical text -> occurrences across segments
 
     def count_uses(self, node: ast.Expr) -> None:
