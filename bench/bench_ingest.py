@@ -79,7 +79,24 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
         ingest.attach(app, settings, topics)
         agent = app.ingest  # type: ignore[attr-defined]
         handle, confirm = agent.handle, agent._confirm
-        done = {"events": 0, "bundles": 0, "records": 0}
+        done: dict[str, float] = {"events": 0, "bundles": 0, "records": 0, "pack_cpu": 0.0,
+                                  "encode_cpu": 0.0}
+        packer_class = type(agent.packer)  # __slots__: patch the class (this process only)
+        add_record, encode_within = packer_class.add_record, ingest.encode_within
+
+        def timed_add_record(self: Any, *args: Any) -> None:  # validate + pack one raw record
+            cpu = time.process_time()
+            add_record(self, *args)
+            done["pack_cpu"] += time.process_time() - cpu
+
+        def timed_encode(*args: Any) -> Any:  # encoding of one bundle
+            cpu = time.process_time()
+            out = encode_within(*args)
+            done["encode_cpu"] += time.process_time() - cpu
+            return out
+
+        packer_class.add_record = timed_add_record
+        ingest.encode_within = timed_encode  # type: ignore[assignment]
 
         async def timed_handle(events: Any) -> None:
             clock.start()
@@ -92,8 +109,10 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
             done["bundles"] += len(sizes)
             done["records"] += result.records
             if not clock.done and done["events"] >= target:
-                clock.finish(done["events"], {"bundles": done["bundles"],
-                                              "records": done["records"]})
+                clock.finish(int(done["events"]), {
+                    "bundles": int(done["bundles"]), "records": int(done["records"]),
+                    "pack_cpu_seconds": done["pack_cpu"],
+                    "encode_cpu_seconds": done["encode_cpu"]})
 
         agent.handle, agent._confirm = timed_handle, timed_confirm
     else:
@@ -175,7 +194,9 @@ def main() -> int:
         rate = r["events"] / r["seconds"]
         per_cpu = r["events"] / max(r["cpu_seconds"], 1e-9)
         notes = (f"{r['records']} raw records -> {r['bundles']} bundles "
-                 f"({r['events'] / max(r['bundles'], 1):.0f} events/bundle)"
+                 f"({r['events'] / max(r['bundles'], 1):.0f} events/bundle); CPU share: "
+                 f"validate+pack {100 * r['pack_cpu_seconds'] / r['cpu_seconds']:.0f}%, "
+                 f"encode {100 * r['encode_cpu_seconds'] / r['cpu_seconds']:.0f}%"
                  if "bundles" in r else "await topic.send() per event, no validation")
         r["rate"] = rate
         print(f"{phase:<10} {r['events']:>8} {r['seconds']:>8.2f} {rate:>10,.0f} "
