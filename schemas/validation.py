@@ -111,6 +111,21 @@ def routing_id(event: Event) -> str:
     return rid  # type: ignore[no-any-return]
 
 
+def partition_key(event: Event) -> str:
+    """The id whose partition (``schemas.partitioner.partition_for``) a bundle event goes to:
+    the routing id, except that an ``alias`` goes to its *anonymous* id's partition, where the
+    anonymous profile lives (the worker there hands the profile to the customer's partition).
+
+    >>> partition_key({"type": "alias", "customer_id": "c", "anonymous_id": "a"})
+    'a'
+    >>> partition_key({"type": "page_view", "customer_id": "c", "anonymous_id": "a"})
+    'c'
+    """
+    if event["type"] == "alias":
+        return event["anonymous_id"]  # type: ignore[no-any-return]
+    return routing_id(event)
+
+
 # --- msgspec error -> ErrorCode ----------------------------------------------------------
 
 _FIELD_CODES: Final[dict[str, ErrorCode]] = {

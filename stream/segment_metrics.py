@@ -37,7 +37,8 @@ class SegmentMetrics:
     late: Counter
     bad_records: Counter
     redelivered: Counter
-    unmerged_aliases: Counter
+    handoffs: Counter
+    forwarded: Counter
     fenced: Counter
     seeks: Counter
     redis_errors: Counter
@@ -69,8 +70,11 @@ class SegmentMetrics:
                           "Bundle-topic records that could not be read (dead-lettered)."),
             redelivered=c("segstream_redelivered_bundles_total",
                           "Bundle records skipped as already applied (after a restart)."),
-            unmerged_aliases=c("segstream_unmerged_aliases_total",
-                               "Aliases whose anonymous profile lives in another partition."),
+            handoffs=c("segstream_alias_handoffs_total",
+                       "Anonymous profiles handed to another partition's customer, by side.",
+                       ("side",)),
+            forwarded=c("segstream_forwarded_events_total",
+                        "Events of linked anonymous ids forwarded to the customer's partition."),
             fenced=c("segstream_fenced_commits_total",
                      "Commits refused because another worker claimed the partition."),
             seeks=c("segstream_offset_seeks_total",
@@ -103,7 +107,11 @@ class SegmentMetrics:
         self.late.inc(len(out.late))
         self.bad_records.inc(len(out.bad_records))
         self.redelivered.inc(out.duplicates_skipped)
-        self.unmerged_aliases.inc(out.unmerged_aliases)
+        if out.handoffs_sent:
+            self.handoffs.labels("sent").inc(out.handoffs_sent)
+        if out.handoffs_received:
+            self.handoffs.labels("received").inc(out.handoffs_received)
+        self.forwarded.inc(out.forwarded)
         self.engine_seconds.observe(engine_seconds)
         self.commit_seconds.observe(commit_seconds)
         if result is CommitResult.FENCED:

@@ -16,11 +16,18 @@ Exactly-once state, at-least-once changes:
   the stored one (Redis lost writes): the first record seen beyond it means a gap;
 - the store's epoch fences a previous owner of the partition (a zombie after a rebalance).
 
-Identity: an ``alias`` whose anonymous profile lives in this partition is merged here
-(``engine.merge``, as the offline replay does). An anonymous profile in *another* partition is
-not handed over yet (the hand-off record exists in ``schemas.bundle``; the transfer is the
-next step of the worker issue): the alias then only links and is counted in
-``Outcome.unmerged_aliases``. ``forget`` erases state, due index and membership.
+Identity. Ingest routes an ``alias`` to the partition of its *anonymous* id, where the
+anonymous profile lives (``schemas.validation.partition_key``). There the segmenter records the
+link (anonymous id -> customer id, committed with the partition) and, when the customer lives
+in another partition, runs ``engine.release`` (the anonymous profile EXITs its segments and
+ends) and sends a hand-off record with the released state to the customer's partition, whose
+segmenter runs ``engine.absorb`` (``release`` + ``absorb`` = the replay's ``merge``). Later
+anonymous-only events of a linked id are forwarded to the customer's partition with the
+customer id set. Forwards and hand-offs are produced before the commit, like the changes: a
+crash re-sends them, and the receiver drops the repeats (event ids; a hand-off whose alias
+event the customer's state has already seen). As in replay, the first link wins; an alias of
+an id already linked is an ordinary event of its customer. ``forget`` erases state, due index
+and membership (links stored in other partitions stay: see docs/time-semantics.md).
 """
 
 from __future__ import annotations
@@ -33,7 +40,15 @@ from typing import Any
 
 from processors.engine import Engine
 from processors.types import Change, Step
-from schemas.bundle import BundleError, EventsRecord, decode_record
+from schemas.bundle import (
+    BundleError,
+    EventsRecord,
+    HandoffRecord,
+    decode_record,
+    encode_bundle,
+    encode_handoff,
+)
+from schemas.partitioner import partition_for
 from state.codec import decode_state, encode_state
 from state.model import CustomerState
 from state.store import Commit, CommitResult, MemberOp, StateStore
@@ -52,9 +67,17 @@ class Outcome:
     bad_records: list[tuple[int, str]] = field(default_factory=list)  # (offset, reason)
     events: int = 0
     duplicates_skipped: int = 0  # records at or below the applied offset
-    unmerged_aliases: int = 0
+    handoffs_sent: int = 0
+    handoffs_received: int = 0
+    forwarded: int = 0  # events sent on to the customer's partition
+    forwards: dict[int, list[bytes]] = field(default_factory=dict)  # partition -> records
     offset: int | None = None  # highest offset processed (None for a timer pass)
     commit: Commit | None = None
+    # accumulated while processing, turned into ``commit`` and ``forwards`` at the end
+    dirty: dict[str, CustomerState | None] = field(default_factory=dict)
+    due: dict[str, int | None] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    pending: dict[int, list[Any]] = field(default_factory=dict)  # partition -> events | bytes
 
 
 class PartitionSegmenter:
@@ -66,30 +89,35 @@ class PartitionSegmenter:
         engine: Engine,
         store: StateStore,
         *,
+        partitions: int,
         epoch: int,
         applied_offset: int | None,
         cache_max: int = 200_000,
     ) -> None:
         self.partition = partition
+        self.partitions = partitions
         self.engine = engine
         self.store = store
         self.epoch = epoch
         self.applied_offset = applied_offset
         self.cache_max = cache_max
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
+        self.links: dict[str, str | None] = {}  # anonymous id -> customer id (None: no link)
         self.cache_hits = 0
         self.cache_misses = 0
         self.fenced = False
 
     @classmethod
     async def claim(
-        cls, partition: int, engine: Engine, store: StateStore, cache_max: int = 200_000
+        cls, partition: int, engine: Engine, store: StateStore, *, partitions: int,
+        cache_max: int = 200_000,
     ) -> PartitionSegmenter:
-        """Take ownership of ``partition`` in the store and read where it stands."""
+        """Take ownership of ``partition`` (of ``partitions``) in the store and read where it
+        stands."""
         epoch = await store.claim(partition)
         applied = await store.applied_offset(partition)
-        return cls(partition, engine, store, epoch=epoch, applied_offset=applied,
-                   cache_max=cache_max)
+        return cls(partition, engine, store, partitions=partitions, epoch=epoch,
+                   applied_offset=applied, cache_max=cache_max)
 
     @property
     def next_offset(self) -> int:
@@ -116,7 +144,7 @@ class PartitionSegmenter:
     async def process(self, records: Sequence[tuple[int, bytes]], now: int) -> Outcome:
         """Run the engine over bundle ``records`` ((offset, value), in offset order)."""
         out = Outcome()
-        events: list[Event] = []
+        items: list[Event | HandoffRecord] = []
         for offset, value in records:
             if self.applied_offset is not None and offset <= self.applied_offset:
                 out.duplicates_skipped += 1
@@ -128,40 +156,58 @@ class PartitionSegmenter:
                 out.bad_records.append((offset, str(err)))
                 continue
             if isinstance(record, EventsRecord):
-                events.extend(record.events)
+                items.extend(record.events)
             else:  # a hand-off from another partition's worker
-                out.bad_records.append((offset, "alias hand-off records are not handled yet"))
+                items.append(record)
         ids: set[str] = set()
-        for ev in events:
-            rid: str = ev.get("customer_id") or ev["anonymous_id"]
-            ids.add(rid)
-            if ev["type"] == "alias" and ev.get("anonymous_id"):
-                ids.add(ev["anonymous_id"])
+        anons: set[str] = set()
+        for item in items:
+            if isinstance(item, HandoffRecord):
+                ids.add(item.customer_id)
+                continue
+            anon = item.get("anonymous_id")
+            cid = item.get("customer_id")
+            if anon and (not cid or item["type"] == "alias"):
+                anons.add(anon)
+                ids.add(anon)
+            if cid:
+                ids.add(cid)
+        await self._load_links(anons)
+        ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
-        dirty: dict[str, CustomerState | None] = {}
-        due: dict[str, int | None] = {}
-        for ev in events:
-            out.events += 1
-            self._event(ev, now, out, dirty, due)
-        out.commit = self._commit(out, dirty, due, offset=out.offset)
+        for item in items:
+            if isinstance(item, HandoffRecord):
+                self._absorb(item, now, out)
+            else:
+                out.events += 1
+                self._event(item, now, out)
+        out.forwards = {p: [r if isinstance(r, bytes) else encode_bundle(r) for r in records]
+                        for p, records in out.pending.items()}
+        out.commit = self._commit(out, offset=out.offset)
         return out
 
-    def _event(self, ev: Event, now: int, out: Outcome,
-               dirty: dict[str, CustomerState | None], due: dict[str, int | None]) -> None:
+    async def _load_links(self, anons: set[str]) -> None:
+        missing = [a for a in anons if a not in self.links]
+        if missing:
+            for anon, cid in zip(missing, await self.store.aliases(self.partition, missing),
+                                 strict=True):
+                self.links[anon] = cid
+
+    def _event(self, ev: Event, now: int, out: Outcome) -> None:
         engine, cache = self.engine, self.cache
         typ = ev["type"]
         anon = ev.get("anonymous_id") or ""
-        rid: str = ev.get("customer_id") or anon
-        if typ == "alias" and anon and anon != rid and anon in cache:
-            known, gone = engine.merge(cache.get(rid), cache[anon], ev, now)
-            if known.late:
-                out.late.append(ev)
-                return
-            self._take(anon, gone, out, dirty, due)
-            self._take(rid, known, out, dirty, due)
+        cid = ev.get("customer_id") or ""
+        if typ == "alias" and anon and cid and self.links.get(anon) is None:
+            self._alias(ev, anon, cid, now, out)
             return
-        if typ == "alias" and anon and anon != rid:
-            out.unmerged_aliases += 1
+        if not cid and (linked := self.links.get(anon)) is not None:
+            ev = {**ev, "customer_id": linked}  # a linked visitor: it is the customer now
+            cid = linked
+        rid = cid or anon
+        if cid and partition_for(cid, self.partitions) != self.partition:
+            _forward(out, partition_for(cid, self.partitions), ev)
+            return
         if typ == "forget":
             step = engine.forget(cache.get(rid), ev, now)
         else:
@@ -169,27 +215,65 @@ class PartitionSegmenter:
         if step.late:
             out.late.append(ev)
             return
-        self._take(rid, step, out, dirty, due)
+        self._take(rid, step, out)
 
-    def _take(self, rid: str, step: Step, out: Outcome,
-              dirty: dict[str, CustomerState | None], due: dict[str, int | None]) -> None:
+    def _alias(self, ev: Event, anon: str, cid: str, now: int, out: Outcome) -> None:
+        """The first alias of ``anon``: link it, and merge or hand over its profile."""
+        engine = self.engine
+        source = self.cache.get(anon)
+        target_p = partition_for(cid, self.partitions)
+        if ev["timestamp"] < now - engine.lateness:
+            out.late.append(ev)  # refused: no link, no merge (as in replay)
+            return
+        self.links[anon] = out.links[anon] = cid
+        if source is None:  # nothing to merge: the link is all there is
+            if target_p == self.partition:
+                self._take(cid, engine.apply(self.cache.get(cid), ev, now), out)
+            else:
+                _forward(out, target_p, ev)
+            return
+        if target_p == self.partition:
+            known, gone = engine.merge(self.cache.get(cid), source, ev, now)
+            self._take(anon, gone, out)
+            self._take(cid, known, out)
+            return
+        gone = engine.release(source, ev, now)
+        released = gone.state
+        assert released is not None
+        self._take(anon, gone._replace(state=None), out)
+        records = out.pending.setdefault(target_p, [])
+        if records and isinstance(records[-1], list):  # keep order: events first
+            records[-1] = encode_bundle(records[-1])
+        records.append(encode_handoff(cid, anon, encode_state(released), ev))
+        out.handoffs_sent += 1
+
+    def _absorb(self, rec: HandoffRecord, now: int, out: Outcome) -> None:
+        """A hand-off from the anonymous id's partition (dropped when already absorbed)."""
+        target = self.cache.get(rec.customer_id)
+        if target is not None and self.engine.has_seen(target, rec.event["event_id"]):
+            out.duplicates_skipped += 1
+            return
+        step = self.engine.absorb(target, decode_state(rec.state), rec.event, now)
+        self._take(rec.customer_id, step, out)
+        out.handoffs_received += 1
+
+    def _take(self, rid: str, step: Step, out: Outcome) -> None:
         if step.state is None:
             self.cache.pop(rid, None)
         else:
             self.cache[rid] = step.state
             self.cache.move_to_end(rid)
-        dirty[rid] = step.state
-        due[rid] = step.next_due
+        out.dirty[rid] = step.state
+        out.due[rid] = step.next_due
         out.changes.extend(step.changes)
 
-    def _commit(self, out: Outcome, dirty: dict[str, CustomerState | None],
-                due: dict[str, int | None], offset: int | None) -> Commit:
-        states = {cid: encode_state(st) for cid, st in dirty.items() if st is not None}
-        forgotten = [cid for cid, st in dirty.items() if st is None]
+    def _commit(self, out: Outcome, offset: int | None) -> Commit:
+        states = {cid: encode_state(st) for cid, st in out.dirty.items() if st is not None}
+        forgotten = [cid for cid, st in out.dirty.items() if st is None]
         members = [MemberOp(c.customer_id, c.segment, c.version) for c in out.changes]
         return Commit(self.partition, self.epoch, offset=offset, states=states,
-                      due={cid: at for cid, at in due.items() if cid not in forgotten},
-                      forgotten=forgotten, members=members)
+                      due={cid: at for cid, at in out.due.items() if cid not in forgotten},
+                      forgotten=forgotten, members=members, aliases=out.links)
 
     # --- timers -------------------------------------------------------------------------------
     async def tick(self, now: int, limit: int = 1_000) -> Outcome:
@@ -199,15 +283,13 @@ class PartitionSegmenter:
         if not rows:
             return out
         await self._load({cid for cid, _ in rows})
-        dirty: dict[str, CustomerState | None] = {}
-        due: dict[str, int | None] = {}
         for cid, _ in rows:
             state = self.cache.get(cid)
             if state is None:  # erased meanwhile: drop the stale index entry
-                due[cid] = None
+                out.due[cid] = None
                 continue
-            self._take(cid, self.engine.advance(state, now), out, dirty, due)
-        out.commit = self._commit(out, dirty, due, offset=None)
+            self._take(cid, self.engine.advance(state, now), out)
+        out.commit = self._commit(out, offset=None)
         return out
 
     async def commit(self, out: Outcome) -> CommitResult:
@@ -218,8 +300,19 @@ class PartitionSegmenter:
         if result is CommitResult.FENCED:
             self.fenced = True
             self.cache.clear()
+            self.links.clear()
             log.warning("partition %d was claimed by another worker: dropping it", self.partition)
         elif out.offset is not None and result is CommitResult.APPLIED:
             self.applied_offset = out.offset
         self._trim()
         return result
+
+
+def _forward(out: Outcome, partition: int, ev: Event) -> None:
+    """Send ``ev`` on to ``partition`` (the customer's), after what is already pending there."""
+    records = out.pending.setdefault(partition, [])
+    if records and isinstance(records[-1], list):
+        records[-1].append(ev)
+    else:
+        records.append([ev])
+    out.forwarded += 1

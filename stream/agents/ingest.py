@@ -51,7 +51,7 @@ from faust.types import EventT, StreamT
 from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
-from schemas.validation import Limits, parse_record, routing_id
+from schemas.validation import Limits, parse_record, partition_key
 from stream.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
 from stream.settings import Settings
 from stream.topics import Topics
@@ -81,7 +81,7 @@ def make_packer(settings: Settings) -> RecordPacker:
     def parse(raw: bytes | None) -> tuple[list[dict[str, Any]], Sequence[Any]]:
         return parse_record(raw, _now_ms(), limits)
 
-    return RecordPacker(bundler, parse=parse, routing_id=routing_id,
+    return RecordPacker(bundler, parse=parse, routing_id=partition_key,
                         encode_dead_letter=encode_dead_letter, to_json=orjson.dumps,
                         now_ms=_now_ms, log=log.error)
 

@@ -115,7 +115,8 @@ class SegmentationAgent:
         seg = self.owned.get(p)
         if seg is None or seg.fenced:
             seg = await PartitionSegmenter.claim(
-                p, self.engine, self.store, cache_max=self.settings.state_cache_max)
+                p, self.engine, self.store, partitions=self.settings.bundle_partitions,
+                cache_max=self.settings.state_cache_max)
             self.owned[p] = seg
             self._sought.discard(p)
             log.info("claimed bundle partition %d (epoch %d, next offset %d)",
@@ -167,6 +168,8 @@ class SegmentationAgent:
                        encode_change(from_change(ch, version)), None, None, None)
             for ch in out.changes
         ]
+        for p, records in out.forwards.items():  # alias hand-offs and linked visitors' events
+            futures.extend([await send(self._bundles, None, r, p, None, None) for r in records])
         now = _now_ms()
         for ev in out.late:
             letter = encode_dead_letter(

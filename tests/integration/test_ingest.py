@@ -28,7 +28,7 @@ from kafka.admin import NewTopic
 from schemas.bundle import decode_bundle
 from schemas.deadletter import DeadLetter, decode_dead_letter
 from schemas.partitioner import partition_for
-from schemas.validation import routing_id
+from schemas.validation import partition_key
 
 from .support import Worker, free_port, read_all
 
@@ -252,7 +252,7 @@ def check_bundles(out: Output, data: Dataset, *, exactly_once: bool) -> Counter[
     for partition, _offset, events in out.bundles:  # sorted by (partition, offset)
         assert events, "empty bundle"
         for ev in events:
-            rid = routing_id(ev)
+            rid = partition_key(ev)  # the routing id; an alias's anonymous id
             assert partition_for(rid, BUNDLE_PARTITIONS) == partition, (rid, partition)
             assert isinstance(ev["timestamp"], int)
             seen[ev["event_id"]] += 1

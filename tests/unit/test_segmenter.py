@@ -20,7 +20,7 @@ from processors.replay import replay
 from processors.types import Change
 from schemas.bundle import encode_bundle
 from schemas.partitioner import partition_for
-from schemas.validation import routing_id, validate_event
+from schemas.validation import partition_key, validate_event
 from state.store import CommitResult, MemoryStore
 from stream.generate import GeneratorConfig, generate
 from stream.segmenter import Outcome, PartitionSegmenter
@@ -46,23 +46,31 @@ async def run_partitions(
 ) -> tuple[list[Change], MemoryStore]:
     """Feed bundles of up to ``bundle`` events per partition, each spanning less than the
     allowed lateness (as the ingest linger keeps live bundles short); a bundle's clock is the
-    latest event time in it."""
+    latest event time in it. Records a segmenter forwards (alias hand-offs, linked visitors'
+    events) are appended to the target partition's log and read right away, as a worker
+    consuming that partition would."""
     span = engine.lateness // 2
     store = MemoryStore()
-    segs = {p: await PartitionSegmenter.claim(p, engine, store) for p in range(partitions)}
+    segs = {p: await PartitionSegmenter.claim(p, engine, store, partitions=partitions)
+            for p in range(partitions)}
     offsets = dict.fromkeys(range(partitions), 0)
     changes: list[Change] = []
 
-    async def flush(p: int, batch: list[dict[str, Any]]) -> None:
-        now = max(ev["timestamp"] for ev in batch)
-        out = await segs[p].process([(offsets[p], encode_bundle(batch))], now)
+    async def deliver(p: int, record: bytes, now: int) -> None:
+        out = await segs[p].process([(offsets[p], record)], now)
         offsets[p] += 1
         changes.extend(out.changes)
         assert await segs[p].commit(out) is CommitResult.APPLIED
+        for target, records in out.forwards.items():
+            for forwarded in records:
+                await deliver(target, forwarded, now)
+
+    async def flush(p: int, batch: list[dict[str, Any]]) -> None:
+        await deliver(p, encode_bundle(batch), max(ev["timestamp"] for ev in batch))
 
     pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ev in events:
-        p = partition_for(routing_id(ev), partitions)
+        p = partition_for(partition_key(ev), partitions)
         if pending[p] and ev["timestamp"] - pending[p][0]["timestamp"] > span:
             await flush(p, pending.pop(p))
         pending[p].append(ev)
@@ -122,12 +130,12 @@ def test_redelivery_is_skipped_and_a_crash_before_commit_reemits_identical_chang
 
     async def scenario() -> None:
         store = MemoryStore()
-        first = await PartitionSegmenter.claim(0, engine, store)
+        first = await PartitionSegmenter.claim(0, engine, store, partitions=1)
         out1 = await first.process(records[:4], now)
         assert await first.commit(out1) is CommitResult.APPLIED
         crashed = await first.process(records[4:], now)  # produced, never committed
         # restart: a new owner reads the applied offset and state back from the store
-        second = await PartitionSegmenter.claim(0, engine, store)
+        second = await PartitionSegmenter.claim(0, engine, store, partitions=1)
         assert second.next_offset == 4
         again = await second.process(records, now)  # Kafka re-delivers from an older commit
         assert again.duplicates_skipped == 4
@@ -148,7 +156,7 @@ def test_tick_fires_time_only_exits_with_no_new_event(engine: Engine) -> None:
 
     async def scenario() -> Outcome:
         store = MemoryStore()
-        seg = await PartitionSegmenter.claim(0, engine, store)
+        seg = await PartitionSegmenter.claim(0, engine, store, partitions=1)
         out = await seg.process([(0, encode_bundle([ev]))], t0)
         await seg.commit(out)
         assert "engaged_15d" in await store.segments_of(0, "c1")
@@ -171,10 +179,35 @@ def test_bad_records_and_late_events_are_reported_not_dropped(engine: Engine) ->
             "properties": {"url": "/"}}
 
     async def scenario() -> Outcome:
-        seg = await PartitionSegmenter.claim(0, engine, MemoryStore())
+        seg = await PartitionSegmenter.claim(0, engine, MemoryStore(), partitions=1)
         return await seg.process([(0, b"not json"), (1, encode_bundle([late]))], t0)
 
     out = asyncio.run(scenario())
     assert out.bad_records and out.bad_records[0][0] == 0
     assert out.late == [late]
     assert out.offset == 1
+
+
+def test_aliases_across_partitions_hand_profiles_over(engine: Engine) -> None:
+    """Anonymous visitors who log in later: the alias goes to the visitor's partition, the
+    profile travels in a hand-off record to the customer's partition; final membership equals
+    replay's (which merges in one place)."""
+    cfg = GeneratorConfig(customers=200, events=5_000, days=30, seed=21, anonymous_share=0.6)
+    events = canonical(cfg)
+    aliases = [ev for ev in events if ev["type"] == "alias"]
+    crossing = [ev for ev in aliases if partition_for(ev["anonymous_id"], 8)
+                != partition_for(ev["customer_id"], 8)]
+    assert len(crossing) > 20, "the data must exercise the hand-off"
+    end = max(ev["timestamp"] for ev in events) + 400 * 86_400_000
+    expected = replay(Engine(engine.catalogue), events, until=end)
+    got, store = asyncio.run(run_partitions(engine, events, 8, 40, end))
+    assert asyncio.run(store.sizes(list(range(8)))) == {
+        k: v for k, v in expected.sizes().items() if v}
+    # every anonymous profile that was handed over is gone from its own partition
+    for ev in crossing:
+        p = partition_for(ev["anonymous_id"], 8)
+        assert asyncio.run(store.load(p, [ev["anonymous_id"]])) == [None]
+        assert asyncio.run(store.aliases(p, [ev["anonymous_id"]])) == [ev["customer_id"]]
+    # each (customer, segment) log is a clean alternation: no duplicate ENTER from a merge
+    for (cid, seg), log in by_key(got).items():
+        assert [c.version for c in log] == list(range(1, len(log) + 1)), (cid, seg)
