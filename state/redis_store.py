@@ -15,6 +15,7 @@ key                    type    holds
 ``NS{pP}:m:SEG``       set     members of segment SEG in this partition
 ``NS{pP}:c:CUSTOMER``  hash    segment -> last version seen (odd: member)
 ``NS{pP}:alias``       hash    anonymous id -> customer id it was aliased to
+``NS{pP}:definitions`` string  definitions version the partition's states are evaluated with
 =====================  ======  ========================================================
 
 A commit is one Lua script (atomic, one round trip): it checks the epoch (a zombie owner is
@@ -181,6 +182,19 @@ class RedisStore:
                     name = _text(seg)
                     out[name] = out.get(name, 0) + int(n)
         return {seg: n for seg, n in out.items() if n}
+
+    async def scan_states(self, partition: int, cursor: int,
+                          count: int) -> tuple[int, list[tuple[str, bytes]]]:
+        nxt, raw = await self._r.hscan(self.key(partition, "state"), cursor, count=count)
+        fields = cast("dict[bytes, bytes]", raw)  # no decode_responses: bytes both sides
+        return int(nxt), [(_text(cid), blob) for cid, blob in fields.items()]
+
+    async def definitions_version(self, partition: int) -> str | None:
+        raw = await self._r.get(self.key(partition, "definitions"))
+        return None if raw is None else _text(raw)
+
+    async def mark_definitions(self, partition: int, version: str) -> None:
+        await self._r.set(self.key(partition, "definitions"), version)
 
     async def has_state(self, partition: int, customer_id: str) -> bool:
         return bool(await self._r.hexists(self.key(partition, "state"), customer_id))

@@ -80,6 +80,17 @@ class StateStore(Protocol):
     async def sizes(self, partitions: list[int]) -> dict[str, int]:
         """Segment sizes summed over ``partitions``."""
 
+    async def scan_states(self, partition: int, cursor: int,
+                          count: int) -> tuple[int, list[tuple[str, bytes]]]:
+        """One ``HSCAN`` step over the stored states of ``partition`` (cursor rules as
+        :meth:`scan_members`)."""
+
+    async def definitions_version(self, partition: int) -> str | None:
+        """The definitions version every stored state of ``partition`` was evaluated with."""
+
+    async def mark_definitions(self, partition: int, version: str) -> None:
+        """Record that ``partition``'s states are evaluated with definitions ``version``."""
+
     async def has_state(self, partition: int, customer_id: str) -> bool:
         """True when ``customer_id`` has a stored state (seen, not forgotten nor merged away)."""
 
@@ -103,6 +114,7 @@ class _Partition:
     versions: dict[str, dict[str, int]] = field(default_factory=dict)  # customer -> seg -> ver
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customers
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
+    definitions: str | None = None
 
 
 class MemoryStore:
@@ -181,6 +193,18 @@ class MemoryStore:
             for seg, members in self._part(p).members.items():
                 out[seg] = out.get(seg, 0) + len(members)
         return {seg: n for seg, n in out.items() if n}
+
+    async def scan_states(self, partition: int, cursor: int,
+                          count: int) -> tuple[int, list[tuple[str, bytes]]]:
+        if cursor != 0:
+            raise ValueError(f"unknown scan cursor {cursor} (the memory store scans in one step)")
+        return 0, sorted(self._part(partition).states.items())
+
+    async def definitions_version(self, partition: int) -> str | None:
+        return self._part(partition).definitions
+
+    async def mark_definitions(self, partition: int, version: str) -> None:
+        self._part(partition).definitions = version
 
     async def has_state(self, partition: int, customer_id: str) -> bool:
         return customer_id in self._part(partition).states

@@ -215,3 +215,26 @@ def test_alias_links_are_committed_and_read_back(
         assert await store.aliases(5, []) == []
 
     run(scenario())
+
+
+def test_states_scan_and_definitions_version(
+    make_store: Callable[[], Awaitable[StateStore]],
+) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(6)
+        states = {f"c{i}": f"s{i}".encode() for i in range(300)}
+        await store.commit(Commit(6, epoch, offset=0, states=states))
+        seen: dict[str, bytes] = {}
+        cursor = 0
+        while True:
+            cursor, rows = await store.scan_states(6, cursor, 50)
+            seen.update(rows)
+            if cursor == 0:
+                break
+        assert seen == states
+        assert await store.definitions_version(6) is None
+        await store.mark_definitions(6, "v2")
+        assert await store.definitions_version(6) == "v2"
+
+    run(scenario())
