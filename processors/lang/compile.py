@@ -467,16 +467,32 @@ class _SegmentCompiler:
             case ast.IsNull():
                 f, neg = self.value(node.value).fn, node.negate
                 return V(lambda st, now: (f(st, now) is None) != neg, "bool")
-            case ast.And():
-                return self.and_([self.value(i).fn for i in node.items])
-            case ast.Or():
-                return self.or_([self.value(i).fn for i in node.items])
+            case ast.And() | ast.Or():
+                parts = [self.capture(i) for i in node.items]
+                fns = [v.fn for v, _ in parts]
+                nexts = [nx for _, nx in parts]
+                is_and = isinstance(node, ast.And)
+                if any(nx is not None for nx in nexts):
+                    self.producers.append(_junction_next(fns, nexts, is_and))
+                return self.and_(fns) if is_and else self.or_(fns)
             case ast.Not():
                 g = self.value(node.item).fn
                 return V(lambda st, now: g(st, now) is not True, "bool")
             case ast.PropRef():
                 raise TypeError("a property outside a where filter")
         raise TypeError(f"unknown AST node {type(node).__name__}")
+
+    def capture(self, node: ast.Expr) -> tuple[V, NextFn | None]:
+        """Compile ``node`` and return its own next-change function instead of adding its
+        producers to the segment's (an enclosing and/or combines them)."""
+        outer = self.producers
+        self.producers = []
+        try:
+            v = self.value(node)
+            prods = self.producers
+        finally:
+            self.producers = outer
+        return v, (_next_of(prods) if prods else None)
 
     def _side(self, node: ast.Expr, others: tuple[ast.Expr, ...]) -> V:
         """A comparison operand; ``days_until_anniversary`` compared with numeric constants
@@ -894,6 +910,34 @@ class _CatalogueBuilder:
             spec = SeriesSpec(len(self.specs), key, text, es.types, match)
             self.specs[text] = spec
         return spec
+
+
+def _junction_next(fns: list[Fn], nexts: list[NextFn | None], is_and: bool) -> NextFn:
+    """Next change of ``and``/``or`` from its items' values and next changes.
+
+    An ``and`` with false items stays false until every false item may have changed (the
+    latest of their next changes); with all items true it may change at the earliest of
+    theirs. ``or`` likewise with true items. A constant item (no next change) never changes.
+    So a customer without purchases never wakes for ``now >= X and count(purchase, 30d) >= 1``.
+    """
+    pairs = list(zip(fns, nexts, strict=True))
+    decisive = not is_and  # the item value that fixes the result: false for and, true for or
+
+    def nxt(st: CustomerState, now: int) -> int:
+        stuck = -1  # latest next change among decisive items (-1: none decisive)
+        soonest = NEVER
+        for f, nx in pairs:
+            if (f(st, now) is True) == decisive:
+                c = NEVER if nx is None else nx(st, now)
+                if c > stuck:  # noqa: PLR1730 - hot loop
+                    stuck = c
+            elif nx is not None:
+                c = nx(st, now)
+                if c < soonest:  # noqa: PLR1730 - hot loop
+                    soonest = c
+        return soonest if stuck < 0 else stuck
+
+    return nxt
 
 
 def _next_of(producers: list[NextFn]) -> NextFn:

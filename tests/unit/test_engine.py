@@ -213,3 +213,12 @@ def test_calendar_conditions_wake_only_when_they_can_flip() -> None:
     st = age.apply(None, ev(1, "identify", T0, traits={"birthday": "1990-03-01"}), T0).state
     assert st is not None
     assert age.advance(st, T0).next_due == T0 + 59 * D  # the birthday itself
+
+
+def test_and_with_a_false_item_that_time_cannot_change_never_wakes() -> None:
+    eng = engine_for('now >= date("2027-01-10") and count(purchase, 30d) >= 1')
+    st = eng.apply(None, ev(1, "page_view", T0, url="u"), T0).state
+    assert st is not None
+    assert eng.advance(st, T0).next_due is None  # no purchase: the date alone changes nothing
+    step = eng.apply(st, buy(2, S), T0 + S)
+    assert step.next_due == T0 + 9 * D  # now a buyer: the season start matters
