@@ -55,6 +55,7 @@ class ReplayResult:
     states: dict[str, Any] = field(default_factory=dict)  # routing id -> CustomerState
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customer ids
+    due: dict[str, int] = field(default_factory=dict)  # routing id -> next due instant
 
     def sizes(self) -> dict[str, int]:
         """Segment name -> number of members at the end."""
@@ -68,13 +69,16 @@ class ReplayResult:
 class _Replayer:
     """The loop's state; one instance per replay call."""
 
-    def __init__(self, engine: Engine, on_change: Callable[[Change], None] | None) -> None:
+    def __init__(self, engine: Engine, on_change: Callable[[Change], None] | None,
+                 resume: ReplayResult | None = None) -> None:
         self.engine = engine
         self.on_change = on_change
-        self.result = ReplayResult()
-        self.heap: list[tuple[int, int, str]] = []  # (due, seq, routing id)
-        self.due: dict[str, int] = {}  # routing id -> its live heap entry's due instant
-        self.seq = 0
+        self.result = resume if resume is not None else ReplayResult()
+        self.due = self.result.due  # routing id -> its live heap entry's due instant
+        # (due, seq, routing id); rebuilt in (due, id) order when resuming
+        self.heap: list[tuple[int, int, str]] = [
+            (at, i, rid) for i, (at, rid) in enumerate(sorted((a, r) for r, a in self.due.items()))]
+        self.seq = len(self.heap)
 
     def take(self, rid: str, step: Step) -> None:
         """Record a step's state, changes and next due instant for ``rid``."""
@@ -169,14 +173,17 @@ def replay(
     events: Iterable[dict[str, Any]],
     until: int | None = None,
     on_change: Callable[[Change], None] | None = None,
+    resume: ReplayResult | None = None,
 ) -> ReplayResult:
     """Replay canonical ``events`` (in delivery order) through ``engine``; see the module doc.
 
-    ``on_change`` is called with every Change in emission order.
+    ``on_change`` is called with every Change in emission order. ``resume`` continues a
+    previous replay (its profiles, links, timers and watermark; it is updated in place), e.g.
+    after ``reevaluate_all`` switched to new definitions.
     """
-    r = _Replayer(engine, on_change)
+    r = _Replayer(engine, on_change, resume)
     res = r.result
-    watermark: int | None = None
+    watermark: int | None = res.watermark
     for ev in events:
         res.events += 1
         ts = ev["timestamp"]
@@ -192,3 +199,23 @@ def replay(
         r.fire(end)
     res.watermark, res.until = watermark, end
     return res
+
+
+def reevaluate_all(
+    engine: Engine,
+    result: ReplayResult,
+    now: int,
+    cause: str,
+    on_change: Callable[[Change], None] | None = None,
+) -> ReplayResult:
+    """Re-bind every profile of ``result`` to ``engine``'s definitions and evaluate them at
+    ``now`` (``engine.reevaluate``), as the worker does when definitions change; profiles are
+    visited in routing-id order. Timers due before ``now`` fire first, with the old engine's
+    state layout rebound on the way. ``result`` is updated in place and returned."""
+    r = _Replayer(engine, on_change, result)
+    r.fire(now)
+    for rid in sorted(result.states):
+        r.take(rid, engine.reevaluate(result.states[rid], now, cause))
+    if result.watermark is None or now > result.watermark:
+        result.watermark = now
+    return result

@@ -41,7 +41,7 @@ CATALOGUE = Path(__file__).resolve().parents[2] / "processors" / "catalogue.yaml
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SPAN_H = 510 * 24  # hours, to 2027-05-26
 HOLIDAY = (1_795_132_800_000, 1_798_761_600_000)  # 2026-11-20, 2027-01-01 (00:00Z)
-SETTINGS = settings(max_examples=examples(25), deadline=None,
+SETTINGS = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 

@@ -53,7 +53,7 @@ from processors.replay import replay
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oracle as O
 
-SETTINGS = settings(max_examples=examples(60), deadline=None,
+SETTINGS = settings(max_examples=examples(150), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -206,3 +206,49 @@ def test_forget_erases_the_profile(data: st.DataObject) -> None:
         if t <= end:
             prefix = [e for e in delivered if e["timestamp"] <= t]
             assert fold_log(log, t) == expected(prefix, t), f"at {t}"
+
+
+# --- definitions change -------------------------------------------------------------------
+def changed_definitions() -> str:
+    """The property catalogue with two segments removed, one condition changed and one
+    added; every new condition uses series (and windows) the old catalogue already keeps, so
+    the re-evaluation from state must be exact."""
+    text = (FIXTURES / "property_segments.yaml").read_text()
+    text = text.replace('version: "prop-1"', 'version: "prop-2"')
+    text = text.replace("condition: count(page_view, 5m) >= 2",
+                        "condition: count(page_view, 5m) >= 3")
+    segs = text.split("\n  - name: ")
+    kept = [s for s in segs if not s.startswith(("engaged\n", "cart_shape\n"))]
+    kept.append("views_any\n    description: added later\n"
+                "    condition: count(page_view, 5m) >= 1 or cart.items >= 2\n")
+    return "\n  - name: ".join(kept)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_definitions_change_reevaluates_from_state(data: st.DataObject) -> None:
+    from processors.replay import reevaluate_all  # noqa: PLC0415
+
+    events = data.draw(deliveries(data.draw(raw_events()), max_delay=0))
+    assume(not cart_merge_approximated(events))
+    cut = data.draw(st.integers(0, len(events)))
+    switch = (events[cut - 1]["timestamp"] if cut else events[0]["timestamp"]) + \
+        data.draw(st.integers(0, 8)) * SLOT
+    before = [e for e in events[:cut] if e["timestamp"] <= switch]
+    after = events[len(before):]
+    new_cat = load_definitions(changed_definitions())
+    new_engine = Engine(compile_catalogue(new_cat))
+    log: list[Any] = []
+    result = replay(engine(), before, until=switch, on_change=log.append)
+    reevaluate_all(new_engine, result, switch, f"definitions:{new_cat.version}", log.append)
+    assert result_members(result) == O.expected_members(new_cat, before, switch)
+    end = events[-1]["timestamp"] + 20 * MIN
+    replay(new_engine, after, until=end, on_change=log.append, resume=result)
+    check_change_log(log)
+    assert result_members(result) == O.expected_members(new_cat, events, end)
+    assert not any(c.segment in ("engaged", "cart_shape") and c.at > switch for c in log)
+    for t in sample(boundary_instants(events, durations_of(new_cat)), 12,
+                    data.draw(st.integers(0, 2**16))):
+        if switch <= t <= end:
+            prefix = [e for e in events if e["timestamp"] <= t]
+            assert fold_log(log, t) == O.expected_members(new_cat, prefix, t), f"at {t}"
