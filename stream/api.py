@@ -290,6 +290,11 @@ class MembershipApi:
         store = self.store
         versions = await store.segments_of(p, customer_id)
         if not versions and not await store.has_state(p, customer_id):
+            (linked,) = await store.aliases(p, [customer_id])
+            if linked is not None:
+                raise ApiError(404, "customer_aliased",
+                               f"this anonymous id was aliased to customer {linked!r}: "
+                               f"ask /customers/{{id}}/segments for that id")
             raise ApiError(404, "customer_not_found",
                            "no state for this customer id (never seen, forgotten, or merged "
                            "into a known customer by an alias)")

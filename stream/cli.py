@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "stream.cmd_schemas",
     "stream.cmd_segments",
     "stream.cmd_simulate",
+    "stream.cmd_redis",
 )
 
 
