@@ -23,7 +23,11 @@ from kafka.admin import NewTopic
 from redis.asyncio import Redis
 
 from schemas.partitioner import partition_for
+from state.codec import encode_state
+from state.model import CustomerState
 from state.redis_store import RedisStore
+from state.store import Commit, MemberOp
+from stream import cmd_redis
 
 from .support import REPO, Worker, free_port, read_all
 
@@ -285,3 +289,52 @@ def rebuild(env: dict[str, str]) -> str:
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def encoded(customer: str, versions: dict[str, int]) -> bytes:
+    st = CustomerState(customer, 1_000)
+    st.orphans = dict(versions)  # an unbound state keeps its versions there
+    return encode_state(st)
+
+
+def test_rebuild_retries_when_a_commit_lands_and_gives_up_when_it_keeps_changing(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        store = RedisStore(client, namespace=f"rb{uuid.uuid4().hex[:8]}:")
+        try:
+            epoch = await store.claim(0)
+            await store.commit(Commit(0, epoch, offset=1, states={
+                "a": encoded("a", {"s": 1}), "b": encoded("b", {"s": 2, "t": 1})},
+                members=[MemberOp("a", "s", 1), MemberOp("b", "s", 2), MemberOp("b", "t", 1)]))
+            consistent = await cmd_redis.rebuild_partition(client, store, 0)
+            assert consistent is not None and not consistent.changed and consistent.states == 2
+            await client.srem(store.key(0, "m:t"), "b")  # corrupt
+
+            dry = await cmd_redis.rebuild_partition(client, store, 0, dry_run=True)
+            assert dry is not None and dry.added == {"t": 1}
+            assert not await client.sismember(store.key(0, "m:t"), "b")  # nothing written
+
+            real_actual = cmd_redis._actual
+            calls = 0
+
+            async def concurrent_commit(*args: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls <= limit:  # a worker commit lands between WATCH and EXEC
+                    await client.hset(store.key(0, "state"), "a", encoded("a", {"s": 1}))
+                return await real_actual(*args)
+
+            monkeypatch.setattr(cmd_redis, "_actual", concurrent_commit)
+            limit = 3
+            assert await cmd_redis.rebuild_partition(client, store, 0, retries=3) is None
+            assert not await client.sismember(store.key(0, "m:t"), "b")  # left as it was
+            calls, limit = 0, 1
+            fixed = await cmd_redis.rebuild_partition(client, store, 0, retries=3)
+            assert calls == 2 and fixed is not None and fixed.added == {"t": 1}
+            assert await client.sismember(store.key(0, "m:t"), "b")
+            assert await store.sizes([0]) == {"s": 1, "t": 1}
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
