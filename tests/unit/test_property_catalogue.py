@@ -91,3 +91,28 @@ def test_default_catalogue_disorder_within_lateness(data: st.DataObject) -> None
     check_change_log(log)
     assert result_members(result) == O.expected_members(catalogue(), delivered, end)
     assert fold_log(log) == result_members(result)
+
+
+@settings(max_examples=examples(8), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(seed=st.integers(0, 2**32 - 1), disorder=st.booleans())
+def test_generated_streams_match_the_oracle(seed: int, disorder: bool) -> None:
+    """Realistic sessions (stream.generate) for a handful of customers over 60 days."""
+    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+
+    cfg = GeneratorConfig(customers=6, events=150, days=60, seed=seed, forget_share=0.2,
+                          duplicate_share=0.05 if disorder else 0.0,
+                          out_of_order_share=0.05 if disorder else 0.0,
+                          out_of_order_max_ms=20 * 60_000)
+    events = [{**e, "schema_version": 1} for e in generate(cfg)]
+    assume(not cart_merge_approximated(events))
+    end = max(e["timestamp"] for e in events) + 40 * DAY
+    log: list[Any] = []
+    result = replay(Engine(compile_catalogue(catalogue())), events, until=end,
+                    on_change=log.append)
+    assert result.late == 0
+    assert result_members(result) == O.expected_members(catalogue(), events, end)
+    if not disorder:
+        for t in instants(events, 10, seed, end):
+            prefix = [e for e in events if e["timestamp"] <= t]
+            assert fold_log(log, t) == O.expected_members(catalogue(), prefix, t), f"at {t}"
