@@ -407,29 +407,29 @@ def attach_api(app: SegstreamApp, settings: Settings) -> MembershipApi:
     async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         api.assignments += 1
 
-    app.on_partitions_assigned.connect(assigned, weak=False)
+    app.on_partitions_assigned.connect(assigned, weak=False)  # type: ignore[arg-type]
 
     @app.page("/health", name="segstream.health")
-    async def health(view: Any, request: web.Request) -> web.Response:
+    async def health(view: Any, request: Any) -> Any:
         return json_response({"status": "ok"})
 
     @app.page("/ready", name="segstream.ready")
-    async def ready(view: Any, request: web.Request) -> web.Response:
+    async def ready(view: Any, request: Any) -> Any:
         reasons = await api.readiness()
         if reasons:
             return json_response({"status": "not_ready", "reasons": reasons}, 503)
         return json_response({"status": "ready"})
 
     @app.page("/customers/{customer_id}/segments", name="segstream.customer_segments")
-    async def customer(view: Any, request: web.Request, customer_id: str) -> web.Response:
+    async def customer(view: Any, request: Any, customer_id: str) -> Any:
         return json_response(await api.customer_segments(customer_id))
 
     @app.page("/segments", name="segstream.segments")
-    async def segments(view: Any, request: web.Request) -> web.Response:
+    async def segments(view: Any, request: Any) -> Any:
         return json_response(await api.segments())
 
     @app.page("/segments/{name}/members", name="segstream.members")
-    async def members(view: Any, request: web.Request, name: str) -> web.Response:
+    async def members(view: Any, request: Any, name: str) -> Any:
         q = request.query
         return json_response(await api.members(name, q.get("cursor"), q.get("limit")))
 

@@ -218,10 +218,10 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
             await pipe.watch(*watched)
             desired = await _desired(client, store, p, report)
             stored = await _actual(client, store, p)
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]
             _queue_fixes(pipe, store, desired, stored, report)
             if dry_run or not report.changed:
-                await pipe.reset()
+                await pipe.reset()  # type: ignore[no-untyped-call]
                 return report
             try:
                 await pipe.execute()
