@@ -42,6 +42,7 @@ class SegmentMetrics:
     fenced: Counter
     seeks: Counter
     redis_errors: Counter
+    definitions_errors: Counter
     cache_hits: Counter
     cache_misses: Counter
     event_to_change: Histogram
@@ -80,6 +81,8 @@ class SegmentMetrics:
             seeks=c("segstream_offset_seeks_total",
                     "Seeks back to the stored offset (Kafka's commit ran ahead of Redis)."),
             redis_errors=c("segstream_redis_errors_total", "Failed Redis operations."),
+            definitions_errors=c("segstream_definitions_errors_total",
+                                 "Definitions documents refused or unreadable (old ones kept)."),
             cache_hits=c("segstream_state_cache_hits_total", "States found in the cache."),
             cache_misses=c("segstream_state_cache_misses_total", "States loaded from Redis."),
             event_to_change=h("segstream_event_to_change_seconds",

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,6 +291,28 @@ class PartitionSegmenter:
             self._take(cid, self.engine.advance(state, now), out)
         out.commit = self._commit(out, offset=None)
         return out
+
+    # --- definitions change -------------------------------------------------------------------
+    async def reevaluate(self, engine: Engine, now: int,
+                         count: int = 500) -> AsyncIterator[Outcome]:
+        """Switch to ``engine`` (new definitions) and evaluate every stored customer of the
+        partition with it, yielding one outcome per scan step to publish and commit; then
+        record the definitions version with the partition. Re-running it (a crash midway) is
+        harmless: a state already evaluated with ``engine`` gives no change."""
+        self.engine = engine
+        cause = engine.definitions_cause
+        cursor = 0
+        while True:
+            cursor, rows = await self.store.scan_states(self.partition, cursor, count)
+            out = Outcome()
+            for cid, blob in rows:
+                state = self.cache.get(cid) or decode_state(blob)
+                self._take(cid, engine.reevaluate(state, now, cause), out)
+            out.commit = self._commit(out, offset=None)
+            yield out
+            if cursor == 0:
+                break
+        await self.store.mark_definitions(self.partition, engine.catalogue.version)
 
     async def commit(self, out: Outcome) -> CommitResult:
         """Write ``out``'s commit to the store (after its changes were acknowledged)."""

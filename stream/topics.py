@@ -35,7 +35,7 @@ class Topics:
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     """Describe the app's topics (no I/O: Faust creates them when the worker starts)."""
 
-    def topic(name: str, partitions: int) -> TopicT:
+    def topic(name: str, partitions: int, *, compacting: bool | None = None) -> TopicT:
         return app.topic(
             name,
             partitions=partitions,
@@ -43,6 +43,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             key_serializer="raw",
             value_serializer="raw",
             internal=True,
+            compacting=compacting,
         )
 
     return Topics(
@@ -50,9 +51,9 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         bundles=topic(settings.topic("bundles"), settings.bundle_partitions),
         deadletters=topic(settings.topic("deadletters"), settings.deadletter_partitions),
         changes=topic(settings.topic("changes"), settings.changes_partitions),
-        # One partition: definition documents are totally ordered. Not compacted here (a
-        # compacted topic refuses records without a key; the definitions owner decides keys).
-        definitions=topic(settings.topic("definitions"), 1),
+        # One partition, compacted: the documents are totally ordered and the latest one (key
+        # "catalogue", see stream.definitions) is all a worker needs.
+        definitions=topic(settings.topic("definitions"), 1, compacting=True),
     )
 
 

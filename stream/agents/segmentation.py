@@ -22,21 +22,21 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, EventT, StreamT
 from redis.asyncio import Redis, RedisCluster
 
 from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
-from processors.lang.load import load_definitions
+from processors.lang.errors import DefinitionError
 from schemas.changes import change_key, encode_change, from_change
 from schemas.deadletter import encode_dead_letter
 from state.redis_store import RedisStore
 from state.store import CommitResult, StateStore
+from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
 from stream.segment_metrics import SegmentMetrics
 from stream.segmenter import Outcome, PartitionSegmenter
 from stream.settings import Settings
@@ -63,10 +63,7 @@ def redis_client(url: str) -> Any:
 
 def load_engine(path: str) -> Engine:
     """The engine for the definitions file ``path`` (empty: the packaged default catalogue)."""
-    if not path:
-        text = resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8")
-        return Engine(compile_catalogue(load_definitions(text)))
-    return Engine(compile_catalogue(load_definitions(Path(path))))
+    return Engine(compile_catalogue(file_catalogue(path)))
 
 
 class SegmentationAgent:
@@ -78,11 +75,11 @@ class SegmentationAgent:
         self.settings = settings
         self.topics = topics
         self.engine = engine
-        self.definition_version = engine.catalogue.version
         self.metrics = SegmentMetrics.create(app.metrics_registry)
         self.owned: dict[int, PartitionSegmenter] = {}
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sought: set[int] = set()  # partitions sought back once since their claim
+        self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
         self._bundles = settings.topic("bundles")
         self._changes = settings.topic("changes")
@@ -121,13 +118,93 @@ class SegmentationAgent:
             self._sought.discard(p)
             log.info("claimed bundle partition %d (epoch %d, next offset %d)",
                      p, seg.epoch, seg.next_offset)
+            if await self.store.definitions_version(p) != self.engine.catalogue.version:
+                await self._reevaluate(seg)
         return seg
+
+    async def _reevaluate(self, seg: PartitionSegmenter) -> None:
+        """Evaluate the partition's stored customers with the current definitions (the
+        caller holds the partition's lock)."""
+        started = time.perf_counter()
+        n = 0
+        async for out in seg.reevaluate(self.engine, _now_ms()):
+            n += len(out.dirty)
+            await self._publish_and_commit(seg, out, time.perf_counter())
+            if seg.fenced:
+                return
+        log.info("partition %d: %d customers evaluated with definitions %s in %.1f s",
+                 seg.partition, n, self.engine.catalogue.version, time.perf_counter() - started)
+
+    # --- definitions at runtime -------------------------------------------------------------
+    async def switch(self, doc: DefinitionsDoc) -> None:
+        """Run the published definitions ``doc`` from now on (owned partitions re-evaluated)."""
+        if doc.version == self.engine.catalogue.version:
+            return
+        try:
+            engine = Engine(compile_catalogue(doc.catalogue()))
+        except DefinitionError as err:  # published by hand, bypassing `segments apply`
+            self.metrics.definitions_errors.inc()
+            log.error("definitions %s refused, keeping %s: %s", doc.version,
+                      self.engine.catalogue.version, err)
+            return
+        log.info("switching definitions %s -> %s", self.engine.catalogue.version, doc.version)
+        self.engine = engine
+        for p in sorted(self.owned):
+            async with self.locks[p]:
+                seg = self.owned.get(p)
+                if seg is not None and not seg.fenced:
+                    await self._reevaluate(seg)
+
+    async def follow_definitions(self) -> None:
+        """Read the definitions topic to its end (the latest document wins), then follow it.
+        Every worker reads the whole topic (no consumer group): definitions are broadcast.
+        Bundles wait until the first read is done, so no change is emitted under definitions
+        that are already replaced; a failure (Kafka unreachable) is retried."""
+        while True:
+            try:
+                await self._follow_definitions()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.definitions_errors.inc()
+                log.exception("reading the definitions topic failed; retrying in 2 s")
+                await asyncio.sleep(2.0)
+
+    async def _follow_definitions(self) -> None:
+        tp = TopicPartition(self.settings.topic("definitions"), 0)
+        await self.topics.definitions.maybe_declare()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            latest: bytes | None = None
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=1000)
+                values = [r.value for r in batches.get(tp, ()) if r.value is not None]
+                latest = values[-1] if values else latest
+                if not self.definitions_ready.is_set() and await consumer.position(tp) < end:
+                    continue  # still catching up: only the last document matters
+                if latest is not None:
+                    try:
+                        await self.switch(DefinitionsDoc.decode(latest))
+                    except DefinitionsDocError as err:
+                        self.metrics.definitions_errors.inc()
+                        log.error("ignoring a definitions record: %s", err)
+                    latest = None
+                self.definitions_ready.set()
+        finally:
+            await consumer.stop()
 
     # --- bundles ----------------------------------------------------------------------------
     async def run(self, stream: StreamT[bytes]) -> None:
         """The Faust agent body."""
         for t in (self.topics.changes, self.topics.deadletters):
             await t.maybe_declare()
+        # the published definitions first, so no change is emitted under outdated ones
+        await self.definitions_ready.wait()
         within = self.settings.bundle_linger_ms / 1000.0
         n = self.settings.segment_batch_records
         async for events in stream.take_events(n, within=within):
@@ -162,7 +239,7 @@ class SegmentationAgent:
     async def _publish_and_commit(self, seg: PartitionSegmenter, out: Outcome,
                                   started: float) -> None:
         send = self.app.producer.send
-        version = self.definition_version
+        version = self.engine.catalogue.version
         futures = [
             await send(self._changes, change_key(ch.customer_id),
                        encode_change(from_change(ch, version)), None, None, None)
@@ -246,6 +323,7 @@ def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
     app.segmentation = agent  # type: ignore[attr-defined]
     app.agent(topics.bundles, name=AGENT_NAME)(agent.run)
     app.task(agent.timers)
+    app.task(agent.follow_definitions)
 
     async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         await agent.on_assigned(assigned)
