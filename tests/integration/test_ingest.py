@@ -99,6 +99,7 @@ class Dataset:
     valid_ids: set[str] = field(default_factory=set)
     # (code, raw, partition, offset, index) of every expected dead letter
     dead: Counter[tuple[str, bytes, int, int, int | None]] = field(default_factory=Counter)
+    origin: dict[str, tuple[int, int]] = field(default_factory=dict)  # event id -> raw (p, o)
 
 
 def _valid(rng: random.Random, n: int, cid: str | None, aid: str | None,
@@ -147,7 +148,7 @@ def produce_dataset(bootstrap: str, topic: str, seed: int, n_valid: int) -> Data
     invalid = _invalid_events(now)
     data = Dataset()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    sent: list[tuple[Any, list[tuple[str, bytes, int | None]]]] = []
+    sent: list[tuple[Any, list[tuple[str, bytes, int | None]], list[str]]] = []
     n = 0
     while n < n_valid:
         p = rng.randrange(RAW_PARTITIONS)
@@ -173,7 +174,9 @@ def produce_dataset(bootstrap: str, topic: str, seed: int, n_valid: int) -> Data
         value = orjson.dumps(elements[0] if single else elements)
         expected = [(code, orjson.dumps(el) if not single else value, None if single else i)
                     for i, (code, el) in enumerate(zip(codes, elements, strict=True)) if code]
-        sent.append((producer.send(topic, value=value, partition=p), expected))
+        valid_ids = [el["event_id"] for el, code in zip(elements, codes, strict=True)
+                     if code is None]
+        sent.append((producer.send(topic, value=value, partition=p), expected, valid_ids))
     # whole-record rejections
     whole = [
         ("unparsable", b'{"event_id": "x", "type": '),
@@ -183,12 +186,14 @@ def produce_dataset(bootstrap: str, topic: str, seed: int, n_valid: int) -> Data
                                           for i in range(MAX_EVENTS_PER_RECORD + 1)])),
     ]
     for code, value in whole:
-        sent.append((producer.send(topic, value=value, partition=0), [(code, value, None)]))
+        sent.append((producer.send(topic, value=value, partition=0), [(code, value, None)], []))
     producer.flush(timeout=60)
-    for future, expected in sent:
+    for future, expected, valid_ids in sent:
         meta = future.get(timeout=60)
         for code, raw, index in expected:
             data.dead[(code, raw, meta.partition, meta.offset, index)] += 1
+        for event_id in valid_ids:
+            data.origin[event_id] = (meta.partition, meta.offset)
     producer.close()
     return data
 
@@ -320,6 +325,42 @@ def test_sigkill_before_commit_loses_nothing(
     print(f"after SIGKILL + restart: {len(seen)} distinct valid events, {duplicates} duplicates, "
           f"{len(out.dead)} dead letters for {n_dead} rejected")
     assert duplicates == len(seen)  # nothing was committed, so everything was re-read once
+    assert set(dead_counter(out, topics.raw)) == set(data.dead)
+    assert worker.stop() == 0, worker.log_tail()
+
+
+def test_sigterm_mid_stream_commits_only_what_is_out(
+        kafka_bootstrap: str, topics: Topics, worker: Worker) -> None:
+    data = produce_dataset(kafka_bootstrap, topics.raw, seed=23, n_valid=20_000)
+    # small batches and frequent commits: the stop lands between many batches in flight
+    worker.start(SEGSTREAM_INGEST_BATCH_RECORDS="10", SEGSTREAM_COMMIT_INTERVAL_MS="100")
+    deadline = time.monotonic() + WAIT_S
+    while collect(kafka_bootstrap, topics).events == 0:
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert worker.stop() == 0, worker.log_tail()  # SIGTERM: a clean stop mid-stream
+
+    before = collect(kafka_bootstrap, topics)
+    done = committed(kafka_bootstrap, topics.group)
+    out_ids = {ev["event_id"] for _, _, evs in before.bundles for ev in evs}
+    behind = [eid for eid, (p, o) in data.origin.items() if o < done.get(p, 0)
+              and eid not in out_ids]
+    assert behind == [], f"committed past {len(behind)} events that are in no bundle"
+    print(f"SIGTERM after {len(out_ids)}/{len(data.valid_ids)} events; committed {done}")
+
+    worker.start()
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        out = collect(kafka_bootstrap, topics)
+        ids = {ev["event_id"] for _, _, evs in out.bundles for ev in evs}
+        if ids >= data.valid_ids and {d.offset for d in out.dead} >= {k[3] for k in data.dead}:
+            break
+        assert time.monotonic() < deadline, f"{len(ids)}/{len(data.valid_ids)}\n" + \
+            worker.log_tail()
+        time.sleep(1.0)
+    seen = check_bundles(out, data, exactly_once=False)
+    print(f"after restart: {sum(seen.values()) - len(seen)} duplicates")
     assert set(dead_counter(out, topics.raw)) == set(data.dead)
     assert worker.stop() == 0, worker.log_tail()
 
