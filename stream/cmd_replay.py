@@ -194,7 +194,7 @@ class Reader:
         if self.fmt == "csv":
             import io  # noqa: PLC0415
 
-            text = io.TextIOWrapper(self.stream, encoding="utf-8", newline="")
+            text = io.TextIOWrapper(self.stream, encoding="utf-8-sig", newline="")
             for line, obj in csv_events(csv.DictReader(text), self.mapping):
                 self.tick(line)
                 if isinstance(obj, str):
