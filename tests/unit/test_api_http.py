@@ -118,3 +118,23 @@ def test_no_token_configured_is_a_clear_503_and_insecure_mode_opens() -> None:
         assert (await client.get("/segments")).status == 200
 
     serve(open_, api_tokens="", api_auth="none")
+
+
+def test_customer_ids_are_percent_decoded_and_aliases_explained() -> None:
+    async def scenario(client: TestClient[Any, Any], store: MemoryStore) -> None:
+        for cid in ("a/b", "é x"):
+            await add(store, cid, "german")
+        for path, cid in (("/customers/a%2Fb/segments", "a/b"),
+                          ("/customers/%C3%A9%20x/segments", "é x")):
+            r = await client.get(path, headers=AUTH)
+            assert r.status == 200 and (await r.json())["customer_id"] == cid
+        p = partition_for("anon-1", 4)
+        await store.commit(Commit(p, await store.claim(p), aliases={"anon-1": "known-1"}))
+        r = await client.get("/customers/anon-1/segments", headers=AUTH)
+        body = await r.json()
+        assert r.status == 404 and body["error"]["code"] == "customer_aliased"
+        assert "known-1" in body["error"]["message"]
+        r = await client.get("/customers/" + "x" * 129 + "/segments", headers=AUTH)
+        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_id"
+
+    serve(scenario)
