@@ -330,6 +330,9 @@ class MembershipApi:
             reasons.append("waiting for the first partition assignment of the consumer group")
         elif self.app.rebalancing:
             reasons.append("rebalancing")
+        pending = getattr(getattr(self.app, "segmentation", None), "definitions_ready", None)
+        if isinstance(pending, asyncio.Event) and not pending.is_set():
+            reasons.append("reading the definitions topic")
         try:
             _ = self.store
             if self._ping is not None:
