@@ -198,10 +198,10 @@ async def page_members(store: StateStore, segment: str, partitions: int, start: 
     Partition by partition, SSCAN step by step. A step that does not fit the page is left for
     the next page (its start cursor is returned), so a member is lost neither between pages
     nor between partitions: Redis' guarantee (a member present for the whole walk is returned
-    at least once) holds across requests. A step larger than a whole page is either the whole
-    set (start and next cursor 0: cut in name order, resumed after the last name returned,
-    correct because every present member <= that name was in that step) or, rarely, a
-    hashtable step that Redis cannot split: returned whole, so a page exceeds ``limit`` then.
+    at least once) holds across requests. A first step larger than the whole page is either
+    the whole set (start and next cursor 0: cut in name order, resumed after the last name
+    returned, correct because every present member <= that name was in that step) or, rarely
+    (tiny limits), a hashtable step Redis cannot split: returned whole, over ``limit``.
     """
     out: list[str] = []
     p, scan, after = start.partition, start.scan, start.after
@@ -209,7 +209,10 @@ async def page_members(store: StateStore, segment: str, partitions: int, start: 
         want = limit - len(out)
         if want <= 0:
             return out, Cursor(p, scan, after)
-        nxt, batch = await store.scan_members(p, segment, scan, want)
+        # a page's first step asks for a little less than fits (steps run over the hint by a
+        # few members); the next one for the rest, and is left for the next page if too big
+        hint = max(1, want * 3 // 4) if not out else want
+        nxt, batch = await store.scan_members(p, segment, scan, hint)
         if after is not None:
             batch = sorted(m for m in batch if m > after)
         if len(batch) > want:
