@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -284,11 +284,12 @@ def _count_combo(node: ast.Expr) -> Combo | None:
 
 
 def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
-    """``(value now, [(expiry instant, weight)] sorted)`` of a weighted sum of counts."""
+    """``(value now, expiry instants, cumulative weight expired)`` of a weighted sum of
+    counts: after ``instants[j]`` the value is ``value - removed[j]`` (no new event)."""
 
-    def schedule(st: CustomerState, now: int) -> tuple[int, list[tuple[int, int]]]:
+    def schedule(st: CustomerState, now: int) -> tuple[int, list[int], list[int]]:
         v = const
-        out: list[tuple[int, int]] = []
+        pairs: list[tuple[int, int]] = []
         series = st.series
         for i, win, w in terms:
             ts = series[i].ts
@@ -296,9 +297,19 @@ def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
                 cut = now - win
                 k = 0 if ts[0] > cut else bisect_right(ts, cut)
                 v += w * (len(ts) - k)
-                out.extend([(t + win, w) for t in ts[k:]])
-        out.sort()
-        return v, out
+                pairs.extend([(t + win, w) for t in ts[k:]])
+        pairs.sort()
+        instants: list[int] = []
+        removed: list[int] = []
+        acc = 0
+        for t, w in pairs:
+            acc += w
+            if instants and instants[-1] == t:
+                removed[-1] = acc
+            else:
+                instants.append(t)
+                removed.append(acc)
+        return v, instants, removed
 
     return schedule
 
@@ -613,16 +624,22 @@ class _SegmentCompiler:
         if schedule is None:
             schedule = self.cat.schedules[skey] = _memo(_expiry_schedule(terms, const))
 
+        monotone = all(w > 0 for _, _, w in terms)
+        cuts = tuple({lo_k, hi_k})
+
         def nxt(st: CustomerState, now: int) -> int:
-            v, expiries = schedule(st, now)
+            sched: tuple[int, list[int], list[int]] = schedule(st, now)
+            v, instants, removed = sched
             p0 = pred(v)
-            n, j = len(expiries), 0
-            while j < n:
-                t: int = expiries[j][0]
-                while j < n and expiries[j][0] == t:
-                    v -= expiries[j][1]
-                    j += 1
-                if pred(v) != p0:
+            if monotone:  # the value only falls: the flip is where it reaches a constant
+                cands = sorted({j for c in cuts for j in (bisect_left(removed, v - c),
+                                                          bisect_right(removed, v - c))})
+                for j in cands:
+                    if j < len(instants) and pred(v - removed[j]) != p0:
+                        return instants[j]
+                return NEVER
+            for j, t in enumerate(instants):
+                if pred(v - removed[j]) != p0:
                     return t
             return NEVER
 
