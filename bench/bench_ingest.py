@@ -77,7 +77,7 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
 
     if phase in ("arrays", "singles"):
         ingest.attach(app, settings, topics)
-        agent = app.ingest  # type: ignore[attr-defined]
+        agent = app.ingest
         handle, confirm = agent.handle, agent._confirm
         done: dict[str, float] = {"events": 0, "bundles": 0, "records": 0, "pack_cpu": 0.0,
                                   "encode_cpu": 0.0}

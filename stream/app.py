@@ -12,7 +12,7 @@ duplicating nor reordering the bundles of a partition.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -25,6 +25,9 @@ from stream.api import MembershipApi, attach_api
 from stream.metrics import IngestMetrics
 from stream.settings import Settings
 from stream.topics import Topics, declare_topics
+
+if TYPE_CHECKING:
+    from stream.agents.ingest import IngestAgent
 
 #: Kafka's default ``message.max.bytes`` (what a broker accepts in one record batch).
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -48,6 +51,7 @@ class SegstreamApp(faust.App):
     segstream_topics: Topics
     metrics_registry: CollectorRegistry
     ingest_metrics: IngestMetrics
+    ingest: IngestAgent  # set when the ingest agent is attached
     membership_api: MembershipApi
 
     def _new_producer(self) -> ProducerT:

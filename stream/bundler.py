@@ -255,9 +255,9 @@ class RecordPacker:
             return
         size = len(raw) // (len(valid) + len(rejected)) + EVENT_OVERHEAD_BYTES
         failures = self._bundler.add_events(valid, self._routing_id, size, self._counts)
-        for event, exc in failures:  # one bad event must not kill the agent
-            self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, exc)
-            self._dead_letter(INTERNAL_ERROR, f"packing failed: {exc!r}",
+        for event, error in failures:  # one bad event must not kill the agent
+            self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, error)
+            self._dead_letter(INTERNAL_ERROR, f"packing failed: {error!r}",
                               self._safe_json(event), (topic, partition, offset), None)
 
     def finish(self) -> BatchResult:

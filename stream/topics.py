@@ -56,8 +56,3 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         definitions=topic(settings.topic("definitions"), 1, compacting=True),
     )
 
-
-async def ensure_topics(topics: Topics) -> None:
-    """Create the topics that are missing (idempotent); agents await it before producing."""
-    for t in topics.all():
-        await t.maybe_declare()

@@ -43,9 +43,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+from faust import Stream
 from faust.types import EventT, StreamT
 
 from schemas.bundle import encode_bundle
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "segstream.ingest"
+
+Batch = Sequence[EventT[bytes]]  # one take_events() batch of raw records
 
 
 def _now_ms() -> int:
@@ -104,10 +107,12 @@ class IngestAgent:
         await self.topics.bundles.maybe_declare()
         await self.topics.deadletters.maybe_declare()
         within = self.settings.bundle_linger_ms / 1000.0
-        async for events in stream.take_events(self.settings.ingest_batch_records, within=within):
+        batches = cast(Stream[bytes], stream).take_events(
+            self.settings.ingest_batch_records, within=within)
+        async for events in batches:
             await self.handle(events)
 
-    async def handle(self, events: Sequence[EventT]) -> None:
+    async def handle(self, events: Batch) -> None:
         """Pack one batch, send its output, and hand the acknowledgement wait to a task.
 
         Returns once every record of the batch is *sent* (in order) — not acknowledged: the
@@ -161,13 +166,13 @@ class IngestAgent:
                         for letter in result.dead_letters])
         return futures, sizes
 
-    def _confirm_later(self, events: Sequence[EventT], result: BatchResult, futures: list[Any],
+    def _confirm_later(self, events: Batch, result: BatchResult, futures: list[Any],
                        sizes: list[int], started: float) -> None:
         task = asyncio.ensure_future(self._confirm(events, result, futures, sizes, started))
         self._inflight.append(task)
         task.add_done_callback(self._inflight.remove)
 
-    async def _confirm(self, events: Sequence[EventT], result: BatchResult, futures: list[Any],
+    async def _confirm(self, events: Batch, result: BatchResult, futures: list[Any],
                        sizes: list[int], started: float) -> None:
         """Await every acknowledgement of a batch, then release its messages for commit."""
         try:
@@ -187,7 +192,7 @@ class IngestAgent:
             invalid_by_code=result.invalid_by_code, bundle_sizes=sizes,
             dead_letters=len(result.dead_letters), seconds=time.perf_counter() - started)
 
-    async def _fail(self, events: Sequence[EventT], exc: BaseException) -> None:
+    async def _fail(self, events: Batch, exc: BaseException) -> None:
         """Withhold the batch's offsets from every future commit, then crash the app."""
         for event in events:
             event.message.acked = True  # Message.ack() now skips it: never enters _acked
@@ -200,5 +205,5 @@ class IngestAgent:
 def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
     """Define the ingest agent on *app* (reads ``topics.raw``)."""
     agent = IngestAgent(app, settings, topics)
-    app.ingest = agent  # type: ignore[attr-defined]
+    app.ingest = agent
     app.agent(topics.raw, name=AGENT_NAME)(agent.run)
