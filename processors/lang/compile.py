@@ -289,15 +289,23 @@ def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
 
     def schedule(st: CustomerState, now: int) -> tuple[int, list[int], list[int]]:
         v = const
-        pairs: list[tuple[int, int]] = []
+        live: list[tuple[list[int], int, int, int]] = []
         series = st.series
         for i, win, w in terms:
             ts = series[i].ts
             if ts:
                 cut = now - win
                 k = 0 if ts[0] > cut else bisect_right(ts, cut)
-                v += w * (len(ts) - k)
-                pairs.extend([(t + win, w) for t in ts[k:]])
+                if k < len(ts) and w:
+                    v += w * (len(ts) - k)
+                    live.append((ts, k, win, w))
+        if len(live) == 1:  # one series in its window: already in time order (an instant
+            # shared by two events only adds a candidate that changes nothing)
+            ts, k, win, w = live[0]
+            return v, [t + win for t in ts[k:]], list(range(w, w * (len(ts) - k + 1), w))
+        pairs: list[tuple[int, int]] = []
+        for ts, k, win, w in live:
+            pairs.extend([(t + win, w) for t in ts[k:]])
         pairs.sort()
         instants: list[int] = []
         removed: list[int] = []
