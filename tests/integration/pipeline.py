@@ -1,0 +1,437 @@
+"""Building blocks of the end-to-end worker tests (real Kafka, real Redis or Redis Cluster).
+
+- :func:`make_pipeline`: unique topics, namespace and worker environment; ``Pipeline.worker()``
+  gives worker subprocesses of one consumer group (own web port and data dir each);
+- :class:`LeasedServer`: a private server started by a deploy/local script with this pytest's
+  lease (its watchdog stops it if pytest dies), e.g. a Redis of our own or a Redis Cluster;
+- event streams: :func:`flapping_events` (known customers whose segments flip many times);
+- views: :func:`redis_view` (membership and applied offsets), :func:`changes_of` (the change
+  log), :func:`members_from_log` (membership the log implies, checking its integrity);
+- :func:`wait_caught_up` (raw topic fully ingested, every bundle applied in Redis) and
+  :func:`check_end_state` (Redis == offline replay == the change log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from redis.asyncio import Redis, RedisCluster
+
+from processors.engine import Engine
+from processors.lang.compile import compile_catalogue
+from processors.lang.load import load_definitions
+from processors.replay import replay
+from schemas.bundle import EventsRecord, decode_record
+from schemas.changes import SegmentChange, decode_change
+from schemas.partitioner import partition_for
+from schemas.validation import validate_event
+from state.redis_store import RedisStore
+
+from .support import Worker, free_port, read_all
+
+REPO = Path(__file__).resolve().parents[2]
+LIVE_SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
+LOCAL_DIR = REPO / "deploy" / "local"
+Event = dict[str, Any]
+
+
+# --- servers ----------------------------------------------------------------------------------
+@contextmanager
+def leased_server(script: str, env: dict[str, str], what: str) -> Iterator[None]:
+    """Run ``deploy/local/<script> start`` with this process's lease and a fresh instance;
+    ``release`` it at the end. If pytest is killed, the script's watchdog stops the server."""
+    path = LOCAL_DIR / script
+    full = {**os.environ, **env, "SEGSTREAM_LEASE_PID": str(os.getpid())}
+    result = subprocess.run([str(path), "start"], env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=180, check=False)
+    if result.returncode != 0:
+        subprocess.run([str(path), "release", str(os.getpid())], env=full, timeout=120,
+                       check=False)
+        pytest.fail(f"could not start {what} ({path} start exited {result.returncode}):\n"
+                    f"{result.stdout}", pytrace=False)
+    try:
+        yield
+    finally:
+        subprocess.run([str(path), "release", str(os.getpid())], env=full, timeout=120,
+                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def redis_client(url: str) -> Redis | RedisCluster:
+    """A client for ``url`` (``redis+cluster://`` = Redis Cluster), as the worker makes it."""
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+    return Redis.from_url(url)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+@dataclass
+class Pipeline:
+    """Topics, Redis namespace and worker environment of one test."""
+
+    bootstrap: str
+    redis_url: str
+    names: dict[str, str]
+    env: dict[str, str]
+    tmp: Path
+    bundle_partitions: int
+    raw_partitions: int
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, name: str = "worker", **env: str) -> Worker:
+        """A worker of the pipeline's group with its own web port and data dir."""
+        port = free_port()
+        w = Worker({**self.env, "SEGSTREAM_WEB_PORT": str(port),
+                    "SEGSTREAM_DATA_DIR": str(self.tmp / f"{name}-data"), **env},
+                   self.tmp / name)
+        self.workers.append(w)
+        return w
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+def make_pipeline(bootstrap: str, redis_url: str, prefix: str, tmp: Path, segments: Path, *,
+                  raw_partitions: int = 2, bundle_partitions: int = 4,
+                  **env: str) -> Pipeline:
+    """Create the raw topic and the environment; ``env`` adds/overrides SEGSTREAM_* values."""
+    names = {"raw": f"{prefix}segstream-events", "bundles": f"{prefix}segstream-bundles",
+             "changes": f"{prefix}segstream-changes", "group": f"{prefix}segstream",
+             "namespace": f"t{uuid.uuid4().hex[:8]}:"}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(names["raw"], raw_partitions, 1)])
+    finally:
+        admin.close()
+    base = {
+        "SEGSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "SEGSTREAM_REDIS_URL": redis_url,
+        "SEGSTREAM_REDIS_NAMESPACE": names["namespace"],
+        "SEGSTREAM_TOPIC_PREFIX": prefix,
+        "SEGSTREAM_RAW_PARTITIONS": str(raw_partitions),
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(bundle_partitions),
+        "SEGSTREAM_BUNDLE_MAX_EVENTS": "25",
+        "SEGSTREAM_SEGMENTS_FILE": str(segments),
+        "SEGSTREAM_WEB_PORT": str(free_port()),
+        "SEGSTREAM_DATA_DIR": str(tmp / "data"),
+        "SEGSTREAM_SESSION_TIMEOUT_MS": "10000",
+        "PATH": "/usr/bin:/bin",
+    }
+    return Pipeline(bootstrap, redis_url, names, {**base, **env}, tmp, bundle_partitions,
+                    raw_partitions)
+
+
+def slow_segments(tmp: Path) -> Path:
+    """live_segments.yaml without its 15-second segment: nothing flips with time in a test."""
+    doc = yaml.safe_load(LIVE_SEGMENTS.read_text())
+    doc["segments"] = [s for s in doc["segments"] if s["name"] != "opened_recently"]
+    doc["version"] = "faults-1"
+    path = tmp / "segments.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def produce(bootstrap: str, topic: str, events: Sequence[Event], *, chunk: int = 20,
+            partitions: int = 2, pace_s: float = 0.0,
+            on_chunk: Callable[[int], None] | None = None) -> None:
+    """Send ``events`` as JSON arrays of ``chunk`` (round robin over the raw partitions),
+    ``pace_s`` seconds apart (a live-looking stream); ``on_chunk(events sent so far)``."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for n, i in enumerate(range(0, len(events), chunk)):
+            producer.send(topic, orjson.dumps(list(events[i:i + chunk])),
+                          partition=n % partitions)
+            if pace_s:
+                producer.flush()
+                time.sleep(pace_s)
+            if on_chunk is not None:
+                on_chunk(min(i + chunk, len(events)))
+        producer.flush()
+    finally:
+        producer.close()
+
+
+# --- event streams ----------------------------------------------------------------------------
+def flapping_events(rng: random.Random, now: int, customers: int, per_customer: int,
+                    span_ms: int = 120_000) -> list[Event]:
+    """Known customers (``f{i}``) over the ``span_ms`` before ``now``, whose country flips
+    between DE and others (``german`` ENTER/EXIT), whose carts fill and empty (``cart_open``),
+    who view pages and buy: many changes per customer, none driven by time within an hour.
+    Delivered shuffled (disorder well within the allowed lateness)."""
+    events: list[Event] = []
+    n = 0
+    for i in range(customers):
+        cid = f"f{i:05d}"
+        t = now - span_ms + rng.randrange(span_ms // 4)
+        step = max(1, (span_ms // 2) // per_customer)
+        for _ in range(per_customer):
+            t += rng.randrange(1, step)
+            r = rng.random()
+            n += 1
+            eid = f"x{n}"
+            if r < 0.25:
+                typ, props = "identify", {"traits": {"country": rng.choice(["DE", "FR", "DE"])}}
+            elif r < 0.45:
+                typ, props = "page_view", {"url": f"/p/{n % 7}", "category": "shoes"}
+            elif r < 0.65:
+                typ, props = "cart_add", {"product_id": f"sku-{n % 5}", "price": 9.5}
+            elif r < 0.80:
+                typ, props = "cart_remove", {"product_id": f"sku-{(n - 1) % 5}"}
+            else:
+                typ, props = "purchase", {"order_id": f"o{n}", "amount": 9.5, "currency": "EUR"}
+            events.append({"event_id": eid, "type": typ, "customer_id": cid, "timestamp": t,
+                           "source": "faults", "properties": props})
+    rng.shuffle(events)
+    return events
+
+
+def canonical(events: Sequence[Event]) -> list[Event]:
+    return [validate_event(ev, int(time.time() * 1000) + 60_000) for ev in events]
+
+
+def expected_members(events: Sequence[Event], segments: Path, at: int) -> dict[str, set[str]]:
+    """Membership at instant ``at`` by the offline replay of the same events."""
+    engine = Engine(compile_catalogue(load_definitions(segments)))
+    result = replay(engine, sorted(canonical(events), key=lambda e: e["timestamp"]), until=at)
+    return {seg: set(m) for seg, m in result.members.items() if m}
+
+
+# --- views ------------------------------------------------------------------------------------
+async def _redis_view(url: str, namespace: str, customers: Sequence[str], partitions: int
+                      ) -> tuple[dict[str, set[str]], list[int | None],
+                                 dict[tuple[str, str], int]]:
+    client = redis_client(url)
+    try:
+        store = RedisStore(client, namespace=namespace)  # type: ignore[arg-type]
+        members: dict[str, set[str]] = defaultdict(set)
+        versions: dict[tuple[str, str], int] = {}
+        for cid in customers:
+            p = partition_for(cid, partitions)
+            raw = await client.hgetall(store.key(p, f"c:{cid}"))
+            for seg, ver in raw.items():
+                name = seg.decode() if isinstance(seg, bytes) else seg
+                versions[(cid, name)] = int(ver)
+                if int(ver) % 2:
+                    members[name].add(cid)
+        offsets = [await store.applied_offset(p) for p in range(partitions)]
+        return dict(members), offsets, versions
+    finally:
+        await client.aclose()
+
+
+def redis_view(url: str, namespace: str, customers: Sequence[str], partitions: int
+               ) -> tuple[dict[str, set[str]], list[int | None], dict[tuple[str, str], int]]:
+    """(segment -> members, applied offset per bundle partition, (customer, segment) -> last
+    version) as Redis holds them."""
+    return asyncio.run(_redis_view(url, namespace, customers, partitions))
+
+
+def changes_of(bootstrap: str, topic: str) -> list[tuple[int, SegmentChange]]:
+    """(record timestamp ms, change) of every record of the changes topic."""
+    return [(ts, decode_change(v)) for _, _, ts, v in _read_with_ts(bootstrap, topic)]
+
+
+def _read_with_ts(bootstrap: str, topic: str) -> list[tuple[int, int, int, bytes]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    out: list[tuple[int, int, int, bytes]] = []
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend((r.partition, r.offset, r.timestamp, r.value) for r in records)
+    finally:
+        consumer.close()
+    return sorted(out)
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records in ``topic`` (sum of end offsets; 0 if it does not exist yet)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()
+
+
+def members_from_log(changes: Sequence[SegmentChange]) -> dict[str, set[str]]:
+    """Membership implied by the change log, checking its integrity on the way: per
+    (customer, segment) versions 1, 2, 3... (repeats allowed: at-least-once), alternating
+    ENTER/EXIT, and never two actions for one version."""
+    seen: dict[tuple[str, str, int], str] = {}
+    last: dict[tuple[str, str], int] = {}
+    for ch in changes:
+        key = (ch.customer_id, ch.segment, ch.version)
+        assert seen.setdefault(key, ch.action) == ch.action, f"conflicting version {key}"
+        prev = last.get(key[:2], 0)
+        assert ch.version <= prev + 1, f"version gap at {key} after {prev}"
+        assert (ch.action == "enter") == (ch.version % 2 == 1)
+        last[key[:2]] = max(prev, ch.version)
+    members: dict[str, set[str]] = defaultdict(set)
+    for (cid, seg), version in last.items():
+        if version % 2:
+            members[seg].add(cid)
+    return dict(members)
+
+
+def log_versions(changes: Sequence[SegmentChange]) -> dict[tuple[str, str], int]:
+    """(customer, segment) -> highest version in the log."""
+    out: dict[tuple[str, str], int] = {}
+    for ch in changes:
+        k = (ch.customer_id, ch.segment)
+        out[k] = max(out.get(k, 0), ch.version)
+    return out
+
+
+def duplicates(changes: Sequence[SegmentChange]) -> int:
+    """Records beyond the first of each (customer, segment, version): what a downstream
+    consumer drops."""
+    return len(changes) - len({(c.customer_id, c.segment, c.version) for c in changes})
+
+
+def metric(worker: Worker, name: str) -> float | None:
+    """A sample of the worker's /metrics (summed over labels), None if it does not answer."""
+    port = worker.env["SEGSTREAM_WEB_PORT"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def peak_rss_mb(worker: Worker) -> float | None:
+    """The worker's peak resident set (VmHWM), MiB, while it runs."""
+    if worker.proc is None or worker.proc.poll() is not None:
+        return None
+    try:
+        for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# --- progress and end checks ------------------------------------------------------------------
+@dataclass
+class Progress:
+    bundled_events: int  # events in bundle records (ingest duplicates included)
+    distinct_bundled: int
+    offsets: list[int | None]  # applied offset per bundle partition (Redis)
+    last: dict[int, int]  # last bundle offset per partition (Kafka)
+    raw_lag: int  # raw records not committed by the group yet
+
+
+def progress(p: Pipeline) -> Progress:
+    bundles = read_all(p.bootstrap, p.names["bundles"]) if topic_size(
+        p.bootstrap, p.names["bundles"]) else []
+    ids: list[str] = []
+    for _, _, value in bundles:
+        record = decode_record(value)
+        if isinstance(record, EventsRecord):
+            ids.extend(ev["event_id"] for ev in record.events)
+    _, offsets, _ = redis_view(p.redis_url, p.names["namespace"], [], p.bundle_partitions)
+    return Progress(len(ids), len(set(ids)), offsets, {q: o for q, o, _ in bundles},
+                    raw_lag(p))
+
+
+def raw_lag(p: Pipeline) -> int:
+    """Raw records beyond the group's committed offsets (what ingest may still re-read)."""
+    admin = KafkaAdminClient(bootstrap_servers=p.bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False)
+    try:
+        group = p.names["group"]
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        tps = [TopicPartition(p.names["raw"], q) for q in range(p.raw_partitions)]
+        end = consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            lag += end[tp] - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+        return lag
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_caught_up(p: Pipeline, n_events: int, alive: Sequence[Worker],
+                   timeout_s: float = 180) -> Progress:
+    """Poll until every raw record is committed by the group, every event is in a bundle and
+    every bundle partition's last record is applied in Redis; fail with the workers' logs if a
+    worker in ``alive`` exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for w in alive:
+            assert w.proc is not None
+            if w.proc.poll() is not None:
+                pytest.fail(f"worker exited ({w.proc.returncode}):\n{w.log_tail()}")
+        prog = progress(p)
+        done = (prog.raw_lag == 0 and prog.distinct_bundled == n_events
+                and all(prog.offsets[q] == o for q, o in prog.last.items()))
+        if done:
+            return prog
+        if time.monotonic() > deadline:
+            tails = "\n".join(w.log_tail() for w in alive)
+            pytest.fail(f"timeout: {prog}\n{tails}")
+        time.sleep(0.5)
+
+
+@dataclass
+class EndReport:
+    changes: int
+    duplicates: int
+    members: dict[str, set[str]]
+
+    def sizes(self) -> dict[str, int]:
+        return {seg: len(m) for seg, m in sorted(self.members.items())}
+
+
+def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> EndReport:
+    """Redis membership == offline replay at one instant; the change log is consistent and
+    implies exactly Redis's membership and versions."""
+    customers = sorted({ev.get("customer_id") or ev["anonymous_id"] for ev in events})
+    at = int(time.time() * 1000)
+    expected = expected_members(events, segments, at)
+    members, _, versions = redis_view(p.redis_url, p.names["namespace"], customers,
+                                      p.bundle_partitions)
+    assert expected, "the data must put someone in a segment"
+    for seg in sorted(set(expected) | set(members)):
+        got, want = members.get(seg, set()), expected.get(seg, set())
+        assert got == want, (f"{seg}: {len(got ^ want)} differ, e.g. "
+                             f"{sorted(got - want)[:5]} extra, {sorted(want - got)[:5]} missing")
+    logged = [ch for _, ch in changes_of(p.bootstrap, p.names["changes"])]
+    assert members_from_log(logged) == members
+    assert log_versions(logged) == versions, "the log's last versions must be Redis's"
+    return EndReport(len(logged), duplicates(logged), members)

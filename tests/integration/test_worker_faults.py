@@ -1,0 +1,299 @@
+"""The worker keeps its promises under faults, on the real broker and a real Redis:
+
+- SIGKILL mid-stream (three times, once while Redis refuses writes so the kill lands between
+  the changes' produce and the Redis commit), restarted each time;
+- a rebalance (a second worker joins mid-stream), a zombie (one worker frozen with SIGSTOP
+  until the other took its partitions over, then resumed: its stale commits must be fenced),
+  and a SIGKILL of one of the two (the survivor takes its partitions over).
+
+End checks each time: Redis membership == the offline replay of the same events at one
+instant; the change log is consistent per (customer, segment) (versions 1..n, alternating,
+repeats allowed, never two actions for one version) and implies exactly Redis's membership and
+versions. Figures (events, changes, duplicates, recovery times, peak RSS) are printed (-s).
+
+Both tests use a Redis of their own (``CLIENT PAUSE`` must not stall other test sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from .pipeline import (
+    Pipeline,
+    changes_of,
+    check_end_state,
+    flapping_events,
+    leased_server,
+    log_versions,
+    make_pipeline,
+    metric,
+    peak_rss_mb,
+    produce,
+    redis_view,
+    slow_segments,
+    topic_size,
+    wait_caught_up,
+)
+from .support import Worker, free_port
+
+WAIT_S = 150.0
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server of this module only (deploy/local/redis.sh, leased by this pytest)."""
+    port = free_port()
+    env = {"SEGSTREAM_REDIS_PORT": str(port), "SEGSTREAM_REDIS_FRESH": "1",
+           "SEGSTREAM_REDIS_DATA": str(tmp_path_factory.mktemp("redis-faults")),
+           "SEGSTREAM_REDIS_PASSWORD": ""}
+    with leased_server("redis.sh", env, "a private Redis"):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def redis_cmd(url: str, *args: str | int) -> object:
+    async def run() -> object:
+        client = Redis.from_url(url)
+        try:
+            return await client.execute_command(*args)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+class Feeder(threading.Thread):
+    """Produces the events in the background, paced, and records how far it got; with
+    ``hold_at`` it stops after that many events until :meth:`release` (so a later phase of
+    the test is sure to still have a stream to process)."""
+
+    def __init__(self, p: Pipeline, events: list[dict[str, object]], pace_s: float,
+                 hold_at: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.p, self.events, self.pace_s = p, events, pace_s
+        self.hold_at = len(events) if hold_at is None else hold_at
+        self.gate = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def run(self) -> None:
+        def sent(n: int) -> None:
+            self.sent = n
+
+        try:
+            for part, offset in ((self.events[:self.hold_at], 0),
+                                 (self.events[self.hold_at:], self.hold_at)):
+                if offset:
+                    self.gate.wait(WAIT_S)
+                produce(self.p.bootstrap, self.p.names["raw"], part, chunk=20,
+                        partitions=self.p.raw_partitions, pace_s=self.pace_s,
+                        on_chunk=lambda n, o=offset: sent(o + n))
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(timeout=WAIT_S)
+        assert not self.is_alive(), "the producer thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def wait_for(what: str, cond: Callable[[], bool], workers: list[Worker],
+             timeout_s: float = WAIT_S, interval_s: float = 0.2) -> float:
+    """Poll ``cond`` until true; the seconds it took. Fails (with logs) on timeout or when a
+    worker in ``workers`` exits."""
+    started = time.monotonic()
+    while not cond():
+        for w in workers:
+            assert w.proc is not None
+            if w.proc.poll() is not None:
+                pytest.fail(f"worker exited ({w.proc.returncode}) while waiting for {what}:\n"
+                            f"{w.log_tail()}")
+        if time.monotonic() - started > timeout_s:
+            tails = "\n---\n".join(w.log_tail() for w in workers)
+            pytest.fail(f"timeout waiting for {what}\n{tails}")
+        time.sleep(interval_s)
+    return time.monotonic() - started
+
+
+def in_flight(p: Pipeline, customers: list[str]) -> int:
+    """(customer, segment) pairs whose change log is ahead of Redis: changes produced but not
+    committed (what a kill between produce and commit leaves; re-emitted after a restart)."""
+    logged = log_versions([ch for _, ch in changes_of(p.bootstrap, p.names["changes"])])
+    _, _, versions = redis_view(p.redis_url, p.names["namespace"], customers,
+                                p.bundle_partitions)
+    return sum(1 for k, v in logged.items() if v > versions.get(k, 0))
+
+
+CLAIM = re.compile(r"claimed bundle partition (\d+) \(epoch (\d+)")
+
+
+def claims(w: Worker) -> list[tuple[int, int]]:
+    """(partition, epoch) of every claim in the worker's current log."""
+    log = w.log_path.with_suffix(f".{w.runs}.log")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [(int(a), int(b)) for a, b in CLAIM.findall(text)]
+
+
+def test_sigkill_mid_stream_keeps_state_and_changes_consistent(
+    kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    segments = slow_segments(tmp_path)
+    # small bundles and batches: many Redis commits, so kills land inside the stream
+    p = make_pipeline(kafka_bootstrap, private_redis, unique_topic_prefix, tmp_path, segments,
+                      SEGSTREAM_BUNDLE_MAX_EVENTS="10", SEGSTREAM_SEGMENT_BATCH_RECORDS="4")
+    now = int(time.time() * 1000)
+    events = flapping_events(random.Random(11), now, customers=600, per_customer=8)
+    customers = sorted({str(ev["customer_id"]) for ev in events})
+    head = len(events) // 5
+    produce(kafka_bootstrap, p.names["raw"], events[:head], partitions=p.raw_partitions)
+    worker = p.worker()
+    feeder = Feeder(p, events[head:], pace_s=0.12)
+    try:
+        started = time.monotonic()
+        worker.start()
+        wait_for("the first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
+                 > 0, [worker])
+        print(f"\nfirst change {time.monotonic() - started:.1f} s after the start")
+        clock = time.monotonic
+        feeder.start()
+        recoveries: list[float] = []
+        rss: list[float] = []
+        inflight: list[int] = []
+        for k, share in enumerate((0.3, 0.55, 0.8)):
+            base = topic_size(kafka_bootstrap, p.names["changes"])
+            wait_for(f"kill point {k}", lambda s=share, b=base: (
+                head + feeder.sent >= s * len(events)
+                and topic_size(kafka_bootstrap, p.names["changes"]) >= b + 100), [worker])
+            paused = k == 1
+            if paused:  # Redis refuses writes: the next batch is produced, then its commit waits
+                redis_cmd(private_redis, "CLIENT", "PAUSE", 20_000, "WRITE")
+                mark = topic_size(kafka_bootstrap, p.names["changes"])
+                wait_for("changes produced while Redis is paused", lambda m=mark: topic_size(
+                    kafka_bootstrap, p.names["changes"]) > m, [worker], timeout_s=15)
+            rss.append(peak_rss_mb(worker) or 0.0)
+            worker.kill()
+            if paused:
+                redis_cmd(private_redis, "CLIENT", "UNPAUSE")
+            inflight.append(in_flight(p, customers))
+            at_kill = topic_size(kafka_bootstrap, p.names["changes"])
+            worker.start()
+            recoveries.append(wait_for(
+                "changes after the restart", lambda a=at_kill: topic_size(
+                    kafka_bootstrap, p.names["changes"]) > a, [worker]))
+            print(f"[{clock() - started:.0f} s] kill {k} "
+                  f"({'Redis paused' if paused else 'free running'}): "
+                  f"{head + feeder.sent}/{len(events)} events sent, {at_kill} changes logged, "
+                  f"{inflight[-1]} (customer, segment) produced but not committed; next change "
+                  f"{recoveries[-1]:.1f} s after the restart")
+        assert inflight[1] > 0, "the kill under a paused Redis must land before the commit"
+        feeder.finish()
+        print(f"[{clock() - started:.0f} s] all events sent")
+        prog = wait_caught_up(p, len(events), [worker], timeout_s=WAIT_S)
+        print(f"[{clock() - started:.0f} s] caught up")
+        rss.append(peak_rss_mb(worker) or 0.0)
+        report = check_end_state(p, events, segments)
+        redelivered = metric(worker, "segstream_redelivered_bundles_total")
+        print(f"events {len(events)} ({prog.bundled_events - len(events)} duplicated by ingest), "
+              f"customers {len(customers)}, changes logged {report.changes}, duplicates seen "
+              f"downstream {report.duplicates}, sizes {report.sizes()}, bundles skipped as "
+              f"applied after the last restart {redelivered}, peak RSS per run "
+              f"{[round(r) for r in rss]} MiB, recoveries {[round(r, 1) for r in recoveries]} s")
+        assert report.duplicates > 0, "kills before the commit must re-emit some changes"
+        assert worker.stop() == 0, worker.log_tail()
+    finally:
+        redis_cmd(private_redis, "CLIENT", "UNPAUSE")
+        if feeder.is_alive():
+            feeder.join(timeout=WAIT_S)
+        p.stop_all()
+
+
+def test_rebalance_zombie_and_takeover(
+    kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    segments = slow_segments(tmp_path)
+    p = make_pipeline(kafka_bootstrap, private_redis, unique_topic_prefix, tmp_path, segments,
+                      SEGSTREAM_BUNDLE_MAX_EVENTS="10", SEGSTREAM_SEGMENT_BATCH_RECORDS="4")
+    parts = set(range(p.bundle_partitions))
+    now = int(time.time() * 1000)
+    events = flapping_events(random.Random(23), now, customers=500, per_customer=8)
+    head = len(events) // 5
+    produce(kafka_bootstrap, p.names["raw"], events[:head], partitions=p.raw_partitions)
+    a, b = p.worker("a"), p.worker("b")
+    # the last quarter is held back until B is killed: A must process it alone
+    feeder = Feeder(p, events[head:], pace_s=0.15, hold_at=(len(events) - head) * 3 // 4)
+    try:
+        a.start()
+        wait_for("A's first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
+                 > 0, [a])
+        feeder.start()
+        # 1. rebalance: B joins mid-stream and gets some of the partitions
+        b.start()
+        took = wait_for("B processing", lambda: (metric(b, "segstream_segment_events_total")
+                                                 or 0) > 0, [a, b])
+        print(f"\nB joined: processing {took:.1f} s after its start; A claimed {claims(a)}, "
+              f"B claimed {claims(b)}")
+        # 2. zombie: A frozen; after the session timeout B owns everything; A resumes
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            took = wait_for("B to claim every partition", lambda: {
+                q for q, _ in claims(b)} == parts, [b])
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        print(f"A frozen: B owned all partitions {took:.1f} s later (session timeout 10 s); "
+              f"B claimed {claims(b)}")
+        resumed = time.monotonic()
+        a_events = metric(a, "segstream_segment_events_total") or 0
+        wait_for("A processing again", lambda: (metric(a, "segstream_segment_events_total")
+                                                or 0) > a_events, [a, b])
+        print(f"A resumed: processing again {time.monotonic() - resumed:.1f} s later; fenced "
+              f"commits A={metric(a, 'segstream_fenced_commits_total')} "
+              f"B={metric(b, 'segstream_fenced_commits_total')}; A claimed {claims(a)}")
+        # 3. takeover: B killed; A takes its partitions over
+        rss_b = peak_rss_mb(b)
+        fenced_b = metric(b, "segstream_fenced_commits_total")
+        b_claims = {q for q, _ in claims(b)}
+        b.kill()
+        killed = time.monotonic()
+        before = len(claims(a))
+        _, at_kill, _ = redis_view(private_redis, p.names["namespace"], [], p.bundle_partitions)
+        feeder.release()
+        wait_for("A to claim B's partitions", lambda: len(claims(a)) > before, [a])
+        print(f"B killed (it had claimed {sorted(b_claims)}): A claimed {claims(a)[before:]} "
+              f"{time.monotonic() - killed:.1f} s later")
+        feeder.finish()
+        prog = wait_caught_up(p, len(events), [a], timeout_s=WAIT_S)
+        # B is dead: every partition moved on since the kill, so A processed them all
+        assert all((o or -1) > (k or -1) for o, k in zip(prog.offsets, at_kill, strict=True)), (
+            prog.offsets, at_kill)
+        report = check_end_state(p, events, segments)
+        epochs: dict[int, int] = {}
+        for q, e in claims(a) + claims(b):
+            epochs[q] = max(epochs.get(q, 0), e)
+        print(f"events {len(events)} ({prog.bundled_events - len(events)} duplicated by "
+              f"ingest), changes logged {report.changes}, duplicates seen downstream "
+              f"{report.duplicates}, sizes {report.sizes()}; fenced commits A="
+              f"{metric(a, 'segstream_fenced_commits_total')} B={fenced_b}, seeks A="
+              f"{metric(a, 'segstream_offset_seeks_total')}, highest epoch per partition "
+              f"{epochs}, peak RSS A={peak_rss_mb(a)} B={rss_b} MiB")
+        assert a.stop() == 0, a.log_tail()
+    finally:
+        for w in (a, b):
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
+        if feeder.is_alive():
+            feeder.join(timeout=WAIT_S)
+        p.stop_all()
