@@ -15,6 +15,8 @@ key                    type    holds
 ``NS{pP}:m:SEG``       set     members of segment SEG in this partition
 ``NS{pP}:c:CUSTOMER``  hash    segment -> last version seen (odd: member)
 ``NS{pP}:alias``       hash    anonymous id -> customer id it was aliased to
+``NS{pP}:forgotten``   zset    customer id -> event time of its last ``forget`` (kept for the
+                               allowed lateness: later-arriving older events are erased too)
 ``NS{pP}:definitions`` string  definitions version the partition's states are evaluated with
 =====================  ======  ========================================================
 
@@ -40,7 +42,7 @@ if ARGV[2] ~= '' then
   if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
   redis.call('SET', KEYS[2], ARGV[2])
 end
-local i = 9
+local i = 11
 local function bulk(cmd, key, n, width)
   local chunk = {}
   for j = 0, n * width - 1 do
@@ -78,7 +80,9 @@ for k = 0, nf - 1 do
   redis.call('DEL', KEYS[6 + 2 * nops + k])
 end
 i = i + nf
-bulk('HSET', KEYS[#KEYS], tonumber(ARGV[8]), 2)
+bulk('HSET', KEYS[#KEYS - 1], tonumber(ARGV[8]), 2)
+bulk('ZADD', KEYS[#KEYS], tonumber(ARGV[9]), 2)
+if ARGV[10] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', '(' .. ARGV[10]) end
 return 1
 """
 
@@ -126,6 +130,12 @@ class RedisStore:
         raw = await self._r.hmget(self.key(partition, "alias"), anonymous_ids)
         return [None if v is None else _text(v) for v in raw]
 
+    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+        if not customer_ids:
+            return []
+        raw = await self._r.zmscore(self.key(partition, "forgotten"), customer_ids)
+        return [None if v is None else int(v) for v in raw]
+
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return int(await self._r.zcount(self.key(partition, "due"), "-inf", upto_ms))
 
@@ -149,6 +159,8 @@ class RedisStore:
             len(commit.members),
             len(commit.forgotten),
             len(commit.aliases),
+            len(commit.tombstones),
+            "" if commit.prune_tombstones_before is None else commit.prune_tombstones_before,
         ]
         for cid, blob in commit.states.items():
             args += (cid, blob)
@@ -163,7 +175,9 @@ class RedisStore:
             args.append(cid)
         for anon, cid in commit.aliases.items():
             args += (anon, cid)
-        keys.append(self.key(p, "alias"))
+        for cid, at in commit.tombstones.items():
+            args += (at, cid)
+        keys += (self.key(p, "alias"), self.key(p, "forgotten"))
         result = await self._commit(keys=keys, args=args)
         return CommitResult(int(result))
 

@@ -48,6 +48,8 @@ class Commit:
     forgotten: list[str] = field(default_factory=list)  # erase state, due and membership
     members: list[MemberOp] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
+    tombstones: dict[str, int] = field(default_factory=dict)  # forgotten id -> forget time
+    prune_tombstones_before: int | None = None  # drop tombstones older than this
 
 
 class StateStore(Protocol):
@@ -67,6 +69,9 @@ class StateStore(Protocol):
 
     async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
         """The customer each anonymous id (of this partition) was aliased to, or None."""
+
+    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+        """Event time of the last ``forget`` of each customer id, while it is kept."""
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
         """How many customers are due at or before ``upto_ms`` (the timer backlog)."""
@@ -115,6 +120,7 @@ class _Partition:
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customers
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
     definitions: str | None = None
+    tombstones: dict[str, int] = field(default_factory=dict)  # customer id -> forget time
 
 
 class MemoryStore:
@@ -148,6 +154,10 @@ class MemoryStore:
         links = self._part(partition).aliases
         return [links.get(a) for a in anonymous_ids]
 
+    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+        kept = self._part(partition).tombstones
+        return [kept.get(c) for c in customer_ids]
+
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return sum(1 for at in self._part(partition).due.values() if at <= upto_ms)
 
@@ -176,6 +186,10 @@ class MemoryStore:
             else:
                 members.discard(op.customer_id)
         part.aliases.update(commit.aliases)
+        part.tombstones.update(commit.tombstones)
+        if commit.prune_tombstones_before is not None:
+            cut = commit.prune_tombstones_before
+            part.tombstones = {c: t for c, t in part.tombstones.items() if t >= cut}
         for cid in commit.forgotten:
             part.states.pop(cid, None)
             part.due.pop(cid, None)

@@ -39,6 +39,7 @@ class SegmentMetrics:
     redelivered: Counter
     handoffs: Counter
     forwarded: Counter
+    erased: Counter
     fenced: Counter
     seeks: Counter
     redis_errors: Counter
@@ -74,6 +75,8 @@ class SegmentMetrics:
             handoffs=c("segstream_alias_handoffs_total",
                        "Anonymous profiles handed to another partition's customer, by side.",
                        ("side",)),
+            erased=c("segstream_erased_events_total",
+                     "Events or hand-offs older than their customer's forget, dropped."),
             forwarded=c("segstream_forwarded_events_total",
                         "Events of linked anonymous ids forwarded to the customer's partition."),
             fenced=c("segstream_fenced_commits_total",
@@ -115,6 +118,7 @@ class SegmentMetrics:
         if out.handoffs_received:
             self.handoffs.labels("received").inc(out.handoffs_received)
         self.forwarded.inc(out.forwarded)
+        self.erased.inc(out.erased)
         self.engine_seconds.observe(engine_seconds)
         self.commit_seconds.observe(commit_seconds)
         if result is CommitResult.FENCED:

@@ -27,7 +27,10 @@ customer id set. Forwards and hand-offs are produced before the commit, like the
 crash re-sends them, and the receiver drops the repeats (event ids; a hand-off whose alias
 event the customer's state has already seen). As in replay, the first link wins; an alias of
 an id already linked is an ordinary event of its customer. ``forget`` erases state, due index
-and membership (links stored in other partitions stay: see docs/time-semantics.md).
+and membership, and leaves a tombstone (customer id -> forget time) for the allowed lateness:
+an event or hand-off of that customer older than the forget that arrives after it (a hand-off
+or forwarded event races the forget across partitions) is erased too, as in the time-ordered
+semantics. Links stored in other partitions stay (see docs/time-semantics.md).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Outcome:
     handoffs_sent: int = 0
     handoffs_received: int = 0
     forwarded: int = 0  # events sent on to the customer's partition
+    erased: int = 0  # events or hand-offs older than their customer's forget: dropped
     forwards: dict[int, list[bytes]] = field(default_factory=dict)  # partition -> records
     offset: int | None = None  # highest offset processed (None for a timer pass)
     commit: Commit | None = None
@@ -77,6 +81,7 @@ class Outcome:
     dirty: dict[str, CustomerState | None] = field(default_factory=dict)
     due: dict[str, int | None] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
+    tombstones: dict[str, int] = field(default_factory=dict)
     pending: dict[int, list[Any]] = field(default_factory=dict)  # partition -> events | bytes
 
 
@@ -103,6 +108,7 @@ class PartitionSegmenter:
         self.cache_max = cache_max
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
         self.links: dict[str, str | None] = {}  # anonymous id -> customer id (None: no link)
+        self.tombstones: dict[str, int | None] = {}  # customer id -> forget time (None: none)
         self.cache_hits = 0
         self.cache_misses = 0
         self.fenced = False
@@ -175,6 +181,7 @@ class PartitionSegmenter:
         await self._load_links(anons)
         ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
+        await self._load_tombstones(ids)
         for item in items:
             if isinstance(item, HandoffRecord):
                 self._absorb(item, now, out)
@@ -184,7 +191,27 @@ class PartitionSegmenter:
         out.forwards = {p: [r if isinstance(r, bytes) else encode_bundle(r) for r in records]
                         for p, records in out.pending.items()}
         out.commit = self._commit(out, offset=out.offset)
+        # a tombstone matters while older events can still arrive: for the allowed lateness
+        horizon = now - self.engine.lateness
+        out.commit.prune_tombstones_before = horizon
+        self.tombstones = {c: t for c, t in self.tombstones.items() if t is None or t >= horizon}
         return out
+
+    async def _load_tombstones(self, ids: set[str]) -> None:
+        missing = [c for c in ids if c not in self.tombstones]
+        if missing:
+            for cid, at in zip(missing, await self.store.tombstones(self.partition, missing),
+                               strict=True):
+                self.tombstones[cid] = at
+
+    def _erased(self, cid: str, ts: int, out: Outcome) -> bool:
+        """Whether an event (or hand-off) at ``ts`` belongs to ``cid``'s erased history: older
+        than its last ``forget``, e.g. a hand-off or a forwarded event that arrived after it."""
+        tomb = self.tombstones.get(cid)
+        if tomb is not None and ts <= tomb:
+            out.erased += 1
+            return True
+        return False
 
     async def _load_links(self, anons: set[str]) -> None:
         missing = [a for a in anons if a not in self.links]
@@ -208,8 +235,13 @@ class PartitionSegmenter:
         if cid and partition_for(cid, self.partitions) != self.partition:
             _forward(out, partition_for(cid, self.partitions), ev)
             return
+        if typ != "forget" and self._erased(rid, ev["timestamp"], out):
+            return
         if typ == "forget":
             step = engine.forget(cache.get(rid), ev, now)
+            if not step.late:
+                at = max(ev["timestamp"], self.tombstones.get(rid) or 0)
+                self.tombstones[rid] = out.tombstones[rid] = at
         else:
             step = engine.apply(cache.get(rid), ev, now)
         if step.late:
@@ -249,6 +281,8 @@ class PartitionSegmenter:
 
     def _absorb(self, rec: HandoffRecord, now: int, out: Outcome) -> None:
         """A hand-off from the anonymous id's partition (dropped when already absorbed)."""
+        if self._erased(rec.customer_id, rec.event["timestamp"], out):
+            return
         target = self.cache.get(rec.customer_id)
         if target is not None and self.engine.has_seen(target, rec.event["event_id"]):
             out.duplicates_skipped += 1
@@ -273,7 +307,8 @@ class PartitionSegmenter:
         members = [MemberOp(c.customer_id, c.segment, c.version) for c in out.changes]
         return Commit(self.partition, self.epoch, offset=offset, states=states,
                       due={cid: at for cid, at in out.due.items() if cid not in forgotten},
-                      forgotten=forgotten, members=members, aliases=out.links)
+                      forgotten=forgotten, members=members, aliases=out.links,
+                      tombstones=out.tombstones)
 
     # --- timers -------------------------------------------------------------------------------
     async def tick(self, now: int, limit: int = 1_000) -> Outcome:
@@ -323,6 +358,7 @@ class PartitionSegmenter:
             self.fenced = True
             self.cache.clear()
             self.links.clear()
+            self.tombstones.clear()
             log.warning("partition %d was claimed by another worker: dropping it", self.partition)
         elif out.offset is not None and result is CommitResult.APPLIED:
             self.applied_offset = out.offset

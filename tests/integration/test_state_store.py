@@ -238,3 +238,16 @@ def test_states_scan_and_definitions_version(
         assert await store.definitions_version(6) == "v2"
 
     run(scenario())
+
+
+def test_tombstones_are_kept_then_pruned(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(7)
+        await store.commit(Commit(7, epoch, offset=0, tombstones={"a": 100, "b": 200}))
+        assert await store.tombstones(7, ["a", "b", "c"]) == [100, 200, None]
+        await store.commit(Commit(7, epoch, offset=1, prune_tombstones_before=150))
+        assert await store.tombstones(7, ["a", "b"]) == [None, 200]
+        assert await store.tombstones(7, []) == []
+
+    run(scenario())
