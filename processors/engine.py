@@ -76,13 +76,31 @@ class Engine:
         # of engines): a state gets its own object on the series' first event
         self._empty_series = catalogue.empty_series
         # per event type: (series entries, affected segments as a tuple and a set, flags)
-        self._handlers = {
-            typ: (
-                tuple((i, m, self._win[i], self._nprops[i], self._hours[i]) for i, m in h.series),
-                h.segments, frozenset(h.segments), h.cart, h.purchases, h.traits,
-            )
-            for typ, h in catalogue.handlers.items()
-        }
+        # Per event type: the series it feeds, and the segments to re-evaluate: ``base``
+        # (inputs every event of the type touches: unfiltered series, cart, purchases), plus
+        # per filtered series / per trait the segments to add when that input is touched.
+        def users(key: str) -> set[int]:
+            return {s.index for s in segs if key in s.inputs}
+
+        self._handlers: dict[str, Any] = {}
+        for typ, h in catalogue.handlers.items():
+            base: set[int] = set()
+            for i, m in h.series:
+                if m is None:
+                    base |= users(f"#s{i}")
+            if h.cart:
+                base |= users("#cart")
+            if h.purchases:
+                base |= users("#purchases")
+            entries = tuple(
+                (i, m, self._win[i], self._nprops[i], self._hours[i],
+                 tuple(sorted(users(f"#s{i}") - base)) if m is not None else ())
+                for i, m in h.series)
+            trait_segs = {n: tuple(sorted(users(f"#trait:{n}") - base))
+                          for n in catalogue.traits} if h.traits else {}
+            ordered = tuple(sorted(base))
+            self._handlers[typ] = (entries, ordered, frozenset(ordered), h.cart, h.purchases,
+                                   trait_segs)
         self._traits = tuple(sorted(catalogue.traits))
         # A fresh state (first event) needs evaluating only the segments the event's type
         # affects, plus those whose value on an empty profile is true or varies with time.
@@ -90,7 +108,8 @@ class Engine:
         EPOCH[0] += 1
         eager = {s.index for s in segs
                  if not s.constant_when_empty or s.fn(empty, 0) is True}
-        self._fresh = {typ: tuple(sorted(eager.union(h[1]))) for typ, h in self._handlers.items()}
+        self._fresh = {typ: tuple(sorted(eager.union(h.segments)))
+                       for typ, h in catalogue.handlers.items()}
         self._fresh_default = tuple(sorted(eager))
 
     # --- public API -------------------------------------------------------------------------
@@ -286,13 +305,17 @@ class Engine:
         handler = self._handlers.get(event["type"])
         state.clock = t
         if handler is not None:
-            series_entries, affected, affected_set, cart, purchases, traits = handler
+            series_entries, affected, affected_set, cart, purchases, trait_segs = handler
             props = event.get("properties") or {}
             series = state.series
             empties = self._empty_series
-            for i, match, win, pnames, hours in series_entries:
-                if match is not None and not match(props):
-                    continue
+            extra: list[int] | None = None  # segments of touched filtered series / traits
+            for i, match, win, pnames, hours, when_matched in series_entries:
+                if match is not None:
+                    if not match(props):
+                        continue
+                    if when_matched:
+                        extra = [*extra, *when_matched] if extra else list(when_matched)
                 s = series[i]
                 if s is empties[i]:
                     s = series[i] = SeriesState(s.key, s.props, hours)
@@ -331,13 +354,19 @@ class Engine:
                     state.p_first = ts
                 if state.p_last is None or ts > state.p_last:
                     state.p_last = ts
-            if traits:
+            if trait_segs:
                 given = props.get("traits") or {}
                 for name in self._traits:
                     if name in given:
                         cur = state.traits.get(name)
                         if cur is None or ts >= cur[1]:
                             state.traits[name] = [given[name], ts]
+                            if trait_segs[name]:
+                                extra = [*extra, *trait_segs[name]] if extra \
+                                    else list(trait_segs[name])
+            if extra:
+                affected = tuple(sorted(set(affected).union(extra)))
+                affected_set = frozenset(affected)
         else:
             affected, affected_set = (), frozenset()
         cause = event["event_id"]

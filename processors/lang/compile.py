@@ -74,6 +74,7 @@ class CompiledSegment:
     definition: ast.SegmentDef
     fn: Callable[[CustomerState, int], bool]
     types: frozenset[str]
+    inputs: frozenset[str]  # "#s<series>", "#cart", "#purchases", "#trait:<name>"
     time_dependent: bool
     next_change: NextFn
     constant_when_empty: bool  # same value at every instant for a customer with no data
@@ -380,13 +381,17 @@ def _root_next(lf: LinFn, rf: LinFn) -> NextFn:
 class _SegmentCompiler:
     def __init__(self, cat: _CatalogueBuilder) -> None:
         self.cat = cat
+        # event types that can change the segment, plus its inputs as "#s<series index>",
+        # "#cart", "#purchases", "#trait:<name>" (apply() re-evaluates on touched inputs only)
         self.types: set[str] = set()
         self.producers: list[NextFn] = []
 
     # --- event selections -----------------------------------------------------------------
     def series(self, es: ast.EventSet) -> SeriesSpec:
         self.types.update(es.types)
-        return self.cat.series(es)
+        spec = self.cat.series(es)
+        self.types.add(f"#s{spec.index}")
+        return spec
 
     # --- values ---------------------------------------------------------------------------
     def value(self, node: ast.Expr) -> V:
@@ -526,7 +531,7 @@ class _SegmentCompiler:
         name = node.field
         if node.namespace == "trait":
             self.cat.traits.add(name)
-            self.types.add("identify")
+            self.types.update(("identify", f"#trait:{name}"))
 
             def trait(st: CustomerState, now: int) -> Any:
                 t = st.traits.get(name)
@@ -536,6 +541,7 @@ class _SegmentCompiler:
         if node.namespace == "cart":
             self.cat.needs_cart = True
             self.types.update(CART_TYPES)
+            self.types.add("#cart")
             getters: dict[str, Fn] = {
                 "items": lambda st, now: 0 if st.cart is None else st.cart.items(),
                 "lines": lambda st, now: 0 if st.cart is None else len(st.cart.lines),
@@ -544,7 +550,7 @@ class _SegmentCompiler:
             }
             return V(getters[name], "num")
         self.cat.needs_purchases = True
-        self.types.add("purchase")
+        self.types.update(("purchase", "#purchases"))
         pgetters: dict[str, Fn] = {
             "count": lambda st, now: st.p_count,
             "total": lambda st, now: st.p_total,
@@ -998,7 +1004,9 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
         if v.kind != "bool":
             raise TypeError(f"segment {seg.name!r}: condition is not a boolean")
         segments.append(CompiledSegment(
-            len(segments), seg.name, seg, fn, frozenset(sc.types), bool(sc.producers),
+            len(segments), seg.name, seg, fn,
+            frozenset(t for t in sc.types if not t.startswith("#")),
+            frozenset(t for t in sc.types if t.startswith("#")), bool(sc.producers),
             _next_of(sc.producers), constant_when_empty(seg.condition),
         ))
     specs = tuple(builder.specs.values())
