@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +34,14 @@ from processors.lang.load import load_definitions
 from schemas.partitioner import partition_for
 from state.redis_store import RedisStore
 from state.store import StateStore
+from stream.auth import (
+    SECRET_MIN_LENGTH,
+    any_equal,
+    bearer_token,
+    digest,
+    parse_revoked,
+    read_secret_lines,
+)
 from stream.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -47,7 +53,7 @@ log = logging.getLogger(__name__)
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-TOKEN_MIN_LENGTH = 16
+TOKEN_MIN_LENGTH = SECRET_MIN_LENGTH
 MAX_ID_LENGTH = 128  # customer ids and segment names (the event contract's limit)
 READY_REDIS_TIMEOUT_S = 1.0
 _CURSOR_VERSION = 1
@@ -74,10 +80,6 @@ def error_response(err: ApiError) -> web.Response:
 
 
 # --- authentication ---------------------------------------------------------------------------
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 @dataclass(frozen=True, slots=True)
 class TokenAuth:
     """Bearer-token check. Tokens are kept as SHA-256 digests (equal length, so the
@@ -92,29 +94,13 @@ class TokenAuth:
         """Tokens from the settings and the tokens file; :class:`SettingsError` if unusable."""
         tokens = [t.strip() for t in settings.api_tokens.split(",") if t.strip()]
         if settings.api_tokens_file:
-            path = Path(settings.api_tokens_file)
-            try:
-                lines = path.read_text("utf-8").splitlines()
-            except OSError as exc:
-                raise SettingsError(f"SEGSTREAM_API_TOKENS_FILE={path}: {exc.strerror}") from None
-            tokens += [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
+            tokens += read_secret_lines(settings.api_tokens_file, "SEGSTREAM_API_TOKENS_FILE")
         short = sum(1 for t in tokens if len(t) < TOKEN_MIN_LENGTH)
         if short:  # never echo a token, not even a bad one
             raise SettingsError(f"{short} API token(s) shorter than {TOKEN_MIN_LENGTH} "
                                 "characters (SEGSTREAM_API_TOKENS / SEGSTREAM_API_TOKENS_FILE)")
-        revoked: list[bytes] = []
-        for entry in (d.strip().lower() for d in settings.api_revoked_tokens.split(",")):
-            if not entry:
-                continue
-            try:
-                digest = bytes.fromhex(entry)
-            except ValueError:
-                digest = b""
-            if len(digest) != 32:
-                raise SettingsError("SEGSTREAM_API_REVOKED_TOKENS: entries must be SHA-256 hex "
-                                    "digests (`printf %s TOKEN | sha256sum`)")
-            revoked.append(digest)
-        return cls(tuple(_digest(t) for t in tokens), tuple(revoked),
+        revoked = parse_revoked(settings.api_revoked_tokens, "SEGSTREAM_API_REVOKED_TOKENS")
+        return cls(tuple(digest(t) for t in tokens), revoked,
                    insecure=settings.api_auth == "none")
 
     def check(self, authorization: str | None) -> None:
@@ -129,25 +115,16 @@ class TokenAuth:
                            "no API token is configured (SEGSTREAM_API_TOKENS or "
                            "SEGSTREAM_API_TOKENS_FILE); SEGSTREAM_API_AUTH=none disables "
                            "authentication for local use")
-        scheme, _, token = (authorization or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization)
+        if not token:
             raise ApiError(401, "missing_token", "send the header `Authorization: Bearer <token>`")
-        digest = _digest(token)
-        revoked = _any_equal(digest, self.revoked)
-        accepted = _any_equal(digest, self.accepted)
+        given = digest(token)
+        revoked = any_equal(given, self.revoked)
+        accepted = any_equal(given, self.accepted)
         if revoked:
             raise ApiError(403, "token_revoked", "this token has been revoked")
         if not accepted:
             raise ApiError(401, "invalid_token", "the bearer token is not valid")
-
-
-def _any_equal(digest: bytes, candidates: Iterable[bytes]) -> bool:
-    """Constant-time membership: compares against every candidate, no early exit."""
-    found = False
-    for c in candidates:
-        found |= hmac.compare_digest(digest, c)
-    return found
 
 
 # --- member pages -----------------------------------------------------------------------------

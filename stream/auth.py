@@ -1,0 +1,89 @@
+"""Shared secret-handling helpers of the HTTP surfaces (membership API tokens, collector keys).
+
+Secrets are kept only as SHA-256 digests: every digest has the same length, so the constant-time
+compare (:func:`hmac.compare_digest`) reveals nothing through its duration, and a revocation
+list can name a secret without holding it (``printf %s SECRET | sha256sum``). No helper here ever
+puts a secret (not even a malformed one) into an error message.
+
+>>> d = digest("s3cret-token-0123456789")
+>>> any_equal(d, [digest("other"), d]), find_equal(d, [(digest("x"), "web"), (d, "shop")])
+(True, 'shop')
+>>> bearer_token("Bearer  abc "), bearer_token("Basic abc"), bearer_token(None)
+('abc', '', '')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from stream.settings import SettingsError
+
+T = TypeVar("T")
+
+#: Shortest accepted token or write key (shorter ones are guessable).
+SECRET_MIN_LENGTH = 16
+
+
+def digest(secret: str) -> bytes:
+    """The SHA-256 digest a secret is stored and compared as."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def any_equal(value: bytes, candidates: Iterable[bytes]) -> bool:
+    """Constant-time membership: compares against every candidate, no early exit."""
+    found = False
+    for c in candidates:
+        found |= hmac.compare_digest(value, c)
+    return found
+
+
+def find_equal(value: bytes, candidates: Sequence[tuple[bytes, T]]) -> T | None:
+    """The payload of the candidate whose digest equals ``value`` (None: none), comparing
+    against every candidate so the time taken does not depend on which one matched."""
+    found: T | None = None
+    for d, payload in candidates:
+        if hmac.compare_digest(value, d):
+            found = payload
+    return found
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header ('' when absent or another
+    scheme); the scheme is case-insensitive and spaces around the token are ignored."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def read_secret_lines(path: str, variable: str) -> list[str]:
+    """The non-blank, non-``#`` lines of a secrets file (e.g. a mounted Kubernetes secret);
+    :class:`SettingsError` naming ``variable`` (never the contents) when it cannot be read."""
+    try:
+        lines = Path(path).read_text("utf-8").splitlines()
+    except OSError as exc:
+        raise SettingsError(f"{variable}={path}: {exc.strerror}") from None
+    return [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
+
+
+def parse_revoked(text: str, variable: str) -> tuple[bytes, ...]:
+    """Comma-separated SHA-256 hex digests (any case) of revoked secrets.
+
+    >>> len(parse_revoked(" , " + "AB" * 32, "X")[0])
+    32
+    """
+    revoked: list[bytes] = []
+    for entry in (d.strip().lower() for d in text.split(",")):
+        if not entry:
+            continue
+        try:
+            value = bytes.fromhex(entry)
+        except ValueError:
+            value = b""
+        if len(value) != 32:
+            raise SettingsError(f"{variable}: entries must be SHA-256 hex digests "
+                                "(`printf %s TOKEN | sha256sum`)")
+        revoked.append(value)
+    return tuple(revoked)
