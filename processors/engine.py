@@ -179,6 +179,20 @@ class Engine:
                 changes.append(Change(state.cid, self._names[i], "exit", t, v + 1, cause))
         return Step(None, changes, None, False)
 
+    def tombstone(self, state: CustomerState) -> CustomerState:
+        """What may be kept of a profile that ended (forget, or an anonymous profile merged
+        away): only its segment version counters, all at EXIT (even), no events or traits.
+
+        Storing this instead of deleting lets a later profile under the same id continue the
+        counters, so (customer, segment, version) is never reused. Apply events to it like
+        to any state; it is evaluated from scratch on its first event.
+        """
+        st = self.new_state(state.cid, state.clock)
+        counts = {n: v + (v & 1) for n, v in state.all_versions().items()}
+        st.versions = [counts.pop(name, 0) for name in self._names]
+        st.orphans = counts
+        return st
+
     def reevaluate(self, state: CustomerState, now: int, cause: str) -> Step:
         """Bind ``state`` to this catalogue and evaluate every segment at max(clock, now)."""
         changes: list[Change] = []

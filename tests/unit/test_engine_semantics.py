@@ -278,3 +278,15 @@ def test_untouched_series_are_never_shared_between_customers() -> None:
     twin.apply(c, buy("q", T0 + S, cid="c"), T0 + S)
     assert members(v1.apply(d, ev("d2", "page_view", T0 + S, cid="d", url="u"),
                             T0 + S).state) == {"viewer"}
+
+
+def test_tombstone_continues_version_counters_after_forget() -> None:
+    eng = catalogue(ONE)
+    st = eng.apply(None, buy("a", T0), T0).state
+    assert st is not None
+    gone = eng.forget(st, ev("f", "forget", T0 + S), T0 + S)
+    assert [c.version for c in gone.changes] == [2]
+    stone = eng.tombstone(st)
+    assert members(stone) == set() and stone.series[0].last is None
+    step = eng.apply(stone, buy("b", T0 + 2 * S), T0 + 2 * S)
+    assert [(c.action, c.version) for c in step.changes] == [("enter", 3)]
