@@ -21,8 +21,6 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,7 +28,6 @@ from aiohttp import web
 from faust.types import TP
 
 from processors.lang import ast
-from processors.lang.load import load_definitions
 from schemas.partitioner import partition_for
 from state.redis_store import RedisStore
 from state.store import StateStore
@@ -42,6 +39,7 @@ from stream.auth import (
     parse_revoked,
     read_secret_lines,
 )
+from stream.definitions import file_catalogue
 from stream.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -208,14 +206,6 @@ async def page_members(store: StateStore, segment: str, partitions: int, start: 
 
 
 # --- the API ----------------------------------------------------------------------------------
-def file_definitions(path: str) -> ast.Catalogue:
-    """The definitions file ``path`` (empty: the packaged default catalogue)."""
-    if not path:
-        return load_definitions(
-            resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8"))
-    return load_definitions(Path(path))
-
-
 class MembershipApi:
     """The route logic, independent of HTTP (the views below only parse and format)."""
 
@@ -225,7 +215,7 @@ class MembershipApi:
         self.app = app
         self.settings = settings
         self.partitions = settings.bundle_partitions
-        self._file_definitions = file_definitions(settings.segments_file)
+        self._file_definitions = file_catalogue(settings.segments_file)
         self._store = store
         self._ping = ping
         self._client: Any = None
@@ -251,18 +241,10 @@ class MembershipApi:
             await self._client.aclose()
 
     def definitions(self) -> ast.Catalogue:
-        """The definitions the segmentation agent runs: its parsed catalogue if it keeps one,
-        else the compiled segments when its version differs from the file's (runtime change:
-        enabled segments only), else the file."""
+        """The definitions the segmentation agent runs (a runtime change included), else the
+        definitions file (a worker without the segmentation agent)."""
         agent = getattr(self.app, "segmentation", None)
-        kept = getattr(agent, "definitions", None)
-        if isinstance(kept, ast.Catalogue):
-            return kept
-        if agent is not None and agent.engine.catalogue.version != self._file_definitions.version:
-            cat = agent.engine.catalogue
-            return ast.Catalogue(cat.version, cat.allowed_lateness_ms,
-                                 tuple(s.definition for s in cat.segments))
-        return self._file_definitions
+        return agent.definitions if agent is not None else self._file_definitions
 
     async def customer_segments(self, customer_id: str) -> dict[str, Any]:
         _check_id("customer id", customer_id)

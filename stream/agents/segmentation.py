@@ -22,14 +22,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust import Stream
 from faust.types import TP, EventT, StreamT
 from redis.asyncio import Redis, RedisCluster
 
 from processors.engine import Engine
+from processors.lang.ast import Catalogue
 from processors.lang.compile import compile_catalogue
 from processors.lang.errors import DefinitionError
 from schemas.changes import change_key, encode_change, from_change
@@ -61,20 +63,16 @@ def redis_client(url: str) -> Any:
     return Redis.from_url(url)
 
 
-def load_engine(path: str) -> Engine:
-    """The engine for the definitions file ``path`` (empty: the packaged default catalogue)."""
-    return Engine(compile_catalogue(file_catalogue(path)))
-
-
 class SegmentationAgent:
     """Owned partitions, their locks, and the batch and timer handlers."""
 
     def __init__(self, app: SegstreamApp, settings: Settings, topics: Topics,
-                 engine: Engine) -> None:
+                 definitions: Catalogue) -> None:
         self.app = app
         self.settings = settings
         self.topics = topics
-        self.engine = engine
+        self.definitions = definitions  # what the engine runs (the API shows it)
+        self.engine = Engine(compile_catalogue(definitions))
         self.metrics = SegmentMetrics.create(app.metrics_registry)
         self.owned: dict[int, PartitionSegmenter] = {}
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -141,14 +139,15 @@ class SegmentationAgent:
         if doc.version == self.engine.catalogue.version:
             return
         try:
-            engine = Engine(compile_catalogue(doc.catalogue()))
+            definitions = doc.catalogue()
+            engine = Engine(compile_catalogue(definitions))
         except DefinitionError as err:  # published by hand, bypassing `segments apply`
             self.metrics.definitions_errors.inc()
             log.error("definitions %s refused, keeping %s: %s", doc.version,
                       self.engine.catalogue.version, err)
             return
         log.info("switching definitions %s -> %s", self.engine.catalogue.version, doc.version)
-        self.engine = engine
+        self.definitions, self.engine = definitions, engine
         for p in sorted(self.owned):
             async with self.locks[p]:
                 seg = self.owned.get(p)
@@ -207,14 +206,15 @@ class SegmentationAgent:
         await self.definitions_ready.wait()
         within = self.settings.bundle_linger_ms / 1000.0
         n = self.settings.segment_batch_records
-        async for events in stream.take_events(n, within=within):
+        async for events in cast(Stream[bytes], stream).take_events(n, within=within):
             await self.handle(events)
 
-    async def handle(self, events: Sequence[EventT]) -> None:
+    async def handle(self, events: Sequence[EventT[bytes]]) -> None:
         by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
         for event in events:
             m = event.message
-            by_partition[m.partition].append((m.offset, m.value))
+            # a null value cannot be decoded: it is reported as a bad record
+            by_partition[m.partition].append((m.offset, m.value or b""))
         for p, records in by_partition.items():
             async with self.locks[p]:
                 seg = await self._segmenter(p)
@@ -319,17 +319,18 @@ class SegmentationAgent:
 
 def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
     """Define the segmentation agent and its timer task on ``app`` (reads ``topics.bundles``)."""
-    agent = SegmentationAgent(app, settings, topics, load_engine(settings.segments_file))
+    agent = SegmentationAgent(app, settings, topics, file_catalogue(settings.segments_file))
     app.segmentation = agent  # type: ignore[attr-defined]
     app.agent(topics.bundles, name=AGENT_NAME)(agent.run)
     app.task(agent.timers)
     app.task(agent.follow_definitions)
 
-    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
-        await agent.on_assigned(assigned)
+    # Faust calls receivers as receiver(sender, assigned_or_revoked, signal=...)
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await agent.on_assigned(set(args[0]))
 
-    async def revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-        await agent.on_revoked(revoked)
+    async def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await agent.on_revoked(set(args[0]))
 
     app.on_partitions_assigned.connect(assigned, weak=False)
     app.on_partitions_revoked.connect(revoked, weak=False)
