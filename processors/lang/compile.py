@@ -772,8 +772,11 @@ class _SegmentCompiler:
         ``days_until_anniversary`` falls by one each midnight and jumps back after the
         anniversary, so when compared with constants ``consts`` it can only flip on the days
         it passes them (or the day after the anniversary); otherwise wake every midnight."""
-        f = self.value(node.arg).fn
+        arg = self.value(node.arg)
+        f = arg.fn
         if node.func == "date":
+            if arg.const:  # date("2026-11-20"): fold at compile time
+                return _const(date_ms(arg.value))
             return V(lambda st, now: date_ms(f(st, now)), "num")
         if node.func == "age_years":
 
@@ -850,6 +853,8 @@ class _SegmentCompiler:
                     return (a[0] * b[0], a[1] * b[0] + a[0] * b[1])
                 return None if b[0] == 0 else (a[0] / b[0], a[1] / b[0])
 
+        if lv.const and rv.const:  # constants only: fold at compile time
+            return _const(arith(CustomerState("", 0), 0))
         return V(arith, "num" if typed else "any", lin=lin)
 
     def neg(self, node: ast.Neg) -> V:
