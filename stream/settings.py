@@ -174,6 +174,39 @@ class Settings:
     api_revoked_tokens: str = _f(
         "", "Revoked API tokens as comma-separated SHA-256 hex digests (`printf %s TOKEN | "
         "sha256sum`): answered 403 `token_revoked` even if still listed as accepted.")
+    # --- HTTP collector (`segstream collector`, docs/collector.md) ---------------------------
+    collector_host: str = _f(
+        "127.0.0.1", "Address the HTTP collector binds to (`0.0.0.0` in a container).")
+    collector_port: int = _f(8088, "Port of the HTTP collector.", minimum=1)
+    collector_auth: str = _f(
+        "keys", "Authentication of `POST /v1/events`: `keys` (write keys from "
+        "`SEGSTREAM_COLLECTOR_WRITE_KEYS` / `SEGSTREAM_COLLECTOR_WRITE_KEYS_FILE`; with none "
+        "configured the collector answers 503 `auth_not_configured`) or `none` (no key: local "
+        "development only; events without a source get `unknown`).", choices=("keys", "none"))
+    collector_write_keys: str = _secret(
+        "", "Write keys as comma-separated `source=key` pairs (each key at least 16 "
+        "characters): a request with that key may post events, and events without a `source` "
+        "get that source. Prefer `SEGSTREAM_COLLECTOR_WRITE_KEYS_FILE` in production.")
+    collector_write_keys_file: str = _f(
+        "", "File of `source=key` lines (`#` comments and blank lines ignored), read when the "
+        "collector starts; e.g. a mounted Kubernetes secret.")
+    collector_revoked_keys: str = _f(
+        "", "Revoked write keys as comma-separated SHA-256 hex digests (`printf %s KEY | "
+        "sha256sum`): answered 403 `key_revoked` even if still configured.")
+    collector_cors_origins: str = _f(
+        "", "Browser origins allowed to post (CORS), comma-separated, e.g. "
+        "`https://shop.example,https://www.shop.example`; `*` allows any. Requests that carry "
+        "another `Origin` get 403; server-side clients send no `Origin` and are unaffected.")
+    collector_rate_per_s: float = _f(
+        5000.0, "Per write key rate limit, in events per second (token bucket; 0 disables): "
+        "beyond it requests get 429 with `Retry-After`.", minimum=0)
+    collector_rate_burst: int = _f(
+        10_000, "Token bucket capacity of the per-key rate limit, in events (a request never "
+        "costs more than this, so a full bucket always admits one maximal batch).", minimum=1)
+    collector_produce_timeout_ms: int = _f(
+        10_000, "Longest wait, in milliseconds, for Kafka to acknowledge a request's events "
+        "before the collector answers 503 (the client retries; duplicates are dropped "
+        "downstream by event id).", minimum=100)
     # --- process -----------------------------------------------------------------------------
     web_host: str = _f(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.")

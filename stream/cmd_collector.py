@@ -1,0 +1,116 @@
+"""`segstream collector`: run the HTTP event collector (stream/collector.py, docs/collector.md).
+
+A process of its own, separate from the worker: it validates posted events and produces the
+valid ones to the raw topic with an idempotent, acks=all producer, answering only once Kafka
+acknowledged them. Configuration comes from the ``SEGSTREAM_COLLECTOR_*`` settings (and the
+Kafka ones); ``--host``/``--port`` override the bind address. SIGINT/SIGTERM stop it
+gracefully: requests in flight are answered, the producer is flushed and closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream.collector import AccessLogger, Collector, create_app
+from stream.settings import Settings, SettingsError
+
+log = logging.getLogger("segstream.collector")
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("collector", help="run the HTTP event collector",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", help="bind address (default: SEGSTREAM_COLLECTOR_HOST)")
+    p.add_argument("--port", type=int, help="port (default: SEGSTREAM_COLLECTOR_PORT)")
+    p.set_defaults(func=run)
+
+
+async def ensure_raw_topic(settings: Settings) -> None:
+    """Create the raw topic when it is missing (local runs; production provisions it).
+    Best effort: without the right to create topics the collector still starts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await admin.start()
+        if settings.topic("raw") in await admin.list_topics():
+            return
+        await admin.create_topics([NewTopic(settings.topic("raw"), settings.raw_partitions,
+                                            settings.replication_factor)])
+        log.info("created topic %s (%d partitions)", settings.topic("raw"),
+                 settings.raw_partitions)
+    except TopicAlreadyExistsError:
+        pass
+    except KafkaError as exc:
+        log.warning("could not check or create topic %s: %s", settings.topic("raw"), exc)
+    finally:
+        await admin.close()
+
+
+def build(settings: Settings) -> web.Application:
+    """The collector application with a producer started and stopped by its life cycle."""
+    collector = Collector(settings)
+    app = create_app(collector)
+    started: list[AIOKafkaProducer] = []
+
+    async def start(_: web.Application) -> None:
+        await ensure_raw_topic(settings)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=settings.producer_linger_ms, client_id="segstream-collector")
+        await producer.start()
+        started.append(producer)
+        collector.producer = producer
+
+    async def stop(_: web.Application) -> None:
+        collector.producer = None
+        for producer in started:
+            await producer.stop()  # flushes what is still buffered
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+        overrides = {k: v for k, v in (("collector_host", args.host),
+                                       ("collector_port", args.port)) if v is not None}
+        settings = replace(settings, **overrides)
+        app = build(settings)
+    except SettingsError as exc:
+        print(f"segstream collector: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.collector_auth == "none":
+        log.warning("SEGSTREAM_COLLECTOR_AUTH=none: anyone who can reach %s:%d may post events",
+                    settings.collector_host, settings.collector_port)
+    web.run_app(app, host=settings.collector_host, port=settings.collector_port,
+                access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                print=lambda _: log.info("collector listening on http://%s:%d%s (topic %s)",
+                                         settings.collector_host, settings.collector_port,
+                                         "/v1/events", settings.topic("raw")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.cmd_collector``: the same as ``segstream collector``."""
+    parser = argparse.ArgumentParser(prog="segstream")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["collector", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
