@@ -197,8 +197,8 @@ class Settings:
         "", "Browser origins allowed to post (CORS), comma-separated, e.g. "
         "`https://shop.example,https://www.shop.example`; `*` allows any. Requests that carry "
         "another `Origin` get 403; server-side clients send no `Origin` and are unaffected.")
-    collector_rate_per_s: float = _f(
-        5000.0, "Per write key rate limit, in events per second (token bucket; 0 disables): "
+    collector_rate_per_s: int = _f(
+        5000, "Per write key rate limit, in events per second (token bucket; 0 disables): "
         "beyond it requests get 429 with `Retry-After`.", minimum=0)
     collector_rate_burst: int = _f(
         10_000, "Token bucket capacity of the per-key rate limit, in events (a request never "
