@@ -1,4 +1,4 @@
-"""Offline engine benchmark (`make bench-engine`): throughput, per-event latency, memory, state size.
+"""Offline engine benchmark (`make bench-engine`): throughput, latency, memory, state size.
 
 1. generates a realistic stream (stream.generate; default 1.1M events over 150k customers,
    30 days, 1% duplicates, 1% out of order) and validates it into canonical events (untimed);
