@@ -1,0 +1,151 @@
+"""The collector's HTTP layer in process, with a fake producer (no broker): what is produced,
+when the answer is sent, and the failure answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from stream.collector import Collector, create_app
+from stream.settings import Settings
+
+KEY = "web-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@dataclass
+class FakeProducer:
+    """Records sends; each send's future resolves when ``release`` is set (or fails)."""
+
+    sent: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    fail: bool = False
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None
+                   ) -> Awaitable[Any]:
+        assert value is not None
+        self.sent.append((topic, value, key))
+
+        async def ack() -> None:
+            await self.release.wait()
+            if self.fail:
+                raise ConnectionError("broker gone")
+
+        return asyncio.ensure_future(ack())
+
+
+def ev(eid: str, **extra: Any) -> dict[str, Any]:
+    return {"event_id": eid, "type": "page_view", "anonymous_id": "a-1",
+            "timestamp": time.time_ns() // 1_000_000, "properties": {"url": "/"}, **extra}
+
+
+def run(test: Callable[[TestClient[Any, Any], Collector, FakeProducer], Awaitable[None]],
+        **settings: Any) -> None:
+    async def main() -> None:
+        s = Settings(collector_write_keys=f"web={KEY}", topic_prefix="u-",
+                     **settings)
+        producer = FakeProducer()
+        collector = Collector(s, producer)
+        async with TestClient(TestServer(create_app(collector))) as client:
+            await test(client, collector, producer)
+
+    asyncio.run(main())
+
+
+async def body(resp: ClientResponse) -> Any:
+    return orjson.loads(await resp.read())
+
+
+def test_answer_waits_for_the_acknowledgement() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        task = asyncio.ensure_future(client.post("/v1/events", data=orjson.dumps(
+            [ev("e1"), ev("e2", customer_id="c-9")]), headers=AUTH))
+        await asyncio.sleep(0.2)
+        assert not task.done() and len(p.sent) == 1  # produced, not yet acknowledged
+        p.release.set()
+        resp = await task
+        assert resp.status == 200 and await body(resp) == {"accepted": 2, "rejected": []}
+        topic, value, key = p.sent[0]
+        assert topic == "u-segstream-events" and key == b"a-1"  # first event's routing id
+        assert [e["event_id"] for e in orjson.loads(value)] == ["e1", "e2"]
+        assert {e["source"] for e in orjson.loads(value)} == {"web"}
+
+    run(t)
+
+
+def test_failed_produce_is_503_with_retry_after() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        p.fail = True
+        p.release.set()
+        resp = await client.post("/v1/events", data=orjson.dumps(ev("e1")), headers=AUTH)
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert (await body(resp))["error"]["code"] == "kafka_unavailable"
+        c.producer = None
+        resp = await client.post("/v1/events", data=orjson.dumps(ev("e1")), headers=AUTH)
+        assert (resp.status, (await body(resp))["error"]["code"]) == (503, "starting")
+        assert (await client.get("/health")).status == 503
+
+    run(t)
+
+
+def test_produce_timeout_is_503() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        resp = await client.post("/v1/events", data=orjson.dumps([ev("e1")]), headers=AUTH)
+        assert (resp.status, (await body(resp))["error"]["code"]) == (503, "kafka_unavailable")
+
+    run(t, collector_produce_timeout_ms=200)
+
+
+def test_big_request_is_split_in_order_under_one_key() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        p.release.set()
+        c.record_bytes = 4_000  # as if the broker's limit were small
+        events = [ev(f"e{i}", properties={"url": "/" + "x" * 300}) for i in range(40)]
+        resp = await client.post("/v1/events", data=orjson.dumps(events), headers=AUTH)
+        assert resp.status == 200
+        assert len(p.sent) > 3 and {k for _, _, k in p.sent} == {b"a-1"}
+        got = [e["event_id"] for _, v, _ in p.sent for e in orjson.loads(v)]
+        assert got == [f"e{i}" for i in range(40)]
+
+    run(t)
+
+
+def test_chunked_oversized_body_is_413_and_nothing_produced() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'[{"pad": "'
+            for _ in range(10):
+                yield b"y" * 1_000
+            yield b'"}]'
+
+        resp = await client.post("/v1/events", data=chunks(), headers=AUTH)  # no length
+        assert (resp.status, (await body(resp))["error"]["code"]) == (413, "oversized")
+        assert p.sent == []
+
+    run(t, max_record_bytes=5_000)
+
+
+def test_all_invalid_produces_nothing_and_sendbeacon_style_works() -> None:
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        p.release.set()
+        resp = await client.post("/v1/events", data=b'[{"type": "page_view"}]',
+                                 headers=AUTH)
+        assert resp.status == 400 and p.sent == []
+        # sendBeacon: text/plain body, key in the query string, CORS headers on the answer
+        resp = await client.post(f"/v1/events?write_key={KEY}", data=orjson.dumps([ev("b1")]),
+                                 headers={"Content-Type": "text/plain;charset=UTF-8",
+                                          "Origin": "https://shop.example"})
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        text = await (await client.get("/metrics")).text()
+        assert 'segstream_collector_events_total{outcome="accepted"} 1.0' in text
+        assert 'segstream_collector_requests_total{status="400"} 1.0' in text
+
+    run(t, collector_cors_origins="*")
