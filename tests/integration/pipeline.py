@@ -433,5 +433,84 @@ def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> End
                              f"{sorted(got - want)[:5]} extra, {sorted(want - got)[:5]} missing")
     logged = [ch for _, ch in changes_of(p.bootstrap, p.names["changes"])]
     assert members_from_log(logged) == members
-    assert log_versions(logged) == versions, "the log's last versions must be Redis's"
+    last = log_versions(logged)
+    for key, version in versions.items():
+        assert last.get(key) == version, f"{key}: Redis at version {version}, log {last.get(key)}"
+    # pairs Redis no longer holds (a forget erased them) must have ended outside the segment
+    assert all(v % 2 == 0 for k, v in last.items() if k not in versions), "member lost"
     return EndReport(len(logged), duplicates(logged), members)
+
+
+# --- the live scenario (test_segmentation, and the same on Redis Cluster) ---------------------
+OPEN_WINDOW_MS = 15_000  # live_segments.yaml: opened_recently = last(email_open) within 15s
+
+
+def make_events(rng: random.Random, now: int, customers: int) -> list[Event]:
+    """A few minutes of behaviour of known customers, every event within the last 90 s."""
+    events: list[Event] = []
+    n = 0
+
+    def add(cid: str, typ: str, ts: int, props: dict[str, Any]) -> None:
+        nonlocal n
+        n += 1
+        events.append({"event_id": f"e{n}", "type": typ, "customer_id": cid, "timestamp": ts,
+                       "source": "test", "properties": props})
+
+    for i in range(customers):
+        cid = f"c{i:03d}"
+        t = now - 90_000 + rng.randrange(60_000)
+        add(cid, "identify", t, {"traits": {"country": rng.choice(["DE", "FR", "US"])}})
+        for k in range(rng.randrange(4)):
+            add(cid, "page_view", t + 100 + k, {"url": f"/p/{k}", "category": "shoes"})
+        if rng.random() < 0.6:
+            add(cid, "cart_add", t + 200, {"product_id": "sku-1", "price": 20.0})
+            if rng.random() < 0.5:
+                add(cid, "purchase", t + 300, {"order_id": f"o{i}", "amount": 20.0,
+                                               "currency": "EUR"})
+        if rng.random() < 0.7:  # opens land in the last 20 s: the 15 s exit is still ahead
+            add(cid, "email_open", now - rng.randrange(5_000), {"campaign_id": "k1"})
+    rng.shuffle(events)  # out of order on the wire (all within the allowed lateness)
+    return events
+
+
+def live_scenario(p: Pipeline, worker: Worker, customers: int = 60) -> None:
+    """raw events -> ingest -> bundles -> segmentation -> changes + Redis, checked against the
+    offline replay (``p`` uses live_segments.yaml), then a time-only EXIT that fires with no
+    new event, and the change log's integrity and agreement with Redis."""
+    now = int(time.time() * 1000)
+    events = make_events(random.Random(7), now, customers=customers)
+    produce(p.bootstrap, p.names["raw"], events, partitions=p.raw_partitions)
+    worker.start()
+    wait_caught_up(p, len(events), [worker])
+
+    # 1. every segment but the 15-second one equals the offline replay right now
+    ids = sorted({str(ev["customer_id"]) for ev in events})
+    expected = expected_members(events, LIVE_SEGMENTS, int(time.time() * 1000))
+    members, _, _ = redis_view(p.redis_url, p.names["namespace"], ids, p.bundle_partitions)
+    for seg in ("viewers_1h", "buyers_1h", "german", "cart_open"):
+        assert members.get(seg, set()) == expected.get(seg, set()), seg
+    assert expected.get("german"), "the data must put someone in each segment"
+
+    # 2. the time-only exit: 15 s after each last open, with no new event
+    opens = [ev for ev in canonical(events) if ev["type"] == "email_open"]
+    last_open = max(ev["timestamp"] for ev in opens)
+    deadline = time.monotonic() + 60
+    while True:  # poll: the exits are due at last_open + 15 s and fire within the timer period
+        members, _, _ = redis_view(p.redis_url, p.names["namespace"], ids, p.bundle_partitions)
+        if "opened_recently" not in members and time.time() * 1000 > last_open + OPEN_WINDOW_MS:
+            break
+        assert time.monotonic() < deadline, f"opened_recently still has {members}"
+        time.sleep(0.5)
+    logged = changes_of(p.bootstrap, p.names["changes"])
+    timer_exits = [(ts, ch) for ts, ch in logged
+                   if ch.segment == "opened_recently" and ch.action == "exit"]
+    assert {ch.customer_id for _, ch in timer_exits} == {ev["customer_id"] for ev in opens}
+    assert all(ch.cause == "timer" for _, ch in timer_exits)
+    delays = sorted(ts - ch.at for ts, ch in timer_exits)
+    print(f"timer exits: {len(delays)}, delay after due p50={delays[len(delays) // 2]} ms, "
+          f"max={delays[-1]} ms")
+    assert delays[-1] < 5_000, "time-only exits must fire within seconds of their instant"
+
+    # 3. the change log is consistent and implies exactly the membership Redis holds
+    assert members_from_log([ch for _, ch in logged]) == members
+    assert worker.stop() == 0, worker.log_tail()

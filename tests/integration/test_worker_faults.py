@@ -95,6 +95,8 @@ class Feeder(threading.Thread):
         try:
             for part, offset in ((self.events[:self.hold_at], 0),
                                  (self.events[self.hold_at:], self.hold_at)):
+                if not part:
+                    continue
                 if offset:
                     self.gate.wait(WAIT_S)
                 produce(self.p.bootstrap, self.p.names["raw"], part, chunk=20,
@@ -137,6 +139,25 @@ def in_flight(p: Pipeline, customers: list[str]) -> int:
     return sum(1 for k, v in logged.items() if v > versions.get(k, 0))
 
 
+def pause_until_produced(p: Pipeline, worker: Worker, pause_ms: int = 4_000) -> None:
+    """Pause Redis writes (``CLIENT PAUSE ms WRITE``) until changes are produced meanwhile:
+    their commit is then waiting. Returns with Redis still paused; the pause ends by itself
+    after ``pause_ms``, below redis-py's 5 s socket timeout (a longer stall crashes the agent:
+    see test_redis_stall_beyond_the_client_timeout_loses_no_events)."""
+    for _ in range(10):
+        started = time.monotonic()
+        redis_cmd(p.redis_url, "CLIENT", "PAUSE", pause_ms, "WRITE")
+        mark = topic_size(p.bootstrap, p.names["changes"])
+        while (time.monotonic() - started) * 1000 < pause_ms - 1_000:
+            if topic_size(p.bootstrap, p.names["changes"]) > mark:
+                return
+            assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+            time.sleep(0.05)
+        redis_cmd(p.redis_url, "CLIENT", "UNPAUSE")
+        time.sleep(0.5)  # let the blocked commit through before the next try
+    pytest.fail("no change was produced while Redis was paused (10 tries)")
+
+
 CLAIM = re.compile(r"claimed bundle partition (\d+) \(epoch (\d+)")
 
 
@@ -160,7 +181,7 @@ def test_sigkill_mid_stream_keeps_state_and_changes_consistent(
     head = len(events) // 5
     produce(kafka_bootstrap, p.names["raw"], events[:head], partitions=p.raw_partitions)
     worker = p.worker()
-    feeder = Feeder(p, events[head:], pace_s=0.12)
+    feeder = Feeder(p, events[head:], pace_s=0.3)  # still feeding at the third kill
     try:
         started = time.monotonic()
         worker.start()
@@ -172,17 +193,14 @@ def test_sigkill_mid_stream_keeps_state_and_changes_consistent(
         recoveries: list[float] = []
         rss: list[float] = []
         inflight: list[int] = []
-        for k, share in enumerate((0.3, 0.55, 0.8)):
+        for k, share in enumerate((0.3, 0.5, 0.7)):
             base = topic_size(kafka_bootstrap, p.names["changes"])
             wait_for(f"kill point {k}", lambda s=share, b=base: (
                 head + feeder.sent >= s * len(events)
                 and topic_size(kafka_bootstrap, p.names["changes"]) >= b + 100), [worker])
             paused = k == 1
             if paused:  # Redis refuses writes: the next batch is produced, then its commit waits
-                redis_cmd(private_redis, "CLIENT", "PAUSE", 20_000, "WRITE")
-                mark = topic_size(kafka_bootstrap, p.names["changes"])
-                wait_for("changes produced while Redis is paused", lambda m=mark: topic_size(
-                    kafka_bootstrap, p.names["changes"]) > m, [worker], timeout_s=15)
+                pause_until_produced(p, worker)
             rss.append(peak_rss_mb(worker) or 0.0)
             worker.kill()
             if paused:
@@ -233,7 +251,7 @@ def test_rebalance_zombie_and_takeover(
     produce(kafka_bootstrap, p.names["raw"], events[:head], partitions=p.raw_partitions)
     a, b = p.worker("a"), p.worker("b")
     # the last quarter is held back until B is killed: A must process it alone
-    feeder = Feeder(p, events[head:], pace_s=0.15, hold_at=(len(events) - head) * 3 // 4)
+    feeder = Feeder(p, events[head:], pace_s=0.4, hold_at=(len(events) - head) * 3 // 4)
     try:
         a.start()
         wait_for("A's first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
@@ -296,4 +314,41 @@ def test_rebalance_zombie_and_takeover(
                 w.proc.send_signal(signal.SIGCONT)
         if feeder.is_alive():
             feeder.join(timeout=WAIT_S)
+        p.stop_all()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a Redis stall beyond redis-py's 5 s socket timeout crashes the segmentation agent; Faust "
+    "restarts it past the failed batch (Kafka's offset runs ahead of Redis); the agent seeks "
+    "back once, but the records already fetched beyond the stored offset arrive next and are "
+    "taken for a retention gap ('offsets N..M are gone from Kafka; continuing'): the events of "
+    "the skipped bundles are never applied (stream/agents/segmentation.py handle())"))
+def test_redis_stall_beyond_the_client_timeout_loses_no_events(
+    kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    segments = slow_segments(tmp_path)
+    p = make_pipeline(kafka_bootstrap, private_redis, unique_topic_prefix, tmp_path, segments,
+                      SEGSTREAM_BUNDLE_MAX_EVENTS="10", SEGSTREAM_SEGMENT_BATCH_RECORDS="4")
+    events = flapping_events(random.Random(5), int(time.time() * 1000), customers=400,
+                             per_customer=8)
+    produce(kafka_bootstrap, p.names["raw"], events, partitions=p.raw_partitions)
+    worker = p.worker()
+    try:
+        worker.start()
+        wait_for("the first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
+                 > 0, [worker])
+        # Redis refuses writes for 8 s (e.g. a slow fork, a failover): a commit waits > 5 s
+        redis_cmd(private_redis, "CLIENT", "PAUSE", 8_000, "WRITE")
+        mark = topic_size(kafka_bootstrap, p.names["changes"])
+        wait_for("changes produced while Redis is paused", lambda: topic_size(
+            kafka_bootstrap, p.names["changes"]) > mark, [worker], timeout_s=6)
+        wait_caught_up(p, len(events), [worker], timeout_s=WAIT_S)
+        log = worker.log_path.with_suffix(".1.log").read_text(errors="replace")
+        print(f"\nagent crashes: {log.count('Crashed reason')}, seeks back: "
+              f"{log.count('seeking back')}, gaps skipped: {log.count('are gone from Kafka')}")
+        report = check_end_state(p, events, segments)
+        print(f"events {len(events)}, changes {report.changes}, duplicates {report.duplicates}")
+        assert worker.stop() == 0, worker.log_tail()
+    finally:
+        redis_cmd(private_redis, "CLIENT", "UNPAUSE")
         p.stop_all()
