@@ -284,9 +284,13 @@ def _count_combo(node: ast.Expr) -> Combo | None:
     return None
 
 
+SCHEDULE_CAP = 64  # in-window events beyond which a count sum wakes at every expiry
+
+
 def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
     """``(value now, expiry instants, cumulative weight expired)`` of a weighted sum of
-    counts: after ``instants[j]`` the value is ``value - removed[j]`` (no new event)."""
+    counts: after ``instants[j]`` the value is ``value - removed[j]`` (no new event).
+    Past ``SCHEDULE_CAP`` events only the earliest expiry is given (``removed`` empty)."""
 
     def schedule(st: CustomerState, now: int) -> tuple[int, list[int], list[int]]:
         v = const
@@ -300,6 +304,9 @@ def _expiry_schedule(terms: tuple[tuple[int, int, int], ...], const: int) -> Fn:
                 if k < len(ts) and w:
                     v += w * (len(ts) - k)
                     live.append((ts, k, win, w))
+        if sum(len(ts) - k for ts, k, _, _ in live) > SCHEDULE_CAP:
+            # a very active customer: just wake at the earliest expiry (early, never late)
+            return v, [min(ts[k] + win for ts, k, win, _ in live)], []
         if len(live) == 1:  # one series in its window: already in time order (an instant
             # shared by two events only adds a candidate that changes nothing)
             ts, k, win, w = live[0]
@@ -644,10 +651,13 @@ class _SegmentCompiler:
         def nxt(st: CustomerState, now: int) -> int:
             sched: tuple[int, list[int], list[int]] = schedule(st, now)
             v, instants, removed = sched
+            if not removed:
+                return instants[0] if instants else NEVER
             p0 = pred(v)
             if monotone:  # the value only falls: the flip is where it reaches a constant
-                cands = sorted({j for c in cuts for j in (bisect_left(removed, v - c),
-                                                          bisect_right(removed, v - c))})
+                cands = [j for c in cuts for j in (bisect_left(removed, v - c),
+                                                   bisect_right(removed, v - c))]
+                cands.sort()
                 for j in cands:
                     if j < len(instants) and pred(v - removed[j]) != p0:
                         return instants[j]

@@ -222,3 +222,12 @@ def test_and_with_a_false_item_that_time_cannot_change_never_wakes() -> None:
     assert eng.advance(st, T0).next_due is None  # no purchase: the date alone changes nothing
     step = eng.apply(st, buy(2, S), T0 + S)
     assert step.next_due == T0 + 9 * D  # now a buyer: the season start matters
+
+
+def test_weighted_count_sum_over_many_events_still_flips_exactly() -> None:
+    """Past SCHEDULE_CAP in-window events the sum wakes at each expiry: more runs, same
+    instants."""
+    eng = engine_for("count(page_view, 10s) + 2 * count(purchase, 10s) >= 30")
+    evs = [ev(i, "page_view", T0 + i * 10, url="u") for i in range(100)]
+    # 100 views at 0..990 ms; the sum drops below 30 when the 71st oldest expires
+    assert changes_of(eng, evs, T0 + D) == ["+290", "-10700"]
