@@ -249,19 +249,25 @@ class _Gen:
         return out
 
     def malformed(self, event: dict[str, Any]) -> dict[str, Any]:
-        bad = dict(event)
-        kind = self.rng.randrange(5)
-        if kind == 0:
-            del bad["event_id"]
-        elif kind == 1:
-            bad["type"] = "page_veiw"
-        elif kind == 2:
-            bad["customer_id"] = bad["anonymous_id"] = None
-        elif kind == 3:
-            bad["timestamp"] = "yesterday"
-        else:
-            bad["properties"] = "not an object"
-        return bad
+        return malform(event, self.rng)
+
+
+def malform(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A broken copy of ``event`` that validation rejects (one of five typical mistakes: no
+    event id, misspelt type, no routing id, unparsable timestamp, properties not an object)."""
+    bad = dict(event)
+    kind = rng.randrange(5)
+    if kind == 0:
+        del bad["event_id"]
+    elif kind == 1:
+        bad["type"] = "page_veiw"
+    elif kind == 2:
+        bad["customer_id"] = bad["anonymous_id"] = None
+    elif kind == 3:
+        bad["timestamp"] = "yesterday"
+    else:
+        bad["properties"] = "not an object"
+    return bad
 
 
 def generate(cfg: GeneratorConfig) -> Iterator[dict[str, Any]]:
