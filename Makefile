@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 WITH_INFRA := deploy/local/with-infra.sh
 
 .PHONY: help install test test-unit test-integration lint fmt infra-up infra-down infra-status \
-        bench-ingest bench-engine schemas demo clean
+        bench-ingest bench-engine bench-stream schemas demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ schemas: $(STAMP) ## regenerate the published JSON Schema files from the models
 
 bench-ingest: $(STAMP) ## ingest throughput on the real broker: arrays, singles, plain-Faust baseline
 	$(WITH_INFRA) $(PY) bench/bench_ingest.py
+
+bench-stream: $(STAMP) ## worker throughput vs engine and naive Faust, latency, restart (real broker+Redis)
+	$(WITH_INFRA) $(PY) bench/bench_stream.py
 
 bench-engine: $(STAMP) ## offline engine throughput, latency and memory over >=1M generated events
 	$(PY) bench/bench_engine.py

@@ -1,0 +1,619 @@
+"""Streaming worker benchmark on the real broker and Redis (`make bench-stream`), in one run.
+
+Over the same generated stream (stream.generate: default 1M events, 100k customers plus
+anonymous visitors, sessions of several events over 30 days, timestamps shifted to end one
+minute before the wall clock; the default catalogue with ``allowed_lateness`` raised so the live
+worker's clock accepts 30-day-old events):
+
+  (a) engine     processors.replay.replay over the canonical events, in this process, one core;
+  (b) worker     the bundles (500 events, routed with schemas.partitioner) pre-produced on the
+                 bundle topic, then ONE worker (SEGSTREAM_AGENTS=segmentation) timed inside its
+                 process from the first bundle batch to the commit that brings every partition's
+                 applied offset (Redis) to the topic's end; changes counted on the changes topic;
+  (c) faust      the naive design on a subset: one event per record, one Faust Table write per
+                 event (count and last timestamp per customer);
+  (d) latency    ingest+segmentation worker fed raw arrays at about half of rate (b), paced for
+                 ``--latency-seconds``: change record timestamp - produce time of its cause event;
+  (e) restart    Redis filled to ``--restart-states`` customer states, then a new worker process:
+                 time from spawn to the first (and last) of 8 waiting bundles committed;
+  (p) profile    PartitionSegmenter.process offline over the first bundles with MemoryStore and
+                 with RedisStore (the cost of Redis), and the top of a cProfile of the first.
+
+Machine caveat: 2 cores shared by the broker JVM, Redis, this driver and other jobs; figures are
+noisy (+-20% and worse under load). Compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import common  # noqa: E402
+from bench.common import Clock  # noqa: E402
+
+RAW_PARTITIONS = 4
+BUNDLE_PARTITIONS = 8
+BUNDLE_EVENTS = 500
+Event = dict[str, Any]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- input ---------------------------------------------------------------------------------
+
+def definitions_text(lateness_days: int) -> str:
+    """The packaged default catalogue with ``allowed_lateness`` raised to ``lateness_days``."""
+    text = resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8")
+    if "allowed_lateness: 1h" not in text:
+        raise SystemExit("processors/catalogue.yaml no longer sets 'allowed_lateness: 1h': "
+                         "update bench_stream.definitions_text")
+    return text.replace("allowed_lateness: 1h", f"allowed_lateness: {lateness_days}d")
+
+
+def make_stream(events: int, customers: int, days: float, seed: int) -> list[Event]:
+    """``events`` canonical events ending one minute before now (see the module doc)."""
+    from schemas.validation import validate_event  # noqa: PLC0415
+    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+
+    cfg = GeneratorConfig(customers=customers, events=int(events * 1.06), days=days, seed=seed,
+                          duplicate_share=0.01, out_of_order_share=0.01)
+    raw = list(generate(cfg))[:events]
+    now = now_ms()
+    shift = now - 60_000 - max(e["timestamp"] for e in raw)
+    for e in raw:
+        e["timestamp"] += shift
+    return [validate_event(e, now) for e in raw]
+
+
+def routing_id(ev: Event) -> str:
+    rid: str = ev["customer_id"] or ev["anonymous_id"]
+    return rid
+
+
+def bundles_of(events: list[Event], partitions: int) -> tuple[list[bytes], list[int]]:
+    """Bundle records of BUNDLE_EVENTS events per partition (stream order kept per partition)."""
+    from schemas.bundle import encode_bundle  # noqa: PLC0415
+    from schemas.partitioner import partition_for  # noqa: PLC0415
+
+    per: list[list[Event]] = [[] for _ in range(partitions)]
+    memo: dict[str, int] = {}
+    for ev in events:
+        rid = routing_id(ev)
+        p = memo.get(rid)
+        if p is None:
+            p = memo[rid] = partition_for(rid, partitions)
+        per[p].append(ev)
+    records: list[bytes] = []
+    where: list[int] = []
+    for p, evs in enumerate(per):
+        for i in range(0, len(evs), BUNDLE_EVENTS):
+            records.append(encode_bundle(evs[i:i + BUNDLE_EVENTS]))
+            where.append(p)
+    return records, where
+
+
+# --- phases (run inside a worker subprocess) --------------------------------------------------
+
+def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | None) -> None:
+    """(b): the real app with the segmentation agent, timed around its batch handler."""
+    import faust  # noqa: PLC0415
+
+    from stream.app import create_app  # noqa: PLC0415
+    from stream.settings import Settings  # noqa: PLC0415
+
+    app = create_app(Settings.from_env())
+    agent = app.segmentation  # type: ignore[attr-defined]
+    clock = Clock(sum(ends.values()), result_path)
+    handle, publish = agent.handle, agent._publish_and_commit
+    counts = {"events": 0, "changes": 0, "timer_changes": 0, "batches": 0, "records": 0}
+    prof = cProfile.Profile() if profile else None
+
+    async def counted_publish(seg: Any, out: Any, started: float) -> None:
+        await publish(seg, out, started)
+        counts["events"] += out.events
+        counts["changes" if out.offset is not None else "timer_changes"] += len(out.changes)
+
+    async def timed_handle(events: Any) -> None:
+        if clock.t0 is None and prof is not None:
+            prof.enable()
+        clock.start()
+        await handle(events)
+        counts["batches"] += 1
+        counts["records"] += len(events)
+        owned = agent.owned
+        if not clock.done and all(
+            p in owned and owned[p].applied_offset == end - 1 for p, end in ends.items() if end
+        ):
+            if prof is not None and profile is not None:
+                prof.disable()
+                prof.dump_stats(str(profile))
+            clock.finish(counts["events"], dict(counts))
+
+    agent.handle, agent._publish_and_commit = timed_handle, counted_publish
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def run_table_phase(target: int, result_path: Path) -> None:
+    """(c): one event per record, one Faust Table write per event (the naive design)."""
+    import faust  # noqa: PLC0415
+
+    from stream.app import create_app  # noqa: PLC0415
+    from stream.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    app = create_app(settings, with_agents=False)
+    # keys and values are bytes (the app's raw codec): the value is JSON we encode ourselves
+    table = app.Table("bench-customers", default=None, partitions=settings.raw_partitions)
+    clock = Clock(target, result_path)
+    count = 0
+
+    async def naive(stream: Any) -> None:
+        nonlocal count
+        async for value in stream:
+            clock.start()
+            ev = orjson.loads(value)
+            rid = (ev["customer_id"] or ev["anonymous_id"]).encode()
+            prev = table.get(rid)
+            seen = 1 if prev is None else orjson.loads(prev)[0] + 1
+            table[rid] = orjson.dumps([seen, ev["timestamp"]])
+            count += 1
+            if count >= target and not clock.done:
+                await app.producer.flush()  # the last changelog write is acknowledged
+                clock.finish(count, {})
+
+    app.agent(app.segstream_topics.raw, name="bench.naive_table")(naive)
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+# --- driver helpers ------------------------------------------------------------------------------
+
+def redis_offsets(url: str, namespace: str) -> dict[int, int | None]:
+    """Applied offset of every bundle partition in the store under ``namespace``."""
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url)
+    try:
+        raw = client.mget([f"{namespace}{{p{p}}}:offset" for p in range(BUNDLE_PARTITIONS)])
+        return {p: None if v is None else int(v) for p, v in enumerate(raw)}
+    finally:
+        client.close()
+
+
+# --- steps (c), (d), (e), (p) ---------------------------------------------------------------
+
+def step_baseline(bootstrap: str, run: str, tmp: Path, events: list[Event]) -> float:
+    """(c): the subset as one JSON record per event, keyed (partitioned) by routing id."""
+    from schemas.partitioner import partition_for  # noqa: PLC0415
+
+    prefix = f"{run}-naive-"
+    records = [orjson.dumps(ev) for ev in events]
+    where = [partition_for(routing_id(ev), RAW_PARTITIONS) for ev in events]
+    common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS, where)
+    print(f"(c) produced {len(records):,} single-event records; running the naive Faust "
+          "table worker...", flush=True)
+    env = common.phase_env(bootstrap, prefix, tmp,
+                           {"SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS)})
+    c = common.spawn_phase(Path(__file__), "table", ["--target", str(len(events))], env, tmp,
+                           timeout=900)
+    rate = float(c["events"] / c["seconds"])
+    print(f"(c) naive Faust + Table: {rate:,.0f} events/s ({c['seconds']:.1f} s)", flush=True)
+    return rate
+
+
+def wait_applied(redis_url: str, namespace: str, bootstrap: str, bundles_topic: str,
+                 timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until every bundle partition's applied offset (Redis) is at the topic's end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ends = common.end_offsets(bootstrap, bundles_topic)
+        offsets = redis_offsets(redis_url, namespace)
+        if ends and all(offsets.get(p) == end - 1 for p, end in ends.items() if end):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"worker did not catch up (offsets {offsets}, ends {ends}):\n"
+                             f"{common.log_tail(log)}")
+        time.sleep(0.5)
+
+
+def step_latency(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path, rate: float,
+                 seconds: float, batch: int, customers: int) -> dict[str, Any]:
+    """(d): raw arrays of ``batch`` events at ``rate`` events/s through ingest+segmentation."""
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    from schemas.bundle import EventsRecord, decode_record  # noqa: PLC0415
+    from schemas.changes import decode_change  # noqa: PLC0415
+    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+
+    prefix, namespace = f"{run}-lat-", f"{run}-lat:"
+    raw_topic, changes_topic = f"{prefix}segstream-events", f"{prefix}segstream-changes"
+    common.create_topic(bootstrap, raw_topic, RAW_PARTITIONS)
+    env = common.phase_env(bootstrap, prefix, tmp, {
+        "SEGSTREAM_AGENTS": "ingest,segmentation",
+        "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
+        "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_NAMESPACE": namespace,
+        "SEGSTREAM_SEGMENTS_FILE": str(defs)})
+    n = int(rate * seconds)
+    evs = list(generate(GeneratorConfig(customers=max(customers, 100), events=int(n * 1.06) + 50,
+                                        days=1, seed=99)))
+    log = tmp / "latency-worker.log"
+    proc = common.spawn_worker(env, log)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    try:
+        warm, evs = evs[:20], evs[20:n + 20]
+        for ev in warm:
+            ev["timestamp"] = now_ms()
+        producer.send(raw_topic, orjson.dumps(warm), partition=0)
+        producer.flush()
+        wait_applied(redis_url, namespace, bootstrap, f"{prefix}segstream-bundles", 180, proc,
+                     log)
+        sent: dict[str, int] = {}
+        t0 = time.perf_counter()
+        for k, i in enumerate(range(0, len(evs), batch)):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            chunk = evs[i:i + batch]
+            ms = now_ms()
+            for ev in chunk:
+                ev["timestamp"] = ms
+                sent[ev["event_id"]] = ms
+            producer.send(raw_topic, orjson.dumps(chunk), partition=k % RAW_PARTITIONS)
+        producer.flush()
+        paced = time.perf_counter() - t0
+        wait_applied(redis_url, namespace, bootstrap, f"{prefix}segstream-bundles", 180, proc,
+                     log)
+    finally:
+        producer.close()
+        common.stop_worker(proc)
+    bundled: dict[str, int] = {}  # event id -> timestamp of the bundle record holding it
+    for r in read_topic(bootstrap, f"{prefix}segstream-bundles"):
+        record = decode_record(r.value)
+        for ev in record.events if isinstance(record, EventsRecord) else ():
+            bundled[ev["event_id"]] = r.timestamp
+    lat: list[float] = []
+    ingest: list[float] = []
+    segment: list[float] = []
+    for r in read_topic(bootstrap, changes_topic):
+        cause = decode_change(r.value).cause.rpartition(":")[2]
+        if cause in sent:
+            lat.append(r.timestamp - sent[cause])
+            if cause in bundled:
+                ingest.append(bundled[cause] - sent[cause])
+                segment.append(r.timestamp - bundled[cause])
+    out = {"rate": len(evs) / paced, "seconds": paced, "n": len(lat),
+           "p50": common.pct(lat, 0.5), "p99": common.pct(lat, 0.99),
+           "max": max(lat, default=float("nan")),
+           "ingest_p50": common.pct(ingest, 0.5), "ingest_p99": common.pct(ingest, 0.99),
+           "segment_p50": common.pct(segment, 0.5), "segment_p99": common.pct(segment, 0.99)}
+    print(f"(d) latency at {out['rate']:,.0f} events/s for {paced:.0f} s: {len(lat):,} "
+          f"event-caused changes, p50 {out['p50']:.0f} ms, p99 {out['p99']:.0f} ms, "
+          f"max {out['max']:.0f} ms; stages p50/p99: produce->bundle {out['ingest_p50']:.0f}/"
+          f"{out['ingest_p99']:.0f} ms, bundle->change {out['segment_p50']:.0f}/"
+          f"{out['segment_p99']:.0f} ms", flush=True)
+    return out
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` (kafka-python ConsumerRecords: value, timestamp...)."""
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             max_partition_fetch_bytes=4 * 1024 * 1024)
+    out: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p)
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for recs in consumer.poll(timeout_ms=500).values():
+                out.extend(recs)
+    finally:
+        consumer.close()
+    return out
+
+
+def step_restart(bootstrap: str, redis_url: str, env: dict[str, str], namespace: str,
+                 blobs: list[bytes], target: int, tmp: Path) -> dict[str, Any]:
+    """(e): fill Redis to ``target`` states (real encoded states from (a) cloned under new
+    ids), queue one bundle per partition, start a worker and time its first commits."""
+    import redis  # noqa: PLC0415
+
+    from schemas.bundle import encode_bundle  # noqa: PLC0415
+    from schemas.partitioner import partition_for  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url)
+    key = [f"{namespace}{{p{p}}}:state" for p in range(BUNDLE_PARTITIONS)]
+    have = sum(int(client.hlen(k)) for k in key)
+    t = time.perf_counter()
+    pending: list[dict[str, bytes]] = [{} for _ in range(BUNDLE_PARTITIONS)]
+    pipe = client.pipeline(transaction=False)
+    for i in range(max(0, target - have)):
+        cid = f"clone-{i:07d}"
+        part = pending[partition_for(cid, BUNDLE_PARTITIONS)]
+        part[cid] = blobs[i % len(blobs)]
+        if len(part) >= 5_000:
+            pipe.hset(key[partition_for(cid, BUNDLE_PARTITIONS)], mapping=part)
+            part.clear()
+            if len(pipe) >= 8:
+                pipe.execute()
+    for p, part in enumerate(pending):
+        if part:
+            pipe.hset(key[p], mapping=part)
+    pipe.execute()
+    states = sum(int(client.hlen(k)) for k in key)
+    print(f"(e) Redis holds {states:,} states ({have:,} from (b), the rest cloned in "
+          f"{time.perf_counter() - t:.1f} s); restarting the worker...", flush=True)
+    # one bundle per partition: page views of customers that have a state there
+    bundles: list[bytes] = []
+    for p in range(BUNDLE_PARTITIONS):
+        cids = [c.decode() for (c, _), _ in zip(client.hscan_iter(key[p], count=1000),
+                                                range(BUNDLE_EVENTS), strict=False)]
+        ms = now_ms()
+        bundles.append(encode_bundle([
+            {"event_id": f"restart-{p}-{j}", "type": "page_view", "customer_id": cid,
+             "anonymous_id": None, "timestamp": ms, "source": "bench", "schema_version": 1,
+             "properties": {"url": "https://shop.example/restart"}}
+            for j, cid in enumerate(cids)]))
+    before = redis_offsets(redis_url, namespace)
+    prefix = env["SEGSTREAM_TOPIC_PREFIX"]
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1,
+                             max_request_size=2 * 1024 * 1024)
+    for p, value in enumerate(bundles):
+        producer.send(f"{prefix}segstream-bundles", value, partition=p)
+    producer.flush()
+    producer.close()
+    log = tmp / "restart-worker.log"
+    t0 = time.perf_counter()
+    proc = common.spawn_worker(env, log)
+    first = last = None
+    try:
+        while last is None:
+            now = redis_offsets(redis_url, namespace)
+            moved = sum(now[p] != before[p] for p in range(BUNDLE_PARTITIONS))
+            if moved and first is None:
+                first = time.perf_counter() - t0
+            if moved == BUNDLE_PARTITIONS:
+                last = time.perf_counter() - t0
+            if proc.poll() is not None or time.perf_counter() - t0 > 180:
+                raise SystemExit(f"restarted worker processed nothing:\n{common.log_tail(log)}")
+            time.sleep(0.01)
+    finally:
+        common.stop_worker(proc)
+        client.close()
+    print(f"(e) restart: first bundle committed {first:.2f} s after spawn, all "
+          f"{BUNDLE_PARTITIONS} partitions {last:.2f} s", flush=True)
+    return {"states": states, "first": first, "all": last}
+
+
+def step_profile(redis_url: str, run: str, compiled: Any, records: list[bytes],
+                 where: list[int], n_events: int) -> dict[str, Any]:
+    """(p): PartitionSegmenter.process over the first bundles of each partition, offline, with
+    MemoryStore and with RedisStore; prints the top of a cProfile of the MemoryStore run."""
+    from redis.asyncio import Redis  # noqa: PLC0415
+
+    from processors.engine import Engine  # noqa: PLC0415
+    from schemas.bundle import decode_bundle  # noqa: PLC0415
+    from state.redis_store import RedisStore  # noqa: PLC0415
+    from state.store import MemoryStore, StateStore  # noqa: PLC0415
+    from stream.segmenter import PartitionSegmenter  # noqa: PLC0415
+
+    per: dict[int, list[bytes]] = defaultdict(list)
+    budget = n_events // BUNDLE_EVENTS // BUNDLE_PARTITIONS + 1
+    for value, p in zip(records, where, strict=True):
+        if len(per[p]) < budget:
+            per[p].append(value)
+    n = sum(len(decode_bundle(v)) for values in per.values() for v in values)
+
+    async def run_once(store: StateStore, prof: cProfile.Profile | None) -> float:
+        engine = Engine(compiled)
+        segs = {p: await PartitionSegmenter.claim(p, engine, store, partitions=BUNDLE_PARTITIONS)
+                for p in per}
+        t = time.perf_counter()
+        if prof is not None:
+            prof.enable()
+        for p, values in per.items():
+            for i in range(0, len(values), 25):  # 25 records per batch, as the agent takes
+                out = await segs[p].process(list(enumerate(values[i:i + 25], i)), now_ms())
+                await segs[p].commit(out)
+        if prof is not None:
+            prof.disable()
+        return n / (time.perf_counter() - t)
+
+    async def run_redis() -> float:
+        client = Redis.from_url(redis_url)
+        try:
+            return await run_once(RedisStore(client, namespace=f"{run}-prof:"), None)
+        finally:
+            await client.aclose()
+
+    prof = cProfile.Profile()
+    mem = asyncio.run(run_once(MemoryStore(), None))
+    red = asyncio.run(run_redis())
+    asyncio.run(run_once(MemoryStore(), prof))
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+    print(f"(p) PartitionSegmenter offline over {n:,} events: MemoryStore {mem:,.0f} events/s, "
+          f"RedisStore {red:,.0f} events/s. cProfile (MemoryStore), top by own time:")
+    print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()),
+          flush=True)
+    return {"memory": mem, "redis": red, "events": n}
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--baseline-events", type=int, default=60_000)
+    ap.add_argument("--latency-seconds", type=float, default=40.0)
+    ap.add_argument("--latency-rate", type=float, default=0.0,
+                    help="events/s of (d); 0: half of the measured rate (b)")
+    ap.add_argument("--latency-batch", type=int, default=10, help="events per raw record in (d)")
+    ap.add_argument("--restart-states", type=int, default=1_000_000)
+    ap.add_argument("--profile-events", type=int, default=100_000,
+                    help="events of the offline segmenter profile (0: skip)")
+    ap.add_argument("--profile-worker", action="store_true",
+                    help="run (b) under cProfile inside the worker (slower: figures flagged)")
+    ap.add_argument("--phase", choices=["segment", "table"])
+    ap.add_argument("--ends")
+    ap.add_argument("--target", type=int)
+    ap.add_argument("--profile-out", type=Path)
+    ap.add_argument("--result", type=Path)
+    a = ap.parse_args()
+    if a.phase == "segment":
+        ends = {int(p): int(o) for p, o in json.loads(a.ends).items()}
+        run_segment_phase(ends, a.result, a.profile_out)
+        return 0
+    if a.phase == "table":
+        run_table_phase(a.target, a.result)
+        return 0
+
+    from processors.engine import Engine  # noqa: PLC0415
+    from processors.lang.compile import compile_catalogue  # noqa: PLC0415
+    from processors.lang.load import load_definitions  # noqa: PLC0415
+    from processors.replay import replay  # noqa: PLC0415
+    from stream.settings import Settings  # noqa: PLC0415
+
+    env_settings = Settings.from_env()
+    bootstrap, redis_url = env_settings.kafka_bootstrap, env_settings.redis_url
+    run = f"bstream{int(time.time())}-{os.getpid()}"
+    tmp = REPO / ".run" / run
+    tmp.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(f"broker {bootstrap}; redis {redis_url}; run {run}; logs in {tmp}", flush=True)
+
+    defs = tmp / "segments.yaml"
+    defs.write_text(definitions_text(int(a.days) + 2))
+    compiled = compile_catalogue(load_definitions(defs))
+    t = time.perf_counter()
+    events = make_stream(a.events, a.customers, a.days, a.seed)
+    n = len(events)
+    ids = len({routing_id(e) for e in events})
+    print(f"stream: {n:,} canonical events, {ids:,} routing ids, {a.days:g} days "
+          f"(lateness {int(a.days) + 2}d); made in {time.perf_counter() - t:.1f} s", flush=True)
+
+    # (a) engine offline, one core
+    t = time.perf_counter()
+    res = replay(Engine(compiled), events)
+    sec_a = time.perf_counter() - t
+    rate_a = n / sec_a
+    print(f"(a) engine replay: {rate_a:,.0f} events/s ({sec_a:.1f} s, {res.changes:,} changes, "
+          f"{len(res.states):,} profiles)", flush=True)
+    from state.codec import encode_state  # noqa: PLC0415
+
+    sample_blobs = [encode_state(s) for _, s in zip(range(50_000), res.states.values(),
+                                                     strict=False)]
+    del res
+
+    # (b) one segmentation worker over pre-produced bundles
+    prefix, namespace = f"{run}-seg-", f"{run}-seg:"
+    records, where = bundles_of(events, BUNDLE_PARTITIONS)
+    t = time.perf_counter()
+    bundles_topic = f"{prefix}segstream-bundles"
+    common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where)
+    ends = common.end_offsets(bootstrap, bundles_topic)
+    print(f"(b) produced {len(records):,} bundles in {time.perf_counter() - t:.1f} s; "
+          f"running the worker...", flush=True)
+    profile_first = records[:]  # kept for (p)
+    where_first = where[:]
+    del records
+    seg_env = common.phase_env(bootstrap, prefix, tmp, {
+        "SEGSTREAM_AGENTS": "segmentation",
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
+        "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_NAMESPACE": namespace,
+        "SEGSTREAM_SEGMENTS_FILE": str(defs)})
+    phase_args = ["--ends", json.dumps(ends)]
+    if a.profile_worker:
+        phase_args += ["--profile-out", str(tmp / "worker.prof")]
+    b = common.spawn_phase(Path(__file__), "segment", phase_args, seg_env, tmp)
+    rate_b = b["events"] / b["seconds"]
+    offsets = redis_offsets(redis_url, namespace)
+    assert all(offsets[p] == end - 1 for p, end in ends.items() if end), (offsets, ends)
+    changes_b = sum(common.end_offsets(bootstrap, f"{prefix}segstream-changes").values())
+    print(f"(b) worker: {rate_b:,.0f} events/s ({b['seconds']:.1f} s, CPU {b['cpu_seconds']:.1f} s"
+          f", {b['batches']} batches); Redis offsets at the topic ends; {changes_b:,} changes "
+          f"on the topic ({b['changes']:,} from bundles, {b['timer_changes']:,} from timers)",
+          flush=True)
+    if a.profile_worker:
+        out = io.StringIO()
+        pstats.Stats(str(tmp / "worker.prof"), stream=out).sort_stats("tottime").print_stats(25)
+        print("cProfile of the worker during (b), top by own time:\n" + out.getvalue())
+
+    # (c) naive Faust: one record and one table write per event
+    rate_c = step_baseline(bootstrap, run, tmp, events[: a.baseline_events])
+    del events
+
+    # (d) latency at about half of (b)
+    lat_rate = a.latency_rate or rate_b / 2
+    lat = step_latency(bootstrap, redis_url, run, tmp, defs, lat_rate, a.latency_seconds,
+                       a.latency_batch, a.customers // 5)
+
+    # (e) restart with --restart-states states in Redis
+    rst = step_restart(bootstrap, redis_url, seg_env, namespace, sample_blobs,
+                       a.restart_states, tmp)
+
+    # (p) offline profile of the segmenter (MemoryStore vs RedisStore)
+    prof = (step_profile(redis_url, run, compiled, profile_first, where_first, a.profile_events)
+            if a.profile_events else None)
+
+    total = time.perf_counter() - started
+    summary(a, n, ids, rate_a, b, rate_b, changes_b, rate_c, lat, rst, prof, total)
+    return 0
+
+
+def summary(a: argparse.Namespace, n: int, ids: int, rate_a: float, b: dict[str, Any],
+            rate_b: float, changes_b: int, rate_c: float, lat: dict[str, Any],
+            rst: dict[str, Any], prof: dict[str, Any] | None, total: float) -> None:
+    flag = " (cProfile on!)" if a.profile_worker else ""
+    rows = [
+        ("(a) engine replay, 1 core", f"{rate_a:,.0f} events/s", ""),
+        ("(b) one worker, bundles -> Redis", f"{rate_b:,.0f} events/s{flag}",
+         f"{n:,} events, {ids:,} ids, {b['seconds']:.1f} s, {changes_b:,} changes, "
+         f"{n / max(b['cpu_seconds'], 1e-9):,.0f} ev/CPU-s"),
+        ("(c) naive Faust + Table", f"{rate_c:,.0f} events/s", f"{a.baseline_events:,} events"),
+        ("b / a", f"{rate_b / rate_a:.2f}", "target >= 0.5"),
+        ("b / c", f"{rate_b / rate_c:.1f}", "target >= 15"),
+        ("(d) event->change p50", f"{lat['p50']:.0f} ms",
+         f"at {lat['rate']:,.0f} events/s for {lat['seconds']:.0f} s, {lat['n']:,} changes"),
+        ("(d) event->change p99", f"{lat['p99']:.0f} ms",
+         f"max {lat['max']:.0f} ms; target <= 100"),
+        ("(e) restart -> first bundle", f"{rst['first']:.2f} s",
+         f"{rst['states']:,} states in Redis; all 8 partitions {rst['all']:.2f} s; "
+         "target <= 10"),
+    ]
+    if prof:
+        rows.append(("(p) segmenter, MemoryStore", f"{prof['memory']:,.0f} events/s", "offline"))
+        rows.append(("(p) segmenter, RedisStore", f"{prof['redis']:,.0f} events/s", "offline"))
+    print("\n=== bench-stream summary ===")
+    for name, value, note in rows:
+        print(f"{name:<34} {value:>22}  {note}")
+    print(f"total run time {total:.0f} s. Caveat: 2 cores shared by the broker JVM, Redis, the "
+          "driver and other jobs; expect +-20% (worse under load); ratios are from one run.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
