@@ -24,16 +24,19 @@ _EPOCH = dt.date(1970, 1, 1)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def is_number(x: Any) -> bool:
-    return (type(x) is int) or (type(x) is float) or (
-        isinstance(x, int | float) and not isinstance(x, bool))
+    """int or float, not bool (event values come from JSON: no other number types)."""
+    return type(x) in _NUMBER_TYPES
 
 
 def _kind(x: Any) -> int:
     t = type(x)
     if t is bool:
         return 1
-    if t is int or t is float or (isinstance(x, int | float) and not isinstance(x, bool)):
+    if t is int or t is float:
         return 2
     if t is str:
         return 3
