@@ -14,7 +14,7 @@ Format version 1, a MessagePack array::
   on first use, re-evaluating only if the definitions changed.
 
 MessagePack was chosen over orjson after measuring (docs/time-semantics.md, "State size"):
-same speed class, about 40% fewer bytes for timestamp-heavy states.
+about 40% fewer bytes and faster on the same list.
 """
 
 from __future__ import annotations
