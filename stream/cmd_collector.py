@@ -10,14 +10,17 @@ gracefully: requests in flight are answered, the producer is flushed and closed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import sys
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.collector import AccessLogger, Collector, create_app
 from stream.settings import Settings, SettingsError
@@ -50,6 +53,8 @@ async def ensure_raw_topic(settings: Settings) -> None:
                  settings.raw_partitions)
     except TopicAlreadyExistsError:
         pass
+    except KafkaConnectionError:
+        raise  # the caller retries the whole connection
     except KafkaError as exc:
         log.warning("could not check or create topic %s: %s", settings.topic("raw"), exc)
     finally:
@@ -57,24 +62,44 @@ async def ensure_raw_topic(settings: Settings) -> None:
 
 
 def build(settings: Settings) -> web.Application:
-    """The collector application with a producer started and stopped by its life cycle."""
+    """The collector application. Its start-up hook starts serving at once and connects to
+    Kafka in the background, retrying (``/ready`` and ``POST`` answer 503 until connected), so
+    start order against the broker does not matter."""
     collector = Collector(settings)
     app = create_app(collector)
-    started: list[AIOKafkaProducer] = []
+    state: dict[str, Any] = {}
+
+    async def connect() -> None:
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                enable_idempotence=True, linger_ms=settings.producer_linger_ms,
+                client_id="segstream-collector")
+            try:
+                await ensure_raw_topic(settings)
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("Kafka at %s not reachable (%s); retrying in %.1f s",
+                            settings.kafka_bootstrap, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+                continue
+            state["producer"] = collector.producer = producer
+            log.info("connected to Kafka at %s", settings.kafka_bootstrap)
+            return
 
     async def start(_: web.Application) -> None:
-        await ensure_raw_topic(settings)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms, client_id="segstream-collector")
-        await producer.start()
-        started.append(producer)
-        collector.producer = producer
+        state["connect"] = asyncio.create_task(connect())
 
     async def stop(_: web.Application) -> None:
+        state["connect"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await state["connect"]
         collector.producer = None
-        for producer in started:
-            await producer.stop()  # flushes what is still buffered
+        if "producer" in state:
+            await state["producer"].stop()  # flushes what is still buffered
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

@@ -411,9 +411,13 @@ def create_app(collector: Collector) -> web.Application:
             "Access-Control-Max-Age": PREFLIGHT_MAX_AGE_S})
 
     async def health(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})  # liveness: the process answers
+
+    async def ready(request: web.Request) -> web.Response:
         if collector.producer is None:
-            return json_response({"status": "starting"}, 503)
-        return json_response({"status": "ok"})
+            return json_response({"status": "not_ready",
+                                  "reasons": ["not connected to Kafka yet"]}, 503)
+        return json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(collector.metrics.registry),
@@ -424,5 +428,6 @@ def create_app(collector: Collector) -> web.Application:
     app.router.add_post(EVENTS_PATH, post_events)
     app.router.add_route("OPTIONS", EVENTS_PATH, preflight)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     return app

@@ -122,7 +122,7 @@ def collector(kafka_bootstrap: str, topic_prefix: str, tmp_path_factory: pytest.
         deadline = time.monotonic() + 60
         while True:
             try:
-                if request(urllib.request.Request(running.url + "/health"))[0] == 200:
+                if request(urllib.request.Request(running.url + "/ready"))[0] == 200:
                     break
             except OSError:
                 pass
@@ -231,6 +231,8 @@ def test_rate_limited_burst(collector: Running) -> None:
 def test_health_and_metrics(collector: Running) -> None:
     assert request(urllib.request.Request(collector.url + "/health"))[:2] == (
         200, {"status": "ok"})
+    assert request(urllib.request.Request(collector.url + "/ready"))[:2] == (
+        200, {"status": "ready"})
     with urllib.request.urlopen(collector.url + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert "segstream_collector_requests_total" in text

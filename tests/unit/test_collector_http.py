@@ -90,7 +90,8 @@ def test_failed_produce_is_503_with_retry_after() -> None:
         c.producer = None
         resp = await client.post("/v1/events", data=orjson.dumps(ev("e1")), headers=AUTH)
         assert (resp.status, (await body(resp))["error"]["code"]) == (503, "starting")
-        assert (await client.get("/health")).status == 503
+        assert (await client.get("/ready")).status == 503
+        assert (await client.get("/health")).status == 200  # liveness only
 
     run(t)
 
