@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from state.store import Commit, CommitResult
 
@@ -88,9 +88,11 @@ return 1
 
 
 class RedisStore:
-    """:class:`state.store.StateStore` on a Redis server (or cluster, by hash tags)."""
+    """:class:`state.store.StateStore` on a Redis server or a Redis Cluster (``RedisCluster``:
+    a partition's keys share one hash tag, so the commit script runs on that slot's node;
+    tests/integration/test_redis_cluster.py runs the store contract and the worker on one)."""
 
-    def __init__(self, client: Redis, namespace: str = "segstream:") -> None:
+    def __init__(self, client: Redis | RedisCluster, namespace: str = "segstream:") -> None:
         if "{" in namespace or "}" in namespace:
             raise ValueError(f"namespace {namespace!r} must not contain braces (hash tags)")
         self._r = client

@@ -32,6 +32,7 @@ import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 from redis.asyncio import Redis, RedisCluster
 
 from processors.engine import Engine
@@ -219,7 +220,7 @@ async def _redis_view(url: str, namespace: str, customers: Sequence[str], partit
                                  dict[tuple[str, str], int]]:
     client = redis_client(url)
     try:
-        store = RedisStore(client, namespace=namespace)  # type: ignore[arg-type]
+        store = RedisStore(client, namespace=namespace)
         members: dict[str, set[str]] = defaultdict(set)
         versions: dict[tuple[str, str], int] = {}
         for cid in customers:
@@ -368,12 +369,16 @@ def progress(p: Pipeline) -> Progress:
 
 
 def raw_lag(p: Pipeline) -> int:
-    """Raw records beyond the group's committed offsets (what ingest may still re-read)."""
+    """Raw records beyond the group's committed offsets (what ingest may still re-read);
+    -1 when the group's offsets cannot be read yet."""
     admin = KafkaAdminClient(bootstrap_servers=p.bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False)
     try:
         group = p.names["group"]
-        committed = admin.list_group_offsets({group: None}).get(group, {})
+        try:
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+        except KafkaError:  # e.g. the group's coordinator is not ready yet: not caught up
+            return -1
         tps = [TopicPartition(p.names["raw"], q) for q in range(p.raw_partitions)]
         end = consumer.end_offsets(tps)
         lag = 0
