@@ -7,7 +7,8 @@
 - A real Prometheus server (deploy/local/prometheus.sh, leased by this pytest, loopback only)
   scrapes a real worker's /metrics (tests/integration/pipeline.py) that has processed events,
   loads the shipped alert rules, and its HTTP API answers queries for the product's own metric
-  and a Faust sensor metric with data.
+  and a Faust sensor metric with data. The Kubernetes liveness probe script runs against the
+  same worker and says it is alive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -40,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "segstream.json"
 SCRIPT = REPO / "deploy" / "local" / "prometheus.sh"
+LIVENESS = REPO / "deploy" / "k8s" / "probes" / "liveness.py"
 
 
 def run(*args: str, cwd: Path = PROM_DIR) -> str:
@@ -133,6 +136,22 @@ def test_real_prometheus_scrapes_the_worker(promtool: str, pipeline: Pipeline,
              worker.log_tail)
 
     web_port = worker.env["SEGSTREAM_WEB_PORT"]
+    # the Kubernetes liveness probe (deploy/k8s/probes/liveness.py) on the live worker
+    for _ in range(2):
+        out = run(sys.executable, str(LIVENESS), "--port", web_port,
+                  "--state", str(tmp_path / "liveness.json"))
+        assert out.startswith("alive: "), out
+
+    # once caught up, the worker must look idle to the probe (no pending work), or the probe
+    # would restart every idle worker after --stall seconds
+    def probe_says() -> str:
+        return run(sys.executable, str(LIVENESS), "--port", web_port,
+                   "--state", str(tmp_path / "liveness.json")).strip()
+
+    wait_for("the probe to see an idle worker", lambda: probe_says() == "alive: idle", 90,
+             lambda: urllib.request.urlopen(
+                 f"http://127.0.0.1:{web_port}/metrics", timeout=5).read().decode()[-4000:])
+
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({

@@ -1,0 +1,100 @@
+"""deploy/k8s/probes/liveness.py: the commit-progress liveness rule, on real exposition text.
+
+The metrics page is produced by the real worker registry (stream.app.create_app with both
+agents), so the probe's metric names and label handling are those the worker serves.
+tests/integration/test_deploy.py runs the script against a live worker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from stream.app import create_app
+from stream.settings import Settings
+
+PROBE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "probes" / "liveness.py"
+
+
+def load_probe() -> Any:
+    spec = importlib.util.spec_from_file_location("segstream_liveness", PROBE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+probe = load_probe()
+
+
+def page(*, commits: int = 0, bundles: int = 0, active: int = 0, end: int = 0,
+         committed: int = 0, backlog: int = 0) -> str:
+    """The /metrics text of a fresh worker app with these values set."""
+    app = create_app(Settings(api_auth="none"))
+    seg = app.segmentation.metrics  # type: ignore[attr-defined]
+    for _ in range(commits):
+        seg.commit_seconds.observe(0.001)
+    app.ingest_metrics.bundles.inc(bundles)
+    seg.timer_backlog.set(backlog)
+    registry = app.metrics_registry
+    families = {m.name: m for m in registry.collect()}
+    assert "faust_active_messages" in families
+    text = generate_latest(registry).decode()
+    # Faust's sensor gauges are set by the running consumer: append what it would serve
+    extra = [f"faust_active_messages {active}.0"] if active else []
+    if end or committed:
+        tp = 'partition="0",topic="segstream-bundles"'
+        extra += [f"faust_topic_partition_end_offset{{{tp}}} {end}.0",
+                  f"faust_topic_partition_offset_commited{{{tp}}} {committed}.0"]
+    text = "\n".join(line for line in text.splitlines()
+                     if not line.startswith("faust_active_messages "))
+    return text + "\n" + "\n".join(extra) + "\n"
+
+
+def test_parse_reads_progress_and_pending_work() -> None:
+    snap = probe.parse(page(commits=3, bundles=2, active=1, end=10, committed=7, backlog=4))
+    assert snap.progress == 5.0
+    assert (snap.active, snap.lag, snap.backlog) == (1.0, 3.0, 4.0)
+    assert snap.pending
+    idle = probe.parse(page(commits=3, end=10, committed=10))
+    assert not idle.pending and idle.lag == 0.0
+
+
+def test_idle_worker_is_alive_however_long() -> None:
+    idle = probe.parse(page(commits=1))
+    state = probe.State(progress=1.0, progress_at=0.0)
+    alive, kept, why = probe.decide(state, idle, at=10_000.0, stall_s=300)
+    assert alive and why == "idle" and kept.progress_at == 10_000.0
+
+
+def test_pending_work_without_commits_fails_after_the_stall_limit() -> None:
+    stuck = probe.parse(page(commits=1, end=50, committed=20))
+    first_alive, state, _ = probe.decide(None, stuck, at=1000.0, stall_s=300)
+    assert first_alive
+    alive, state, why = probe.decide(state, stuck, at=1200.0, stall_s=300)
+    assert alive and "pending" in why
+    alive, _, why = probe.decide(state, stuck, at=1301.0, stall_s=300)
+    assert not alive
+    assert "no commit for 301 s" in why and "uncommitted records 30" in why
+
+
+def test_commit_progress_resets_the_clock() -> None:
+    busy = probe.parse(page(commits=1, active=5))
+    _, state, _ = probe.decide(None, busy, at=0.0, stall_s=300)
+    moved = probe.parse(page(commits=2, active=5))
+    alive, state, why = probe.decide(state, moved, at=299.0, stall_s=300)
+    assert alive and why == "committing" and state.progress_at == 299.0
+    alive, _, _ = probe.decide(state, moved, at=500.0, stall_s=300)
+    assert alive  # 201 s since the last commit: within the limit
+
+
+def test_main_fails_when_metrics_do_not_answer(tmp_path: Path, capsys: Any) -> None:
+    # port 1 on loopback: nothing listens there (connection refused at once)
+    code = probe.main(["--port", "1", "--state", str(tmp_path / "s.json"), "--timeout", "1"])
+    assert code == 1
+    assert "does not answer" in capsys.readouterr().out
