@@ -65,9 +65,8 @@ bench-stream: $(STAMP) ## worker throughput vs engine and naive Faust, latency, 
 bench-engine: $(STAMP) ## offline engine throughput, latency and memory over >=1M generated events
 	$(PY) bench/bench_engine.py
 
-demo: $(STAMP) ## (not built yet) — see README: the demo lands with the worker and collector
-	@echo "make demo is not built yet (issue: run it like production). Try: make test, or"
-	@echo "  $(PY) -m stream.cli replay --segments processors/catalogue.yaml --events tests/fixtures/events.jsonl"
+demo: $(STAMP) ## the whole pipeline live: Kafka, Redis, worker, collector, simulator, a live view
+	$(WITH_INFRA) deploy/local/demo.sh
 
 clean: ## remove the virtualenv and caches (not the Kafka download cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 # present yet (feature not built) is skipped, so the CLI always starts.
 COMMAND_MODULES = (
     "stream.cmd_worker",
+    "stream.cmd_collector",
     "stream.cmd_replay",
     "stream.cmd_schemas",
     "stream.cmd_segments",
     "stream.cmd_simulate",
+    "stream.cmd_watch",
     "stream.cmd_redis",
 )
 
