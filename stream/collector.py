@@ -205,6 +205,20 @@ def build_result(accepted: int, rejected: Sequence[Rejected]) -> tuple[int, dict
     return (207 if accepted else 400), body
 
 
+def _cost(body: bytes) -> int:
+    """Rate-limit cost of a body: its number of events (decoded before validation so that a
+    limited key costs no validation work; orjson decodes ~1 GB/s, small next to validation).
+
+    >>> _cost(b'[{}, {}]'), _cost(b'{}'), _cost(b'not json')
+    (2, 1, 1)
+    """
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 1  # parse_record reports it with the exact reason
+    return len(decoded) if type(decoded) is list else 1
+
+
 def stamp_source(events: list[dict[str, Any]], source: str) -> None:
     """Give the key's source to events that came without one (validation filled in
     ``unknown``); events naming their own source keep it."""
@@ -294,12 +308,7 @@ class Collector:
         if len(body) > self.limits.max_record_bytes:
             raise CollectorError(413, "oversized", f"body of {len(body)} bytes exceeds "
                                  f"{self.limits.max_record_bytes} bytes")
-        try:
-            decoded = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            decoded = None  # parse_record reports it with the exact reason
-        cost = len(decoded) if type(decoded) is list else 1
-        wait = self.limiter.take(key_digest, cost)
+        wait = self.limiter.take(key_digest, _cost(body)) if self.limiter.rate > 0 else 0.0
         if wait:
             raise CollectorError(429, "rate_limited", "too many events for this write key; "
                                  "retry after the Retry-After seconds",
