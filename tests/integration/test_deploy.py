@@ -1,5 +1,6 @@
 """deploy/prometheus on a real Prometheus: promtool checks, rule unit tests, and a live scrape.
 
+- ``deploy/compose/check.sh``: a Compose client's offline ``config`` check of the compose file.
 - ``promtool check rules`` / ``check config`` on the shipped files, ``promtool test rules`` on
   deploy/prometheus/rules_test.yml, and every dashboard query compiled by promtool as a
   recording rule (PromQL syntax). promtool comes from Debian's prometheus package, installed by
@@ -72,6 +73,13 @@ def test_scrape_configs_pass_promtool_check(promtool: str, config: str) -> None:
 
 def test_alert_rules_unit_tests(promtool: str) -> None:
     assert "SUCCESS" in run(promtool, "test", "rules", "rules_test.yml")
+
+
+def test_compose_file_passes_a_compose_client_config_check() -> None:
+    """`docker compose config` (or Debian's docker-compose) parses and validates the file
+    without an engine; tests/unit/test_deploy_compose.py adds the schema and structure checks."""
+    out = run(str(REPO / "deploy" / "compose" / "check.sh"), cwd=REPO)
+    assert "docker-compose.yml: valid" in out
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
