@@ -42,6 +42,7 @@ PROGRESS_EVERY_S = 5.0
 DUPLICATE_MAX_GAP = 20  # a duplicate is re-sent within this many events of the original
 HTTP_CONCURRENCY = 4
 HTTP_RETRIES = 5
+READY_TIMEOUT_S = 120.0
 
 
 class SimulationError(Exception):
@@ -252,6 +253,30 @@ class HttpSink:
             headers["X-Write-Key"] = self.write_key
         self.session = aiohttp.ClientSession(headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=30))
+        await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Wait until the collector's ``/ready`` answers 200 (it is connected to Kafka), so a
+        simulator started together with the collector loses nothing; a server without
+        ``/ready`` (404) is taken as ready."""
+        from yarl import URL  # noqa: PLC0415 - aiohttp's URL type
+
+        ready = URL(self.url).with_path("/ready")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        told = False
+        while True:
+            try:
+                async with self.session.get(ready) as resp:
+                    if resp.status in (200, 404):
+                        return
+            except (TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise SimulationError(f"{ready} not ready after {READY_TIMEOUT_S:.0f} s")
+            if not told:
+                print(f"simulate: waiting for {ready}", file=sys.stderr, flush=True)
+                told = True
+            await asyncio.sleep(0.5)
 
     async def send(self, batch: list[dict[str, Any]]) -> None:
         if self.fatal:

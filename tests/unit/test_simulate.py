@@ -153,3 +153,27 @@ def test_paced_posts_to_a_collector_and_retries_rate_limits() -> None:
     assert sink.accepted + sink.rejected == sim.counts.events
     assert sink.rejected == sim.counts.malformed
     assert len(produced) == sink.accepted
+
+
+def test_http_sink_waits_until_the_collector_is_ready() -> None:
+    async def go() -> float:
+        collector = Collector(Settings(collector_write_keys="web=sim-key-0123456789abcdef"))
+        server = TestServer(create_app(collector))
+        await server.start_server()
+        try:
+            async def connect_later() -> None:
+                await asyncio.sleep(0.8)
+                collector.producer = object()  # type: ignore[assignment]
+
+            task = asyncio.create_task(connect_later())
+            sink = HttpSink(str(server.make_url("/v1/events")), "sim-key-0123456789abcdef")
+            started = time.monotonic()
+            await sink.start()
+            waited = time.monotonic() - started
+            await sink.close()
+            await task
+            return waited
+        finally:
+            await server.close()
+
+    assert asyncio.run(go()) >= 0.7
