@@ -207,10 +207,15 @@ class KafkaSink:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - file mode needs no client
 
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                         enable_idempotence=True, linger_ms=5,
-                                         client_id="segstream-simulate")
-        await self.producer.start()
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                    enable_idempotence=True, linger_ms=5,
+                                    client_id="segstream-simulate")
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer = producer
 
     async def send(self, batch: list[dict[str, Any]]) -> None:
         self.pending.append(await self.producer.send(self.topic, orjson.dumps(batch),
@@ -406,7 +411,12 @@ async def simulate(args: argparse.Namespace) -> int:
         if key is None and settings.collector_write_keys:
             key = settings.collector_write_keys.split(",")[0].partition("=")[2].strip()
         live = HttpSink(target, key or None)
-    await live.start()
+    try:
+        await live.start()
+    except SimulationError:
+        raise
+    except Exception as exc:  # the client libraries' connection errors
+        raise SimulationError(f"cannot connect to {target}: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
