@@ -1,7 +1,9 @@
-"""deploy/k8s checked offline: `kubectl kustomize` builds it, then structural checks.
+"""deploy/k8s checked offline: `kubectl kustomize` builds it, every object passes the strict
+Kubernetes schemas (unknown fields refused) bundled in the kubernetes-validate package, then
+structural checks.
 
-No cluster and no schema downloads here (kubeconform needs its schemas from the network), so
-the checks are ours: selectors and Service ports match the pods, every mounted ConfigMap or
+No cluster here (kubeconform would need its schemas from the network). The structural checks
+are ours: selectors and Service ports match the pods, every mounted ConfigMap or
 Secret key exists, SEGSTREAM_* variables are real settings with accepted values and name the
 mounted files, probes point at the right endpoints and the liveness script is mounted, worker
 replicas fit the bundle partitions, and the Prometheus DNS names are the headless Services.
@@ -16,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -26,6 +29,9 @@ from stream.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 NAMESPACE = "segstream"
+#: the oldest Kubernetes the manifests target (policy/v1 PDBs, seccompProfile) and the newest
+#: the package knows
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 
 
 @cache
@@ -95,6 +101,26 @@ def test_kustomize_builds_every_piece() -> None:
     for doc in built():
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_passes_the_strict_kubernetes_schema(version: str) -> None:
+    for doc in built():
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_schema_check_catches_a_misspelt_field() -> None:
+    svc = dict(one("Service", "segstream-worker-pods"))
+    svc["spec"] = {**svc["spec"], "publishNotReadyAdresses": True}
+    with pytest.raises(kubernetes_validate.ValidationError, match="publishNotReadyAdresses"):
+        kubernetes_validate.validate(svc, KUBERNETES_VERSIONS[0], strict=True)
+    bad_probe = one("Deployment", "segstream-worker")
+    pod = bad_probe["spec"]["template"]["spec"]
+    broken = {**bad_probe, "spec": {**bad_probe["spec"], "template": {
+        **bad_probe["spec"]["template"], "spec": {**pod, "containers": [
+            {**pod["containers"][0], "livenessProbe": {"exec": {"command": "not-a-list"}}}]}}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
 
 
 def test_selectors_and_service_ports_match_the_pods() -> None:
