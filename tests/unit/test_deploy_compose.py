@@ -163,3 +163,18 @@ def test_compose_mounts_the_checked_prometheus_and_grafana_files() -> None:
     home = env_of(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     rel = Path(home).relative_to("/etc/grafana/dashboards")
     assert (COMPOSE_DIR / grafana["/etc/grafana/dashboards"] / rel).is_file()
+
+
+def test_prometheus_and_grafana_find_the_compose_services() -> None:
+    services = load()["services"]
+    ports = {"worker": Settings.from_env(env_of(services["worker"])).web_port,
+             "collector": Settings.from_env(env_of(services["collector"])).collector_port}
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name, port in ports.items():
+        (sd,) = jobs[f"segstream-{name}"]["dns_sd_configs"]
+        assert sd["names"] == [name] and sd["port"] == port
+    source = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "prometheus" in services
