@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +33,33 @@ def load_probe() -> Any:
 probe = load_probe()
 
 
-def page(*, commits: int = 0, bundles: int = 0, active: int = 0, end: int = 0,
-         committed: int = 0, backlog: int = 0) -> str:
-    """The /metrics text of a fresh worker app with these values set."""
+@cache
+def base_page() -> str:
+    """The /metrics text of a fresh worker app (both agents): the real names and labels."""
     app = create_app(Settings(api_auth="none"))
     seg = app.segmentation.metrics  # type: ignore[attr-defined]
-    for _ in range(commits):
-        seg.commit_seconds.observe(0.001)
-    app.ingest_metrics.bundles.inc(bundles)
-    seg.timer_backlog.set(backlog)
-    registry = app.metrics_registry
-    families = {m.name: m for m in registry.collect()}
-    assert "faust_active_messages" in families
-    text = generate_latest(registry).decode()
-    # Faust's sensor gauges are set by the running consumer: append what it would serve
-    extra = [f"faust_active_messages {active}.0"] if active else []
-    if end or committed:
+    seg.commit_seconds.observe(0.001)  # so the histogram's series exist with a value
+    seg.timer_backlog.set(0)
+    return generate_latest(app.metrics_registry).decode()
+
+
+def page(*, commits: int = 0, bundles: int = 0, active: int = 0, end: int = 0,
+         committed: int = 0, backlog: int = 0) -> str:
+    """The worker's /metrics text with these values in place of the fresh app's."""
+    values = {"segstream_redis_commit_seconds_count": commits,
+              "segstream_ingest_bundles_total": bundles,
+              "segstream_timer_backlog": backlog, "faust_active_messages": active}
+    lines = []
+    for line in base_page().splitlines():
+        name = line.split(" ", 1)[0]
+        lines.append(f"{name} {float(values[name])}" if name in values else line)
+    assert all(any(line.startswith(f"{n} ") for line in lines) for n in values), "renamed?"
+    if end or committed:  # set by Faust's sensor once the consumer fetches and commits
         tp = 'partition="0",topic="segstream-bundles"'
-        extra += [f"faust_topic_partition_end_offset{{{tp}}} {end}.0",
+        lines += [f"faust_topic_partition_end_offset{{{tp}}} {end}.0",
                   f"faust_topic_partition_offset_commited{{{tp}}} {committed}.0"]
-    text = "\n".join(line for line in text.splitlines()
-                     if not line.startswith("faust_active_messages "))
-    return text + "\n" + "\n".join(extra) + "\n"
+        assert "# TYPE faust_topic_partition_end_offset gauge" in lines
+    return "\n".join(lines) + "\n"
 
 
 def test_parse_reads_progress_and_pending_work() -> None:
