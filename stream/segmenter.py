@@ -360,8 +360,8 @@ class PartitionSegmenter:
             self.links.clear()
             self.tombstones.clear()
             log.warning("partition %d was claimed by another worker: dropping it", self.partition)
-        elif out.offset is not None and result is CommitResult.APPLIED:
-            self.applied_offset = out.offset
+        elif out.offset is not None:  # APPLIED, or ALREADY_APPLIED by a retried reply
+            self.applied_offset = max(self.applied_offset or -1, out.offset)
         self._trim()
         return result
 

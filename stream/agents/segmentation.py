@@ -21,14 +21,23 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import Stream
 from faust.types import TP, EventT, StreamT
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    ReadOnlyError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.engine import Engine
 from processors.lang.ast import Catalogue
@@ -50,10 +59,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "segstream.segmentation"
+SEEK_AGAIN_S = 10.0  # a seek whose records have not come back after this long is repeated
+RETRIABLE_REDIS_ERRORS = (
+    RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError, TryAgainError,
+    MasterDownError, OSError,
+)
+T = TypeVar("T")
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _process(seg: PartitionSegmenter, records: list[tuple[int, bytes]]) -> Outcome:
+    """One attempt at a batch, with the wall clock of that attempt as "now"."""
+    return await seg.process(records, _now_ms())
 
 
 def redis_client(url: str) -> Any:
@@ -76,7 +96,7 @@ class SegmentationAgent:
         self.metrics = SegmentMetrics.create(app.metrics_registry)
         self.owned: dict[int, PartitionSegmenter] = {}
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._sought: set[int] = set()  # partitions sought back once since their claim
+        self._seeking: dict[int, tuple[int, float]] = {}  # partition -> (offset, when)
         self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
         self._bundles = settings.topic("bundles")
@@ -113,7 +133,7 @@ class SegmentationAgent:
                 p, self.engine, self.store, partitions=self.settings.bundle_partitions,
                 cache_max=self.settings.state_cache_max)
             self.owned[p] = seg
-            self._sought.discard(p)
+            self._seeking.pop(p, None)
             log.info("claimed bundle partition %d (epoch %d, next offset %d)",
                      p, seg.epoch, seg.next_offset)
             if await self.store.definitions_version(p) != self.engine.catalogue.version:
@@ -215,26 +235,60 @@ class SegmentationAgent:
             m = event.message
             # a null value cannot be decoded: it is reported as a bad record
             by_partition[m.partition].append((m.offset, m.value or b""))
-        for p, records in by_partition.items():
-            async with self.locks[p]:
-                seg = await self._segmenter(p)
-                first = records[0][0]
-                if first > seg.next_offset and p not in self._sought:
-                    # Kafka's committed offset ran ahead of the state: read the gap again
-                    # (once per claim: a gap that is still there was removed by retention).
-                    log.warning("bundle partition %d: records from %d but state is at %d; "
-                                "seeking back", p, first, seg.next_offset)
-                    self._sought.add(p)
-                    self.metrics.seeks.inc()
-                    await self.app.consumer.seek(TP(self._bundles, p), seg.next_offset)
-                    continue
-                if first > seg.next_offset:
-                    log.error("bundle partition %d: offsets %d..%d are gone from Kafka "
-                              "(retention?); continuing from %d", p, seg.next_offset,
-                              first - 1, first)
-                started = time.perf_counter()
-                out = await seg.process(records, _now_ms())
-                await self._publish_and_commit(seg, out, started)
+        try:
+            for p, records in by_partition.items():
+                async with self.locks[p]:
+                    seg = await self._retrying("claim", partial(self._segmenter, p))
+                    if records[0][0] > seg.next_offset and await self._reread(seg, records):
+                        continue
+                    started = time.perf_counter()
+                    out = await self._retrying("state load", partial(_process, seg, records))
+                    await self._publish_and_commit(seg, out, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Never let Faust restart this agent past a batch it did not commit: stop the
+            # worker; its successor resumes from the offsets stored in Redis.
+            log.critical("segmentation failed (%r): stopping the worker", exc)
+            await self.app.crash(exc)
+            raise
+
+    async def _reread(self, seg: PartitionSegmenter, records: list[tuple[int, bytes]]) -> bool:
+        """Records start beyond the stored offset: Kafka's committed offset ran ahead of Redis
+        (a crash between the ack and the Redis commit, or lost Redis writes). While the missing
+        records are still in Kafka, seek back to them and drop what arrives beyond them (it comes
+        again); True when ``records`` must be dropped. Records truly gone (retention) are
+        reported and skipped."""
+        p, first = seg.partition, records[0][0]
+        tp = TP(self._bundles, p)
+        earliest = (await self.app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if seg.next_offset < earliest:
+            log.error("bundle partition %d: offsets %d..%d are gone from Kafka (retention); "
+                      "continuing from %d", p, seg.next_offset, earliest - 1, first)
+            self._seeking.pop(p, None)
+            return False
+        target, since = self._seeking.get(p, (-1, 0.0))
+        if target != seg.next_offset or time.monotonic() - since > SEEK_AGAIN_S:
+            log.warning("bundle partition %d: records from %d but the state is at %d; "
+                        "reading them again", p, first, seg.next_offset)
+            self.metrics.seeks.inc()
+            self._seeking[p] = (seg.next_offset, time.monotonic())
+            await self.app.consumer.seek(tp, seg.next_offset)
+        return True
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` again after a transient Redis failure (connection lost, timeout,
+        failover, loading), with back-off, for as long as it takes: the partition waits, the
+        lag grows and is reported, nothing is skipped."""
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except RETRIABLE_REDIS_ERRORS as err:
+                self.metrics.redis_errors.inc()
+                log.warning("Redis %s failed (%r); retrying in %.1f s", what, err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _publish_and_commit(self, seg: PartitionSegmenter, out: Outcome,
                                   started: float) -> None:
@@ -261,11 +315,8 @@ class SegmentationAgent:
         await asyncio.gather(*futures)
         commit_started = time.perf_counter()
         hits, misses = seg.cache_hits, seg.cache_misses
-        try:
-            result = await seg.commit(out)
-        except Exception:
-            self.metrics.redis_errors.inc()
-            raise
+        # the script is atomic and idempotent: a retry after a lost reply is ALREADY_APPLIED
+        result = await self._retrying("commit", lambda: seg.commit(out))
         self.metrics.cache_hits.inc(hits)
         self.metrics.cache_misses.inc(misses)
         seg.cache_hits = seg.cache_misses = 0
