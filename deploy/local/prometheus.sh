@@ -17,7 +17,8 @@
 #   SEGSTREAM_PROMETHEUS_PORT [29090]
 #   SEGSTREAM_PROMETHEUS_DATA [<repo>/.run/prometheus]  instance dir: data/, prometheus.yml, log
 #   SEGSTREAM_PROMETHEUS_CONFIG  a config file to run; unset: a generated one that scrapes a
-#       local worker at SEGSTREAM_PROMETHEUS_TARGET [127.0.0.1:6066] every 5 s and loads
+#       local worker at SEGSTREAM_PROMETHEUS_TARGET [127.0.0.1:6066] and a local collector at
+#       SEGSTREAM_PROMETHEUS_COLLECTOR_TARGET [127.0.0.1:8088] every 5 s and loads
 #       deploy/prometheus/rules/*.yml
 #   SEGSTREAM_PROMETHEUS_FRESH=1   wipe the instance dir before a start
 #   SEGSTREAM_LEASE_PID=PID        start as a managed server leased by PID (see lib.sh)
@@ -31,6 +32,7 @@ SEGSTREAM_TAG=prometheus
 PORT=${SEGSTREAM_PROMETHEUS_PORT:-29090}
 INSTANCE=$(realpath -m "${SEGSTREAM_PROMETHEUS_DATA:-$SEGSTREAM_REPO/.run/prometheus}")
 TARGET=${SEGSTREAM_PROMETHEUS_TARGET:-127.0.0.1:6066}
+COLLECTOR_TARGET=${SEGSTREAM_PROMETHEUS_COLLECTOR_TARGET:-127.0.0.1:8088}
 GENERATED=$INSTANCE/prometheus.yml
 CONFIG=${SEGSTREAM_PROMETHEUS_CONFIG:-$GENERATED}
 PIDFILE=$INSTANCE/prometheus.pid
@@ -81,6 +83,9 @@ scrape_configs:
   - job_name: segstream-worker
     static_configs:
       - targets: ["$TARGET"]
+  - job_name: segstream-collector
+    static_configs:
+      - targets: ["$COLLECTOR_TARGET"]
 EOF
 }
 
