@@ -251,12 +251,13 @@ class MembershipApi:
         p = partition_for(customer_id, self.partitions)
         store = self.store
         versions = await store.segments_of(p, customer_id)
-        if not versions and not await store.has_state(p, customer_id):
+        if not versions:
             (linked,) = await store.aliases(p, [customer_id])
-            if linked is not None:
+            if linked is not None:  # its profile moved (only version counters stay behind)
                 raise ApiError(404, "customer_aliased",
                                f"this anonymous id was aliased to customer {linked!r}: "
                                f"ask /customers/{{id}}/segments for that id")
+        if not versions and not await store.has_state(p, customer_id):
             raise ApiError(404, "customer_not_found",
                            "no state for this customer id (never seen, forgotten, or merged "
                            "into a known customer by an alias)")

@@ -26,11 +26,14 @@ anonymous-only events of a linked id are forwarded to the customer's partition w
 customer id set. Forwards and hand-offs are produced before the commit, like the changes: a
 crash re-sends them, and the receiver drops the repeats (event ids; a hand-off whose alias
 event the customer's state has already seen). As in replay, the first link wins; an alias of
-an id already linked is an ordinary event of its customer. ``forget`` erases state, due index
-and membership, and leaves a tombstone (customer id -> forget time) for the allowed lateness:
-an event or hand-off of that customer older than the forget that arrives after it (a hand-off
-or forwarded event races the forget across partitions) is erased too, as in the time-ordered
-semantics. Links stored in other partitions stay (see docs/time-semantics.md).
+an id already linked is an ordinary event of its customer. ``forget`` erases the profile
+(events, traits, cart, memberships: EXIT everywhere) down to its version counters
+(``engine.tombstone``), so a returning customer's changes never reuse a version a consumer has
+seen; the same holds for an anonymous id merged away. A forget also records its time (the
+*erasure*, kept for the allowed lateness): an event or hand-off of that customer older than the
+forget that arrives after it (a hand-off or forwarded event racing the forget across
+partitions) is erased too, as in the time-ordered semantics. Links stored in other partitions
+stay (see docs/time-semantics.md).
 """
 
 from __future__ import annotations
@@ -238,7 +241,10 @@ class PartitionSegmenter:
         if typ != "forget" and self._erased(rid, ev["timestamp"], out):
             return
         if typ == "forget":
-            step = engine.forget(cache.get(rid), ev, now)
+            old = cache.get(rid)
+            step = engine.forget(old, ev, now)
+            if old is not None and not step.late:  # keep only the version counters
+                step = step._replace(state=engine.tombstone(old), next_due=None)
             if not step.late:
                 at = max(ev["timestamp"], self.tombstones.get(rid) or 0)
                 self.tombstones[rid] = out.tombstones[rid] = at
@@ -266,13 +272,14 @@ class PartitionSegmenter:
             return
         if target_p == self.partition:
             known, gone = engine.merge(self.cache.get(cid), source, ev, now)
-            self._take(anon, gone, out)
+            self._take(anon, gone._replace(state=engine.tombstone(source)), out)
             self._take(cid, known, out)
             return
         gone = engine.release(source, ev, now)
         released = gone.state
         assert released is not None
-        self._take(anon, gone._replace(state=None), out)
+        # the anonymous id keeps only its version counters (never reused downstream)
+        self._take(anon, gone._replace(state=engine.tombstone(released), next_due=None), out)
         records = out.pending.setdefault(target_p, [])
         if records and isinstance(records[-1], list):  # keep order: events first
             records[-1] = encode_bundle(records[-1])

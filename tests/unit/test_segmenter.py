@@ -21,6 +21,7 @@ from processors.types import Change
 from schemas.bundle import encode_bundle
 from schemas.partitioner import partition_for
 from schemas.validation import partition_key, validate_event
+from state.codec import decode_state
 from state.store import CommitResult, MemoryStore
 from stream.generate import GeneratorConfig, generate
 from stream.segmenter import Outcome, PartitionSegmenter
@@ -203,11 +204,43 @@ def test_aliases_across_partitions_hand_profiles_over(engine: Engine) -> None:
     got, store = asyncio.run(run_partitions(engine, events, 8, 40, end))
     assert asyncio.run(store.sizes(list(range(8)))) == {
         k: v for k, v in expected.sizes().items() if v}
-    # every anonymous profile that was handed over is gone from its own partition
+    # every anonymous profile that was handed over left only its version counters behind
     for ev in crossing:
         p = partition_for(ev["anonymous_id"], 8)
-        assert asyncio.run(store.load(p, [ev["anonymous_id"]])) == [None]
+        (blob,) = asyncio.run(store.load(p, [ev["anonymous_id"]]))
+        if blob is not None:  # None: the visitor had no profile yet (the link is all)
+            kept = decode_state(blob)
+            assert kept.p_count == 0 and not kept.traits and kept.cart is None
+            assert all(v % 2 == 0 for v in kept.all_versions().values())
         assert asyncio.run(store.aliases(p, [ev["anonymous_id"]])) == [ev["customer_id"]]
     # each (customer, segment) log is a clean alternation: no duplicate ENTER from a merge
     for (cid, seg), log in by_key(got).items():
         assert [c.version for c in log] == list(range(1, len(log) + 1)), (cid, seg)
+
+
+def test_a_forgotten_customer_who_returns_continues_its_versions(engine: Engine) -> None:
+    """forget keeps only the version counters: a new ENTER after it is version 3, never a
+    second version 1 that a consumer deduplicating by version would drop."""
+    t0 = 1_793_491_200_000
+
+    def ev(eid: str, typ: str, ts: int, **props: Any) -> dict[str, Any]:
+        return {"event_id": eid, "type": typ, "customer_id": "c1", "anonymous_id": None,
+                "timestamp": ts, "source": "t", "schema_version": 1, "properties": props}
+
+    async def scenario() -> list[Change]:
+        store = MemoryStore()
+        seg = await PartitionSegmenter.claim(0, engine, store, partitions=1)
+        changes: list[Change] = []
+        for i, e in enumerate([ev("o1", "email_open", t0, campaign_id="k"),
+                               ev("f1", "forget", t0 + 1_000),
+                               ev("o2", "email_open", t0 + 2_000, campaign_id="k")]):
+            out = await seg.process([(i, encode_bundle([e]))], e["timestamp"])
+            await seg.commit(out)
+            changes += out.changes
+        (blob,) = await store.load(0, ["c1"])
+        assert blob is not None and not decode_state(blob).traits
+        return changes
+
+    log = [(c.action, c.version, c.cause) for c in asyncio.run(scenario())
+           if c.segment == "engaged_15d"]
+    assert log == [("enter", 1, "o1"), ("exit", 2, "forget:f1"), ("enter", 3, "o2")]
