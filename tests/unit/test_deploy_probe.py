@@ -44,9 +44,10 @@ def base_page() -> str:
 
 
 def page(*, commits: int = 0, bundles: int = 0, active: int = 0, end: int = 0,
-         committed: int = 0, backlog: int = 0) -> str:
+         committed: int = 0, backlog: int = 0, redis_errors: int = 0) -> str:
     """The worker's /metrics text with these values in place of the fresh app's."""
     values = {"segstream_redis_commit_seconds_count": commits,
+              "segstream_redis_errors_total": redis_errors,
               "segstream_ingest_bundles_total": bundles,
               "segstream_timer_backlog": backlog, "faust_active_messages": active}
     lines = []
@@ -104,3 +105,18 @@ def test_main_fails_when_metrics_do_not_answer(tmp_path: Path, capsys: Any) -> N
     code = probe.main(["--port", "1", "--state", str(tmp_path / "s.json"), "--timeout", "1"])
     assert code == 1
     assert "does not answer" in capsys.readouterr().out
+
+
+def test_a_worker_retrying_redis_is_not_restarted() -> None:
+    """Redis down: commits stop, work piles up, but the agent retries (errors rise): a restart
+    would not help, so the probe stays alive; once the errors stop, the stall clock runs."""
+    _, state, _ = probe.decide(None, probe.parse(page(commits=4, active=3)), at=0.0,
+                               stall_s=300)
+    for t, errors in ((200.0, 10), (400.0, 25), (600.0, 31)):
+        alive, state, why = probe.decide(
+            state, probe.parse(page(commits=4, active=3, redis_errors=errors)), at=t,
+            stall_s=300)
+        assert alive and why.startswith("retrying Redis"), why
+    stuck = probe.parse(page(commits=4, active=3, redis_errors=31))
+    assert probe.decide(state, stuck, at=850.0, stall_s=300)[0]
+    assert not probe.decide(state, stuck, at=901.0, stall_s=300)[0]

@@ -9,7 +9,10 @@ the worker's own /metrics and fails when work is pending but neither counter has
 ``--stall`` seconds. Work is pending when Faust holds fetched records not yet acknowledged
 (``faust_active_messages``), a partition's fetched high-water mark is ahead of its committed
 offset, or customers are overdue for timers (``segstream_timer_backlog``). An idle worker is
-alive. A worker that does not answer /metrics at all fails at once.
+alive. So is a worker that keeps retrying Redis (``segstream_redis_errors_total`` rising: the
+segmentation agent retries transient Redis failures with back-off, and a restart would not
+help; the SegstreamRedisErrors alert covers that). A worker that does not answer /metrics at
+all fails at once.
 
 The previous counters and the time of the last progress are kept in a small JSON state file
 between probe runs (an emptyDir in the pod). Standard library only: it runs with the image's
@@ -41,6 +44,7 @@ class Snapshot:
     active: float  # faust_active_messages
     lag: float  # sum over partitions of end offset - committed offset (both known)
     backlog: float  # segstream_timer_backlog
+    redis_errors: float = 0.0  # segstream_redis_errors_total
 
     @property
     def pending(self) -> bool:
@@ -53,6 +57,7 @@ class State:
 
     progress: float
     progress_at: float  # wall clock (s) of the last progress, or of the last idle look
+    redis_errors: float = 0.0
 
 
 def parse(text: str) -> Snapshot:
@@ -84,7 +89,8 @@ def parse(text: str) -> Snapshot:
               for tp, end in offsets["end"].items() if tp in offsets["committed"])
     return Snapshot(progress=sum(sums[n] for n in PROGRESS),
                     active=sums["faust_active_messages"], lag=lag,
-                    backlog=sums["segstream_timer_backlog"])
+                    backlog=sums["segstream_timer_backlog"],
+                    redis_errors=sums["segstream_redis_errors_total"])
 
 
 def decide(previous: State | None, now: Snapshot, at: float, stall_s: float
@@ -93,7 +99,11 @@ def decide(previous: State | None, now: Snapshot, at: float, stall_s: float
     if previous is None or now.progress != previous.progress or not now.pending:
         why = "first look" if previous is None else (
             "committing" if now.progress != previous.progress else "idle")
-        return True, State(now.progress, at), why
+        return True, State(now.progress, at, now.redis_errors), why
+    if now.redis_errors > previous.redis_errors:
+        return True, State(now.progress, at, now.redis_errors), (
+            f"retrying Redis ({now.redis_errors - previous.redis_errors:g} errors since the "
+            "last look)")
     stalled = at - previous.progress_at
     if stalled > stall_s:
         return False, previous, (
