@@ -132,7 +132,7 @@ class RedisStore:
         raw = await self._r.hmget(self.key(partition, "alias"), anonymous_ids)
         return [None if v is None else _text(v) for v in raw]
 
-    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
         if not customer_ids:
             return []
         raw = await self._r.zmscore(self.key(partition, "forgotten"), customer_ids)
@@ -161,8 +161,8 @@ class RedisStore:
             len(commit.members),
             len(commit.forgotten),
             len(commit.aliases),
-            len(commit.tombstones),
-            "" if commit.prune_tombstones_before is None else commit.prune_tombstones_before,
+            len(commit.erasures),
+            "" if commit.prune_erasures_before is None else commit.prune_erasures_before,
         ]
         for cid, blob in commit.states.items():
             args += (cid, blob)
@@ -177,7 +177,7 @@ class RedisStore:
             args.append(cid)
         for anon, cid in commit.aliases.items():
             args += (anon, cid)
-        for cid, at in commit.tombstones.items():
+        for cid, at in commit.erasures.items():
             args += (at, cid)
         keys += (self.key(p, "alias"), self.key(p, "forgotten"))
         result = await self._commit(keys=keys, args=args)

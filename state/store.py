@@ -48,8 +48,8 @@ class Commit:
     forgotten: list[str] = field(default_factory=list)  # erase state, due and membership
     members: list[MemberOp] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
-    tombstones: dict[str, int] = field(default_factory=dict)  # forgotten id -> forget time
-    prune_tombstones_before: int | None = None  # drop tombstones older than this
+    erasures: dict[str, int] = field(default_factory=dict)  # forgotten id -> forget time
+    prune_erasures_before: int | None = None  # drop erasures older than this
 
 
 class StateStore(Protocol):
@@ -70,7 +70,7 @@ class StateStore(Protocol):
     async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
         """The customer each anonymous id (of this partition) was aliased to, or None."""
 
-    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
         """Event time of the last ``forget`` of each customer id, while it is kept."""
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
@@ -120,7 +120,7 @@ class _Partition:
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customers
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
     definitions: str | None = None
-    tombstones: dict[str, int] = field(default_factory=dict)  # customer id -> forget time
+    erasures: dict[str, int] = field(default_factory=dict)  # customer id -> forget time
 
 
 class MemoryStore:
@@ -154,8 +154,8 @@ class MemoryStore:
         links = self._part(partition).aliases
         return [links.get(a) for a in anonymous_ids]
 
-    async def tombstones(self, partition: int, customer_ids: list[str]) -> list[int | None]:
-        kept = self._part(partition).tombstones
+    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
+        kept = self._part(partition).erasures
         return [kept.get(c) for c in customer_ids]
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
@@ -186,10 +186,10 @@ class MemoryStore:
             else:
                 members.discard(op.customer_id)
         part.aliases.update(commit.aliases)
-        part.tombstones.update(commit.tombstones)
-        if commit.prune_tombstones_before is not None:
-            cut = commit.prune_tombstones_before
-            part.tombstones = {c: t for c, t in part.tombstones.items() if t >= cut}
+        part.erasures.update(commit.erasures)
+        if commit.prune_erasures_before is not None:
+            cut = commit.prune_erasures_before
+            part.erasures = {c: t for c, t in part.erasures.items() if t >= cut}
         for cid in commit.forgotten:
             part.states.pop(cid, None)
             part.due.pop(cid, None)

@@ -84,7 +84,7 @@ class Outcome:
     dirty: dict[str, CustomerState | None] = field(default_factory=dict)
     due: dict[str, int | None] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
-    tombstones: dict[str, int] = field(default_factory=dict)
+    erasures: dict[str, int] = field(default_factory=dict)
     pending: dict[int, list[Any]] = field(default_factory=dict)  # partition -> events | bytes
 
 
@@ -111,7 +111,7 @@ class PartitionSegmenter:
         self.cache_max = cache_max
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
         self.links: dict[str, str | None] = {}  # anonymous id -> customer id (None: no link)
-        self.tombstones: dict[str, int | None] = {}  # customer id -> forget time (None: none)
+        self.erasures: dict[str, int | None] = {}  # customer id -> forget time (None: none)
         self.cache_hits = 0
         self.cache_misses = 0
         self.fenced = False
@@ -184,7 +184,7 @@ class PartitionSegmenter:
         await self._load_links(anons)
         ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
-        await self._load_tombstones(ids)
+        await self._load_erasures(ids)
         for item in items:
             if isinstance(item, HandoffRecord):
                 self._absorb(item, now, out)
@@ -194,23 +194,23 @@ class PartitionSegmenter:
         out.forwards = {p: [r if isinstance(r, bytes) else encode_bundle(r) for r in records]
                         for p, records in out.pending.items()}
         out.commit = self._commit(out, offset=out.offset)
-        # a tombstone matters while older events can still arrive: for the allowed lateness
+        # an erasure matters while older events can still arrive: for the allowed lateness
         horizon = now - self.engine.lateness
-        out.commit.prune_tombstones_before = horizon
-        self.tombstones = {c: t for c, t in self.tombstones.items() if t is None or t >= horizon}
+        out.commit.prune_erasures_before = horizon
+        self.erasures = {c: t for c, t in self.erasures.items() if t is None or t >= horizon}
         return out
 
-    async def _load_tombstones(self, ids: set[str]) -> None:
-        missing = [c for c in ids if c not in self.tombstones]
+    async def _load_erasures(self, ids: set[str]) -> None:
+        missing = [c for c in ids if c not in self.erasures]
         if missing:
-            for cid, at in zip(missing, await self.store.tombstones(self.partition, missing),
+            for cid, at in zip(missing, await self.store.erasures(self.partition, missing),
                                strict=True):
-                self.tombstones[cid] = at
+                self.erasures[cid] = at
 
     def _erased(self, cid: str, ts: int, out: Outcome) -> bool:
         """Whether an event (or hand-off) at ``ts`` belongs to ``cid``'s erased history: older
         than its last ``forget``, e.g. a hand-off or a forwarded event that arrived after it."""
-        tomb = self.tombstones.get(cid)
+        tomb = self.erasures.get(cid)
         if tomb is not None and ts <= tomb:
             out.erased += 1
             return True
@@ -246,8 +246,8 @@ class PartitionSegmenter:
             if old is not None and not step.late:  # keep only the version counters
                 step = step._replace(state=engine.tombstone(old), next_due=None)
             if not step.late:
-                at = max(ev["timestamp"], self.tombstones.get(rid) or 0)
-                self.tombstones[rid] = out.tombstones[rid] = at
+                at = max(ev["timestamp"], self.erasures.get(rid) or 0)
+                self.erasures[rid] = out.erasures[rid] = at
         else:
             step = engine.apply(cache.get(rid), ev, now)
         if step.late:
@@ -315,7 +315,7 @@ class PartitionSegmenter:
         return Commit(self.partition, self.epoch, offset=offset, states=states,
                       due={cid: at for cid, at in out.due.items() if cid not in forgotten},
                       forgotten=forgotten, members=members, aliases=out.links,
-                      tombstones=out.tombstones)
+                      erasures=out.erasures)
 
     # --- timers -------------------------------------------------------------------------------
     async def tick(self, now: int, limit: int = 1_000) -> Outcome:
@@ -365,7 +365,7 @@ class PartitionSegmenter:
             self.fenced = True
             self.cache.clear()
             self.links.clear()
-            self.tombstones.clear()
+            self.erasures.clear()
             log.warning("partition %d was claimed by another worker: dropping it", self.partition)
         elif out.offset is not None:  # APPLIED, or ALREADY_APPLIED by a retried reply
             self.applied_offset = max(self.applied_offset or -1, out.offset)

@@ -240,14 +240,14 @@ def test_states_scan_and_definitions_version(
     run(scenario())
 
 
-def test_tombstones_are_kept_then_pruned(make_store: Callable[[], Awaitable[StateStore]]) -> None:
+def test_erasures_are_kept_then_pruned(make_store: Callable[[], Awaitable[StateStore]]) -> None:
     async def scenario() -> None:
         store = await make_store()
         epoch = await store.claim(7)
-        await store.commit(Commit(7, epoch, offset=0, tombstones={"a": 100, "b": 200}))
-        assert await store.tombstones(7, ["a", "b", "c"]) == [100, 200, None]
-        await store.commit(Commit(7, epoch, offset=1, prune_tombstones_before=150))
-        assert await store.tombstones(7, ["a", "b"]) == [None, 200]
-        assert await store.tombstones(7, []) == []
+        await store.commit(Commit(7, epoch, offset=0, erasures={"a": 100, "b": 200}))
+        assert await store.erasures(7, ["a", "b", "c"]) == [100, 200, None]
+        await store.commit(Commit(7, epoch, offset=1, prune_erasures_before=150))
+        assert await store.erasures(7, ["a", "b"]) == [None, 200]
+        assert await store.erasures(7, []) == []
 
     run(scenario())
