@@ -63,7 +63,7 @@ echo "demo: starting the collector (logs: $logs/collector.log)"
 "$py" -m stream.cli collector >"$logs/collector.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$SEGSTREAM_WEB_PORT/health" worker "$logs/worker.log"
-wait_http "http://127.0.0.1:$SEGSTREAM_COLLECTOR_PORT/health" collector "$logs/collector.log"
+wait_http "http://127.0.0.1:$SEGSTREAM_COLLECTOR_PORT/ready" collector "$logs/collector.log"
 
 collector="http://127.0.0.1:$SEGSTREAM_COLLECTOR_PORT/v1/events"
 echo "demo: starting the simulator -> $collector (logs: $logs/simulator.log)"
