@@ -132,11 +132,10 @@ class RedisStore:
         raw = await self._r.hmget(self.key(partition, "alias"), anonymous_ids)
         return [None if v is None else _text(v) for v in raw]
 
-    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
-        if not customer_ids:
-            return []
-        raw = await self._r.zmscore(self.key(partition, "forgotten"), customer_ids)
-        return [None if v is None else int(v) for v in raw]
+    async def erasures(self, partition: int) -> dict[str, int]:
+        rows = cast("list[tuple[bytes, float]]", await self._r.zrange(
+            self.key(partition, "forgotten"), 0, -1, withscores=True))
+        return {_text(cid): int(at) for cid, at in rows}
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return int(await self._r.zcount(self.key(partition, "due"), "-inf", upto_ms))

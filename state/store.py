@@ -70,8 +70,9 @@ class StateStore(Protocol):
     async def aliases(self, partition: int, anonymous_ids: list[str]) -> list[str | None]:
         """The customer each anonymous id (of this partition) was aliased to, or None."""
 
-    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
-        """Event time of the last ``forget`` of each customer id, while it is kept."""
+    async def erasures(self, partition: int) -> dict[str, int]:
+        """Customer id -> event time of its last ``forget``, for the ones still kept (they
+        are pruned after the allowed lateness, so this stays small)."""
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
         """How many customers are due at or before ``upto_ms`` (the timer backlog)."""
@@ -154,9 +155,8 @@ class MemoryStore:
         links = self._part(partition).aliases
         return [links.get(a) for a in anonymous_ids]
 
-    async def erasures(self, partition: int, customer_ids: list[str]) -> list[int | None]:
-        kept = self._part(partition).erasures
-        return [kept.get(c) for c in customer_ids]
+    async def erasures(self, partition: int) -> dict[str, int]:
+        return dict(self._part(partition).erasures)
 
     async def due_count(self, partition: int, upto_ms: int) -> int:
         return sum(1 for at in self._part(partition).due.values() if at <= upto_ms)

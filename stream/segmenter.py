@@ -100,6 +100,7 @@ class PartitionSegmenter:
         partitions: int,
         epoch: int,
         applied_offset: int | None,
+        erasures: dict[str, int] | None = None,
         cache_max: int = 200_000,
     ) -> None:
         self.partition = partition
@@ -110,8 +111,11 @@ class PartitionSegmenter:
         self.applied_offset = applied_offset
         self.cache_max = cache_max
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
-        self.links: dict[str, str | None] = {}  # anonymous id -> customer id (None: no link)
-        self.erasures: dict[str, int | None] = {}  # customer id -> forget time (None: none)
+        # anonymous id -> customer id (None: no link), a bounded cache of the stored links
+        self.links: OrderedDict[str, str | None] = OrderedDict()
+        # customer id -> time of its last forget: all the partition keeps (pruned after the
+        # allowed lateness), read at the claim; only this owner writes them
+        self.erasures: dict[str, int] = dict(erasures or {})
         self.cache_hits = 0
         self.cache_misses = 0
         self.fenced = False
@@ -125,8 +129,9 @@ class PartitionSegmenter:
         stands."""
         epoch = await store.claim(partition)
         applied = await store.applied_offset(partition)
+        erasures = await store.erasures(partition)
         return cls(partition, engine, store, partitions=partitions, epoch=epoch,
-                   applied_offset=applied, cache_max=cache_max)
+                   applied_offset=applied, erasures=erasures, cache_max=cache_max)
 
     @property
     def next_offset(self) -> int:
@@ -148,6 +153,8 @@ class PartitionSegmenter:
     def _trim(self) -> None:
         while len(self.cache) > self.cache_max:
             self.cache.popitem(last=False)
+        while len(self.links) > self.cache_max:
+            self.links.popitem(last=False)
 
     # --- event processing ---------------------------------------------------------------------
     async def process(self, records: Sequence[tuple[int, bytes]], now: int) -> Outcome:
@@ -184,7 +191,6 @@ class PartitionSegmenter:
         await self._load_links(anons)
         ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
-        await self._load_erasures(ids)
         for item in items:
             if isinstance(item, HandoffRecord):
                 self._absorb(item, now, out)
@@ -197,21 +203,15 @@ class PartitionSegmenter:
         # an erasure matters while older events can still arrive: for the allowed lateness
         horizon = now - self.engine.lateness
         out.commit.prune_erasures_before = horizon
-        self.erasures = {c: t for c, t in self.erasures.items() if t is None or t >= horizon}
+        if self.erasures and min(self.erasures.values()) < horizon:
+            self.erasures = {c: t for c, t in self.erasures.items() if t >= horizon}
         return out
-
-    async def _load_erasures(self, ids: set[str]) -> None:
-        missing = [c for c in ids if c not in self.erasures]
-        if missing:
-            for cid, at in zip(missing, await self.store.erasures(self.partition, missing),
-                               strict=True):
-                self.erasures[cid] = at
 
     def _erased(self, cid: str, ts: int, out: Outcome) -> bool:
         """Whether an event (or hand-off) at ``ts`` belongs to ``cid``'s erased history: older
         than its last ``forget``, e.g. a hand-off or a forwarded event that arrived after it."""
-        tomb = self.erasures.get(cid)
-        if tomb is not None and ts <= tomb:
+        at = self.erasures.get(cid)
+        if at is not None and ts <= at:
             out.erased += 1
             return True
         return False
@@ -246,7 +246,7 @@ class PartitionSegmenter:
             if old is not None and not step.late:  # keep only the version counters
                 step = step._replace(state=engine.tombstone(old), next_due=None)
             if not step.late:
-                at = max(ev["timestamp"], self.erasures.get(rid) or 0)
+                at = max(ev["timestamp"], self.erasures.get(rid, 0))
                 self.erasures[rid] = out.erasures[rid] = at
         else:
             step = engine.apply(cache.get(rid), ev, now)
