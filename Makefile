@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 WITH_INFRA := deploy/local/with-infra.sh
 
 .PHONY: help install test test-unit test-integration lint fmt infra-up infra-down infra-status \
-        bench-ingest bench-engine bench-stream schemas demo clean
+        bench-ingest bench-engine bench-stream schemas deploy-check demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ bench-stream: $(STAMP) ## worker throughput vs engine and naive Faust, latency, 
 
 bench-engine: $(STAMP) ## offline engine throughput, latency and memory over >=1M generated events
 	$(PY) bench/bench_engine.py
+
+deploy-check: $(STAMP) ## validate deploy/: compose, Kubernetes, Prometheus rules (promtool), dashboard
+	$(PY) -m pytest -q tests/unit/test_deploy_*.py tests/integration/test_deploy.py
 
 demo: $(STAMP) ## the whole pipeline live: Kafka, Redis, worker, collector, simulator, a live view
 	$(WITH_INFRA) deploy/local/demo.sh
