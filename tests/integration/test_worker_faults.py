@@ -17,9 +17,11 @@ Both tests use a Redis of their own (``CLIENT PAUSE`` must not stall other test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,6 +158,60 @@ def pause_until_produced(p: Pipeline, worker: Worker, pause_ms: int = 4_000) -> 
         redis_cmd(p.redis_url, "CLIENT", "UNPAUSE")
         time.sleep(0.5)  # let the blocked commit through before the next try
     pytest.fail("no change was produced while Redis was paused (10 tries)")
+
+
+class HoldingProxy:
+    """A TCP proxy to Redis that can hold commits: while ``hold()`` is on, a connection that
+    sends an ``EVALSHA`` (the commit script) is held, that command and whatever follows it on
+    the connection waiting in the proxy until ``release()`` (a commit "in the network");
+    reads pass, so the worker keeps loading states and producing changes."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.open = threading.Event()
+        self.open.set()
+        self.held = 0  # commits held
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self) -> None:
+        self.held = 0
+        self.open.clear()
+
+    def release(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.open.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if upstream and not self.open.is_set() and b"EVALSHA" in data[:64].upper():
+                    self.held += 1
+                    self.open.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 CLAIM = re.compile(r"claimed bundle partition (\d+) \(epoch (\d+)")
@@ -317,12 +373,6 @@ def test_rebalance_zombie_and_takeover(
         p.stop_all()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a Redis stall beyond redis-py's 5 s socket timeout crashes the segmentation agent; Faust "
-    "restarts it past the failed batch (Kafka's offset runs ahead of Redis); the agent seeks "
-    "back once, but the records already fetched beyond the stored offset arrive next and are "
-    "taken for a retention gap ('offsets N..M are gone from Kafka; continuing'): the events of "
-    "the skipped bundles are never applied (stream/agents/segmentation.py handle())"))
 def test_redis_stall_beyond_the_client_timeout_loses_no_events(
     kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -337,18 +387,86 @@ def test_redis_stall_beyond_the_client_timeout_loses_no_events(
         worker.start()
         wait_for("the first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
                  > 0, [worker])
-        # Redis refuses writes for 8 s (e.g. a slow fork, a failover): a commit waits > 5 s
+        # Redis refuses writes for 8 s (e.g. a slow fork, a failover): a commit waits longer
+        # than redis-py's 5 s socket timeout. The worker must retry that commit (the partition
+        # waits, lag grows), never move past the batch.
         redis_cmd(private_redis, "CLIENT", "PAUSE", 8_000, "WRITE")
-        mark = topic_size(kafka_bootstrap, p.names["changes"])
-        wait_for("changes produced while Redis is paused", lambda: topic_size(
-            kafka_bootstrap, p.names["changes"]) > mark, [worker], timeout_s=6)
         wait_caught_up(p, len(events), [worker], timeout_s=WAIT_S)
         log = worker.log_path.with_suffix(".1.log").read_text(errors="replace")
-        print(f"\nagent crashes: {log.count('Crashed reason')}, seeks back: "
-              f"{log.count('seeking back')}, gaps skipped: {log.count('are gone from Kafka')}")
+        print(f"\nRedis retries: {log.count('retrying in')}, agent crashes: "
+              f"{log.count('Crashed reason')}, gaps skipped: {log.count('are gone from Kafka')}")
+        assert log.count("retrying in") >= 1, "the stall must have caught a Redis call"
+        assert log.count("are gone from Kafka") == 0
         report = check_end_state(p, events, segments)
         print(f"events {len(events)}, changes {report.changes}, duplicates {report.duplicates}")
         assert worker.stop() == 0, worker.log_tail()
     finally:
         redis_cmd(private_redis, "CLIENT", "UNPAUSE")
         p.stop_all()
+
+
+def test_a_zombie_commit_is_fenced(
+    kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    """A owns every partition; its Redis traffic is held in a proxy right after it produced
+    a batch's changes (so its commit is on the way) and A is frozen (SIGSTOP). B joins, gets
+    every partition after A's session timeout and claims them (higher epochs). Then the
+    held commit reaches Redis and A resumes: the commit must be FENCED (nothing of it
+    written), A drops the partition, and the end state is still exactly the replay's."""
+    segments = slow_segments(tmp_path)
+    proxy = HoldingProxy(int(private_redis.rsplit(":", 1)[1].split("/", maxsplit=1)[0]))
+    p = make_pipeline(kafka_bootstrap, private_redis, unique_topic_prefix, tmp_path, segments,
+                      SEGSTREAM_BUNDLE_MAX_EVENTS="10", SEGSTREAM_SEGMENT_BATCH_RECORDS="4")
+    parts = set(range(p.bundle_partitions))
+    events = flapping_events(random.Random(31), int(time.time() * 1000), customers=400,
+                             per_customer=8)
+    head = len(events) // 4
+    produce(kafka_bootstrap, p.names["raw"], events[:head], partitions=p.raw_partitions)
+    # A reaches Redis through the proxy; a long socket timeout keeps the held commit waiting
+    a = p.worker("a", SEGSTREAM_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=120")
+    b = p.worker("b")
+    feeder = Feeder(p, events[head:], pace_s=0.25, hold_at=(len(events) - head) // 2)
+    try:
+        a.start()
+        wait_for("A's first changes", lambda: topic_size(kafka_bootstrap, p.names["changes"])
+                 > 0, [a])
+        feeder.start()
+        wait_for("A owning every partition", lambda: {q for q, _ in claims(a)} == parts, [a])
+        proxy.hold()
+        # the agent commits only after its batch's changes are acknowledged: a held EVALSHA
+        # is a batch whose changes are out and whose state is not written
+        wait_for("a commit of A held", lambda: proxy.held > 0, [a], timeout_s=30)
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            b.start()
+            took = wait_for("B to claim every partition", lambda: {
+                q for q, _ in claims(b)} == parts, [b])
+            print(f"\nA frozen with {proxy.held} commit(s) held; B claimed {claims(b)} "
+                  f"{took:.1f} s after its start")
+            proxy.release()
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        wait_for("A's stale commit fenced", lambda: (metric(
+            a, "segstream_fenced_commits_total") or 0) >= 1, [a, b], timeout_s=60)
+        feeder.release()
+        feeder.finish()
+        prog = wait_caught_up(p, len(events), [a, b], timeout_s=WAIT_S)
+        report = check_end_state(p, events, segments)
+        print(f"events {len(events)} ({prog.bundled_events - len(events)} duplicated by "
+              f"ingest), changes logged {report.changes}, duplicates seen downstream "
+              f"{report.duplicates}; fenced commits A={metric(a, 'segstream_fenced_commits_total')}"
+              f" B={metric(b, 'segstream_fenced_commits_total')}; claims A={claims(a)} "
+              f"B={claims(b)}")
+        assert a.stop() == 0, a.log_tail()
+        assert b.stop() == 0, b.log_tail()
+    finally:
+        proxy.release()
+        for w in (a, b):
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
+        if feeder.is_alive():
+            feeder.release()
+            feeder.join(timeout=WAIT_S)
+        p.stop_all()
+        proxy.close()
