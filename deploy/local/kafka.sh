@@ -193,46 +193,15 @@ start_locked() {
     log "ready on 127.0.0.1:$PORT after $(( SECONDS - started )) s"
 }
 
-stop_locked() {
-    local pid
-    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        stop_pid kafka "$pid" 20
-    else
-        log "not running ($INSTANCE)"
-    fi
-    rm -rf "$PIDFILE" "$LEASES" "$MANAGED"
+stop_locked() { server_stop_locked; }
+reap_locked() { server_reap_locked "$@"; }
+server_address() {
+    local controller
+    controller=$(grep -oP '^controller.quorum.voters=1@127.0.0.1:\K[0-9]+' "$PROPS" 2>/dev/null \
+        || echo "$CONTROLLER_PORT")
+    printf '127.0.0.1:%s (controller %s)' "$1" "$controller"
 }
-
-# reap_locked [PID]: drop PID's lease (if given) and dead ones; stop a managed broker nobody holds.
-reap_locked() {
-    [[ -n ${1:-} ]] && lease_remove "$LEASES" "$1"
-    local live
-    live=$(lease_prune "$LEASES")
-    if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
-        return 0
-    fi
-    if [[ ! -f $MANAGED ]]; then
-        log "not stopping: this broker was started without a lease (make infra-up); use stop"
-    elif (( live > 0 )); then
-        log "not stopping: $live other lease holder(s) still use it"
-    else
-        stop_locked
-    fi
-}
-
-status() {
-    local pid
-    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        local kind=unmanaged port
-        port=$(cat "$INSTANCE/port" 2>/dev/null || echo "$PORT")
-        [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
-        printf 'kafka: running, pid %s, 127.0.0.1:%s (controller %s), %s, instance %s\n' \
-            "$pid" "$port" "$(grep -oP '^controller.quorum.voters=1@127.0.0.1:\K[0-9]+' "$PROPS" 2>/dev/null || echo "$CONTROLLER_PORT")" "$kind" "$INSTANCE"
-        return 0
-    fi
-    printf 'kafka: not running (instance %s, port %s)\n' "$INSTANCE" "$PORT"
-    return 3
-}
+status() { server_status; }
 
 case ${1:-} in
     fetch) mkdir -p "$KAFKA_CACHE"; with_lock "$KAFKA_CACHE/.lock" do_fetch ;;

@@ -148,3 +148,58 @@ lease_prune() {
     fi
     printf '%s\n' "$live"
 }
+
+# --- the lifecycle kafka.sh, redis.sh and prometheus.sh share --------------------------------
+# shellcheck disable=SC2153 # PIDFILE, PORT... are set by the sourcing script
+# A script sets INSTANCE, PIDFILE, PID_PATTERN, LEASES, MANAGED and PORT, names itself in
+# SEGSTREAM_TAG, and may define server_address PORT (default 127.0.0.1:PORT) for `status`.
+
+# server_stop_locked: stop the instance's server (SIGTERM, then SIGKILL after 20 s).
+server_stop_locked() {
+    local pid
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
+        stop_pid "$SEGSTREAM_TAG" "$pid" 20
+    else
+        log "not running ($INSTANCE)"
+    fi
+    rm -rf "$PIDFILE" "$LEASES" "$MANAGED"
+}
+
+# server_reap_locked [PID]: drop PID's lease (if given) and dead ones; stop a managed server
+# nobody holds any more (one started by `make infra-up`, without a lease, is left alone).
+server_reap_locked() {
+    [[ -n ${1:-} ]] && lease_remove "$LEASES" "$1"
+    local live
+    live=$(lease_prune "$LEASES")
+    if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
+        return 0
+    fi
+    if [[ ! -f $MANAGED ]]; then
+        log "not stopping: this server was started without a lease (make infra-up); use stop"
+    elif (( live > 0 )); then
+        log "not stopping: $live other lease holder(s) still use it"
+    else
+        server_stop_locked
+    fi
+}
+
+# server_status: one line; exit 0 when running, 3 when not.
+# shellcheck disable=SC2153 # PORT is set by the sourcing script
+server_status() {
+    local pid
+    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
+        local kind=unmanaged port address
+        port=$(cat "$INSTANCE/port" 2>/dev/null || echo "$PORT")
+        [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
+        if declare -F server_address >/dev/null; then
+            address=$(server_address "$port")
+        else
+            address="127.0.0.1:$port"
+        fi
+        printf '%s: running, pid %s, %s, %s, instance %s\n' \
+            "$SEGSTREAM_TAG" "$pid" "$address" "$kind" "$INSTANCE"
+        return 0
+    fi
+    printf '%s: not running (instance %s, port %s)\n' "$SEGSTREAM_TAG" "$INSTANCE" "$PORT"
+    return 3
+}

@@ -148,45 +148,10 @@ start_locked() {
     log "ready on http://127.0.0.1:$PORT after $(( SECONDS - started )) s, dir $INSTANCE"
 }
 
-stop_locked() {
-    local pid
-    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        stop_pid prometheus "$pid" 20
-    else
-        log "not running ($INSTANCE)"
-    fi
-    rm -rf "$PIDFILE" "$LEASES" "$MANAGED"
-}
-
-# reap_locked [PID]: drop PID's lease (if given) and dead ones; stop a managed server nobody holds.
-reap_locked() {
-    [[ -n ${1:-} ]] && lease_remove "$LEASES" "$1"
-    local live
-    live=$(lease_prune "$LEASES")
-    if ! read_pid "$PIDFILE" "$PID_PATTERN" >/dev/null; then
-        return 0
-    fi
-    if [[ ! -f $MANAGED ]]; then
-        log "not stopping: this server was started without a lease; use stop"
-    elif (( live > 0 )); then
-        log "not stopping: $live other lease holder(s) still use it"
-    else
-        stop_locked
-    fi
-}
-
-status() {
-    local pid
-    if pid=$(read_pid "$PIDFILE" "$PID_PATTERN"); then
-        local kind=unmanaged port
-        port=$(cat "$INSTANCE/port" 2>/dev/null || echo "$PORT")
-        [[ -f $MANAGED ]] && kind="managed, $(lease_prune "$LEASES") lease(s)"
-        printf 'prometheus: running, pid %s, http://127.0.0.1:%s, %s, instance %s\n' "$pid" "$port" "$kind" "$INSTANCE"
-        return 0
-    fi
-    printf 'prometheus: not running (instance %s, port %s)\n' "$INSTANCE" "$PORT"
-    return 3
-}
+stop_locked() { server_stop_locked; }
+reap_locked() { server_reap_locked "$@"; }
+server_address() { printf 'http://127.0.0.1:%s' "$1"; }
+status() { server_status; }
 
 case ${1:-} in
     install) ensure_installed ;;
