@@ -196,7 +196,7 @@ def check_change_log(changes: Iterable[Any]) -> None:
 
     A ``Forgotten(customer)`` marker in the log (see ``mark_forgets``) lets that
     customer's counters start again at 1, once per segment: the engine's current behaviour
-    after a forget (see test_forget_keeps_version_counters, xfail)."""
+    when a profile ends (see test_forget_keeps_version_counters, xfail)."""
     last: dict[tuple[str, str], int] = {}
     may_restart: set[tuple[str, str]] = set()
     forgotten: set[str] = set()
@@ -206,11 +206,10 @@ def check_change_log(changes: Iterable[Any]) -> None:
             may_restart = {k for k in may_restart if k[0] != ch.rid}
             continue
         key = (ch.customer_id, ch.segment)
-        if (ch.customer_id in forgotten and key not in may_restart
-                and not ch.cause.startswith("forget:")):
+        if (ch.customer_id in forgotten and key not in may_restart and ch.version == 1
+                and last.get(key, 0) % 2 == 0 and last.get(key, 0) > 0):
             may_restart.add(key)
-            if ch.version == 1 and last.get(key, 0) % 2 == 0:
-                last[key] = 0
+            last[key] = 0
         v = last.get(key, 0) + 1
         assert ch.version == v, f"{key}: version {ch.version} after {v - 1} ({ch})"
         assert ch.action == ("enter" if v % 2 else "exit"), f"{key}: {ch}"
@@ -219,18 +218,26 @@ def check_change_log(changes: Iterable[Any]) -> None:
 
 
 def mark_forgets(engine: Any, log: list[Any]) -> Any:
-    """Wrap ``engine.forget`` so that a ``Forgotten(routing id)`` marker enters ``log``."""
-    inner = engine.forget
+    """Wrap ``engine.forget`` and ``engine.merge`` so that a ``Forgotten(routing id)`` marker
+    enters ``log`` when a profile ends (erased, or merged away as the anonymous side): its
+    version counters end with it (see check_change_log)."""
+    inner_forget, inner_merge = engine.forget, engine.merge
 
     def forget(state: Any, event: dict[str, Any], now: int) -> Any:
-        step = inner(state, event, now)
+        step = inner_forget(state, event, now)
         if not step.late:
             rid = state.cid if state is not None else (
                 event.get("customer_id") or event.get("anonymous_id"))
             log.append(Forgotten(rid))
         return step
 
-    engine.forget = forget
+    def merge(target: Any, source: Any, event: dict[str, Any], now: int) -> Any:
+        known, anon = inner_merge(target, source, event, now)
+        if not known.late:
+            log.append(Forgotten(source.cid))
+        return known, anon
+
+    engine.forget, engine.merge = forget, merge
     return engine
 
 
