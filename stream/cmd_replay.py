@@ -327,7 +327,6 @@ def run(args: argparse.Namespace) -> int:
 def build_engine(path: Path) -> tuple[Any, Any]:
     """(Engine, ast.Catalogue) for a definitions file."""
     from processors.engine import Engine  # noqa: PLC0415
-
     from processors.lang.compile import compile_catalogue  # noqa: PLC0415
     from processors.lang.load import load_definitions  # noqa: PLC0415
 
