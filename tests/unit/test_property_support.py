@@ -6,6 +6,7 @@ Holds no tests (helpers only); imported by the other tests/unit/test_property_*.
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -270,9 +271,12 @@ def result_members(result: Any) -> dict[str, frozenset[str]]:
 
 def boundary_instants(events: Sequence[dict[str, Any]], durations: Iterable[int],
                       extra: Iterable[int] = ()) -> list[int]:
-    """Event times, and each event time + D - 1, + D, + D + 1 for every duration D."""
+    """Event times (and 1 ms before), each event time + D - 1, + D, + D + 1 for every
+    duration D, and the midpoints between successive event times."""
     out = set(extra)
     durs = sorted(set(durations))
+    times = sorted({ev["timestamp"] for ev in events})
+    out.update((a + b) // 2 for a, b in itertools.pairwise(times))
     for ev in events:
         ts = ev["timestamp"]
         out.add(ts)
