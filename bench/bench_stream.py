@@ -113,6 +113,15 @@ def bundles_of(events: list[Event], partitions: int) -> tuple[list[bytes], list[
 
 # --- phases (run inside a worker subprocess) --------------------------------------------------
 
+def quiet_worker(worker: Any) -> Any:
+    """Drop Faust's terminal spinner. With a log level of WARNING or above, faust.Worker sets
+    the *root logger* to DEBUG so that its spinner turns on every record, and leaves it there:
+    every ``log.debug`` of aiokafka (one per produced record) then builds a LogRecord (~10 us).
+    The production worker (`segstream worker`, level info by default) has no spinner."""
+    worker.spinner = None
+    return worker
+
+
 def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | None) -> None:
     """(b): the real app with the segmentation agent, timed around its batch handler."""
     import faust  # noqa: PLC0415
@@ -149,7 +158,7 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
             clock.finish(counts["events"], dict(counts))
 
     agent.handle, agent._publish_and_commit = timed_handle, counted_publish
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
 def run_table_phase(target: int, result_path: Path) -> None:
@@ -181,7 +190,7 @@ def run_table_phase(target: int, result_path: Path) -> None:
                 clock.finish(count, {})
 
     app.agent(app.segstream_topics.raw, name="bench.naive_table")(naive)
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
 # --- driver helpers ------------------------------------------------------------------------------
@@ -254,7 +263,8 @@ def step_latency(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path
         "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
         "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
         "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_NAMESPACE": namespace,
-        "SEGSTREAM_SEGMENTS_FILE": str(defs)})
+        "SEGSTREAM_SEGMENTS_FILE": str(defs),
+        "SEGSTREAM_LOG_LEVEL": "info"})  # the default: see quiet_worker for why not warning
     n = int(rate * (seconds + warmup))
     evs = list(generate(GeneratorConfig(customers=max(customers, 100), events=int(n * 1.06) + 50,
                                         days=1, seed=99)))
@@ -404,7 +414,7 @@ def step_restart(bootstrap: str, redis_url: str, env: dict[str, str], namespace:
     producer.close()
     log = tmp / "restart-worker.log"
     t0 = time.perf_counter()
-    proc = common.spawn_worker(env, log)
+    proc = common.spawn_worker({**env, "SEGSTREAM_LOG_LEVEL": "info"}, log)
     first = last = None
     try:
         while last is None:
@@ -481,7 +491,7 @@ def step_profile(redis_url: str, run: str, compiled: Any, records: list[bytes],
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--customers", type=int, default=150_000,
+    ap.add_argument("--customers", type=int, default=200_000,
                     help="customer profiles of the generator (not all are active in the window)")
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)
