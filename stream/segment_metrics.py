@@ -41,6 +41,7 @@ class SegmentMetrics:
     forwarded: Counter
     erased: Counter
     fenced: Counter
+    fenced_records: Counter
     seeks: Counter
     redis_errors: Counter
     definitions_errors: Counter
@@ -81,6 +82,8 @@ class SegmentMetrics:
                         "Events of linked anonymous ids forwarded to the customer's partition."),
             fenced=c("segstream_fenced_commits_total",
                      "Commits refused because another worker claimed the partition."),
+            fenced_records=c("segstream_fenced_records_total",
+                             "Bundle records dropped because another worker owns the partition."),
             seeks=c("segstream_offset_seeks_total",
                     "Seeks back to the stored offset (Kafka's commit ran ahead of Redis)."),
             redis_errors=c("segstream_redis_errors_total", "Failed Redis operations."),

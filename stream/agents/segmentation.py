@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "segstream.segmentation"
-SEEK_AGAIN_S = 10.0  # a seek whose records have not come back after this long is repeated
 RETRIABLE_REDIS_ERRORS = (
     RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError, TryAgainError,
     MasterDownError, OSError,
@@ -96,7 +95,9 @@ class SegmentationAgent:
         self.metrics = SegmentMetrics.create(app.metrics_registry)
         self.owned: dict[int, PartitionSegmenter] = {}
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._seeking: dict[int, tuple[int, float]] = {}  # partition -> (offset, when)
+        # partitions another worker claimed since ours: not ours again until Kafka assigns
+        # them to us anew (re-claiming would fence the rightful owner in turn)
+        self._lost: set[int] = set()
         self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
         self._bundles = settings.topic("bundles")
@@ -115,6 +116,7 @@ class SegmentationAgent:
         """Rebalance: drop partitions we lost (their cache may be stale once another worker
         writes them); new ones are claimed lazily when their first record arrives."""
         mine = {tp.partition for tp in assigned if tp.topic == self._bundles}
+        self._lost -= mine  # assigned anew: ours to claim again
         for p in list(self.owned):
             if p not in mine:
                 async with self.locks[p]:
@@ -133,7 +135,6 @@ class SegmentationAgent:
                 p, self.engine, self.store, partitions=self.settings.bundle_partitions,
                 cache_max=self.settings.state_cache_max)
             self.owned[p] = seg
-            self._seeking.pop(p, None)
             log.info("claimed bundle partition %d (epoch %d, next offset %d)",
                      p, seg.epoch, seg.next_offset)
             if await self.store.definitions_version(p) != self.engine.catalogue.version:
@@ -238,6 +239,9 @@ class SegmentationAgent:
         try:
             for p, records in by_partition.items():
                 async with self.locks[p]:
+                    if p in self._lost:  # fenced: its records are the new owner's
+                        self.metrics.fenced_records.inc(len(records))
+                        continue
                     seg = await self._retrying("claim", partial(self._segmenter, p))
                     if records[0][0] > seg.next_offset and await self._reread(seg, records):
                         continue
@@ -265,15 +269,14 @@ class SegmentationAgent:
         if seg.next_offset < earliest:
             log.error("bundle partition %d: offsets %d..%d are gone from Kafka (retention); "
                       "continuing from %d", p, seg.next_offset, earliest - 1, first)
-            self._seeking.pop(p, None)
             return False
-        target, since = self._seeking.get(p, (-1, 0.0))
-        if target != seg.next_offset or time.monotonic() - since > SEEK_AGAIN_S:
-            log.warning("bundle partition %d: records from %d but the state is at %d; "
-                        "reading them again", p, first, seg.next_offset)
-            self.metrics.seeks.inc()
-            self._seeking[p] = (seg.next_offset, time.monotonic())
-            await self.app.consumer.seek(tp, seg.next_offset)
+        # Seek at every dropped batch, not once: records fetched before the seek still arrive
+        # and move Faust's read offset past the target (it then drops the re-fetched ones);
+        # the seek after the last of them is the one that stands.
+        log.warning("bundle partition %d: records from %d but the state is at %d; reading "
+                    "them again", p, first, seg.next_offset)
+        self.metrics.seeks.inc()
+        await self.app.consumer.seek(tp, seg.next_offset)
         return True
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -324,6 +327,7 @@ class SegmentationAgent:
                             commit_seconds=time.perf_counter() - commit_started, now_ms=now)
         if result is CommitResult.FENCED:
             self.owned.pop(seg.partition, None)
+            self._lost.add(seg.partition)
 
     # --- timers -----------------------------------------------------------------------------
     async def timers(self) -> None:

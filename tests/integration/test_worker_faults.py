@@ -405,19 +405,6 @@ def test_redis_stall_beyond_the_client_timeout_loses_no_events(
         p.stop_all()
 
 
-STUCK_AFTER_ZOMBIE = (
-    "flaky (2 of 5 runs): the resumed zombie, fenced on one partition, re-claims it at its "
-    "next buffered batch before Faust revokes it (stream/agents/segmentation.py _segmenter: a "
-    "fenced partition is claimed again), fencing the rightful owner in turn; the fenced "
-    "batches are acked, so Kafka's committed offsets run ahead of Redis; the next owner seeks "
-    "back ('records from N but the state is at M; reading them again') but records Faust had "
-    "already fetched beyond M raise its read offset (faust/transport/consumer.py drops "
-    "messages below _read_offset), the re-fetched ones are dropped, and the agent seeks again "
-    "only when a newer record arrives more than SEEK_AGAIN_S later: once the stream is idle "
-    "the partition never catches up (wait_caught_up times out)")
-
-
-@pytest.mark.xfail(strict=False, reason=STUCK_AFTER_ZOMBIE)
 def test_a_zombie_commit_is_fenced(
     kafka_bootstrap: str, private_redis: str, unique_topic_prefix: str, tmp_path: Path
 ) -> None:
