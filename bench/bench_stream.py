@@ -1,9 +1,9 @@
 """Streaming worker benchmark on the real broker and Redis (`make bench-stream`), in one run.
 
-Over the same generated stream (stream.generate: default 1M events, 100k customers plus
-anonymous visitors, sessions of several events over 30 days, timestamps shifted to end one
-minute before the wall clock; the default catalogue with ``allowed_lateness`` raised so the live
-worker's clock accepts 30-day-old events):
+Over the same generated stream (stream.generate: default 1M events from 200k customer profiles,
+of which ~83k known customers and ~118k routing ids are active, sessions of several events over
+30 days, timestamps shifted to end one minute before the wall clock; the default catalogue with
+``allowed_lateness`` raised so the live worker's clock accepts 30-day-old events):
 
   (a) engine     processors.replay.replay over the canonical events, in this process, one core;
   (b) worker     the bundles (500 events, routed with schemas.partitioner) pre-produced on the
@@ -12,8 +12,10 @@ worker's clock accepts 30-day-old events):
                  applied offset (Redis) to the topic's end; changes counted on the changes topic;
   (c) faust      the naive design on a subset: one event per record, one Faust Table write per
                  event (count and last timestamp per customer);
-  (d) latency    ingest+segmentation worker fed raw arrays at about half of rate (b), paced for
-                 ``--latency-seconds``: change record timestamp - produce time of its cause event;
+  (d) latency    an ingest+segmentation worker (`segstream worker`) fed raw arrays of 10 events,
+                 paced at half of rate (b) and at 500 events/s, 5 s warm-up then 30 s measured:
+                 change record timestamp - produce time of its cause event (p50/p99, split into
+                 produce->bundle and bundle->change, and whether latency drifted: queueing);
   (e) restart    Redis filled to ``--restart-states`` customer states, then a new worker process:
                  time from spawn to the first (and last) of 8 waiting bundles committed;
   (p) profile    PartitionSegmenter.process offline over the first bundles with MemoryStore and
