@@ -7,6 +7,7 @@ fixed, so the mark must then be removed.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,10 @@ def run(events: list[dict[str, Any]]) -> tuple[Any, list[Any], Any]:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "engine gap: forget drops the whole state, version counters included, so the customer's "
-    "next ENTER reuses version 1; a consumer deduplicating on (customer, segment, version) "
-    "drops it as a duplicate of the pre-forget ENTER v1"))
+    "replay gap: replay's forget drops the whole state, version counters included, so the "
+    "customer's next ENTER reuses version 1 (the streaming worker keeps engine.tombstone "
+    "instead, stream/segmenter.py); replay cannot follow until the codec gap below is fixed: "
+    "with tombstones a decoded state stamps some changes at another instant"))
 def test_forget_keeps_version_counters() -> None:
     _, log, _ = run([ev("1", "page_view", 0, "c1", url="/"),
                      ev("2", "forget", 1_000, "c1"),
@@ -71,3 +73,25 @@ def test_alias_cart_follows_time_order() -> None:
     result, _, cat = run(events)
     assert O.expected_members(cat, events, result.watermark) == {}
     assert result.segments_of("c1") == frozenset()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine gap: in memory a state keeps due instants that may be early (conservative), and "
+    "processing one advances its clock; a decoded state recomputes them on bind and may not, "
+    "so a later out-of-order event is stamped at the clock in one case and at its own time "
+    "in the other (membership, versions and causes agree; only `at` differs)"))
+def test_a_codec_round_trip_keeps_change_instants() -> None:
+    """Found by test_state_codec_round_trip_changes_nothing (hypothesis); the delivered stream
+    is kept as a fixture so the case stays deterministic."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_property_engine import CodecEngine, catalogue  # noqa: PLC0415
+
+    delivered = json.loads((Path(__file__).resolve().parents[1] / "fixtures"
+                            / "codec_clock_gap_delivered.json").read_text())
+    end = 1_795_479_405_000 + 20 * 60_000  # the last event time + 20 min, as the property
+    plain: list[Any] = []
+    replay(Engine(compile_catalogue(catalogue())), delivered, until=end, on_change=plain.append)
+    coded: list[Any] = []
+    replay(CodecEngine(Engine(compile_catalogue(catalogue()))), delivered,  # type: ignore[arg-type]
+           until=end, on_change=coded.append)
+    assert coded == plain
