@@ -156,23 +156,27 @@ class SegmentationAgent:
 
     # --- definitions at runtime -------------------------------------------------------------
     async def switch(self, doc: DefinitionsDoc) -> None:
-        """Run the published definitions ``doc`` from now on (owned partitions re-evaluated)."""
-        if doc.version == self.engine.catalogue.version:
-            return
-        try:
-            definitions = doc.catalogue()
-            engine = Engine(compile_catalogue(definitions))
-        except DefinitionError as err:  # published by hand, bypassing `segments apply`
-            self.metrics.definitions_errors.inc()
-            log.error("definitions %s refused, keeping %s: %s", doc.version,
-                      self.engine.catalogue.version, err)
-            return
-        log.info("switching definitions %s -> %s", self.engine.catalogue.version, doc.version)
-        self.definitions, self.engine = definitions, engine
+        """Run the published definitions ``doc`` from now on, and re-evaluate every owned
+        partition whose stored definitions version differs (also after a failure midway: the
+        caller retries, and partitions already done are skipped)."""
+        if doc.version != self.engine.catalogue.version:
+            try:
+                definitions = doc.catalogue()
+                engine = Engine(compile_catalogue(definitions))
+            except DefinitionError as err:  # published by hand, bypassing `segments apply`
+                self.metrics.definitions_errors.inc()
+                log.error("definitions %s refused, keeping %s: %s", doc.version,
+                          self.engine.catalogue.version, err)
+                return
+            log.info("switching definitions %s -> %s", self.engine.catalogue.version,
+                     doc.version)
+            self.definitions, self.engine = definitions, engine
+        version = self.engine.catalogue.version
         for p in sorted(self.owned):
             async with self.locks[p]:
                 seg = self.owned.get(p)
-                if seg is not None and not seg.fenced:
+                if (seg is not None and not seg.fenced
+                        and await self.store.definitions_version(p) != version):
                     await self._reevaluate(seg)
 
     async def follow_definitions(self) -> None:
