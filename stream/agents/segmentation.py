@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "segstream.segmentation"
+RESEEK_S = 1.0  # while records keep arriving beyond the stored offset, seek again this often
 RETRIABLE_REDIS_ERRORS = (
     RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError, TryAgainError,
     MasterDownError, OSError,
@@ -98,6 +99,8 @@ class SegmentationAgent:
         # partitions another worker claimed since ours: not ours again until Kafka assigns
         # them to us anew (re-claiming would fence the rightful owner in turn)
         self._lost: set[int] = set()
+        # partitions read again from their stored offset: partition -> when we last sought
+        self._rereading: dict[int, float] = {}
         self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
         self._bundles = settings.topic("bundles")
@@ -249,6 +252,7 @@ class SegmentationAgent:
                     seg = await self._retrying("claim", partial(self._segmenter, p))
                     if records[0][0] > seg.next_offset and await self._reread(seg, records):
                         continue
+                    self._rereading.pop(p, None)
                     started = time.perf_counter()
                     out = await self._retrying("state load", partial(_process, seg, records))
                     await self._publish_and_commit(seg, out, started)
@@ -274,14 +278,39 @@ class SegmentationAgent:
             log.error("bundle partition %d: offsets %d..%d are gone from Kafka (retention); "
                       "continuing from %d", p, seg.next_offset, earliest - 1, first)
             return False
-        # Seek at every dropped batch, not once: records fetched before the seek still arrive
-        # and move Faust's read offset past the target (it then drops the re-fetched ones);
-        # the seek after the last of them is the one that stands.
-        log.warning("bundle partition %d: records from %d but the state is at %d; reading "
-                    "them again", p, first, seg.next_offset)
-        self.metrics.seeks.inc()
-        await self.app.consumer.seek(tp, seg.next_offset)
+        # Records fetched before a seek still arrive and move Faust's read offset past the
+        # target (it then drops the re-fetched ones): seek again while they keep coming (at
+        # most every RESEEK_S), and the timer task seeks once more when they stopped coming.
+        if time.monotonic() - self._rereading.get(p, -RESEEK_S) >= RESEEK_S:
+            await self._seek_back(seg, first)
         return True
+
+    async def _seek_back(self, seg: PartitionSegmenter, first: int | None) -> None:
+        p = seg.partition
+        log.warning("bundle partition %d: records from %s but the state is at %d; reading "
+                    "them again", p, first if first is not None else "?", seg.next_offset)
+        self.metrics.seeks.inc()
+        self._rereading[p] = time.monotonic()
+        await self.app.consumer.seek(TP(self._bundles, p), seg.next_offset)
+
+    async def reseek_stalled(self) -> None:
+        """Timer-task half of the re-read: a partition still behind its stored offset after
+        RESEEK_S with nothing processed is sought again (the last seek may have been undone by
+        records that were already fetched); one with nothing left to read is done."""
+        for p, at in list(self._rereading.items()):
+            if time.monotonic() - at < RESEEK_S:
+                continue
+            async with self.locks[p]:
+                seg = self.owned.get(p)
+                if seg is None or p not in self._rereading:
+                    self._rereading.pop(p, None)
+                    continue
+                tp = TP(self._bundles, p)
+                end = (await self.app.consumer.highwaters(tp)).get(tp, 0)
+                if seg.next_offset >= end:
+                    self._rereading.pop(p, None)  # nothing beyond the state: caught up
+                    continue
+                await self._seek_back(seg, None)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` again after a transient Redis failure (connection lost, timeout,
@@ -341,6 +370,11 @@ class SegmentationAgent:
         while True:
             await asyncio.sleep(interval)
             passes += 1
+            if self._rereading:
+                try:
+                    await self.reseek_stalled()
+                except Exception:  # retried at the next pass
+                    log.exception("seeking back stalled partitions failed; retrying")
             for p in list(self.owned):
                 try:
                     await self.tick(p)
