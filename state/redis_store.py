@@ -87,6 +87,13 @@ return 1
 """
 
 
+def redis_client(url: str) -> Redis | RedisCluster:
+    """A client for ``url``; ``redis+cluster://host:port`` means a Redis Cluster (any node)."""
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
+    return Redis.from_url(url)
+
+
 class RedisStore:
     """:class:`state.store.StateStore` on a Redis server or a Redis Cluster (``RedisCluster``:
     a partition's keys share one hash tag, so the commit script runs on that slot's node;

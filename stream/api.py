@@ -29,7 +29,7 @@ from faust.types import TP
 
 from processors.lang import ast
 from schemas.partitioner import partition_for
-from state.redis_store import RedisStore
+from state.redis_store import RedisStore, redis_client
 from state.store import StateStore
 from stream.auth import (
     SECRET_MIN_LENGTH,
@@ -225,8 +225,6 @@ class MembershipApi:
     @property
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
-            from stream.agents.segmentation import redis_client  # noqa: PLC0415 (cycle)
-
             self._client = redis_client(self.settings.redis_url)
             self._store = RedisStore(self._client, namespace=self.settings.redis_namespace)
             self._ping = self._client.ping

@@ -29,7 +29,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import Stream
 from faust.types import TP, EventT, StreamT
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
@@ -45,7 +44,7 @@ from processors.lang.compile import compile_catalogue
 from processors.lang.errors import DefinitionError
 from schemas.changes import change_key, encode_change, from_change
 from schemas.deadletter import encode_dead_letter
-from state.redis_store import RedisStore
+from state.redis_store import RedisStore, redis_client
 from state.store import CommitResult, StateStore
 from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
 from stream.segment_metrics import SegmentMetrics
@@ -74,13 +73,6 @@ def _now_ms() -> int:
 async def _process(seg: PartitionSegmenter, records: list[tuple[int, bytes]]) -> Outcome:
     """One attempt at a batch, with the wall clock of that attempt as "now"."""
     return await seg.process(records, _now_ms())
-
-
-def redis_client(url: str) -> Any:
-    """A client for ``url``; ``redis+cluster://host:port`` means a Redis Cluster (any node)."""
-    if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
-    return Redis.from_url(url)
 
 
 class SegmentationAgent:

@@ -33,7 +33,6 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
-from redis.asyncio import Redis, RedisCluster
 
 from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
@@ -43,7 +42,7 @@ from schemas.bundle import EventsRecord, decode_record
 from schemas.changes import SegmentChange, decode_change
 from schemas.partitioner import partition_for
 from schemas.validation import validate_event
-from state.redis_store import RedisStore
+from state.redis_store import RedisStore, redis_client
 
 from .support import Worker, free_port, read_all
 
@@ -72,13 +71,6 @@ def leased_server(script: str, env: dict[str, str], what: str) -> Iterator[None]
     finally:
         subprocess.run([str(path), "release", str(os.getpid())], env=full, timeout=120,
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def redis_client(url: str) -> Redis | RedisCluster:
-    """A client for ``url`` (``redis+cluster://`` = Redis Cluster), as the worker makes it."""
-    if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
-    return Redis.from_url(url)
 
 
 # --- the pipeline -----------------------------------------------------------------------------
