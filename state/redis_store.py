@@ -87,11 +87,42 @@ return 1
 """
 
 
-def redis_client(url: str) -> Redis | RedisCluster:
-    """A client for ``url``; ``redis+cluster://host:port`` means a Redis Cluster (any node)."""
-    if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"))
-    return Redis.from_url(url)
+_CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+
+
+def redis_client(url: str, *, username: str | None = None, password: str | None = None,
+                 ssl_ca_certs: str | None = None, ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None, ssl_check_hostname: bool | None = None
+                 ) -> Redis | RedisCluster:
+    """A client for ``url`` (the one place Redis clients are made).
+
+    ``redis+cluster://host:port`` means a Redis Cluster (any node), ``rediss://`` and
+    ``rediss+cluster://`` TLS. Credentials come from the URL (``redis://user:pw@host``) or from
+    ``username``/``password`` (a password in the URL wins); the ``ssl_*`` options apply to TLS
+    URLs only (``ValueError`` otherwise). Nothing here puts the URL or a password into an error.
+    """
+    options: dict[str, Any] = {}
+    if username:
+        options["username"] = username
+    if password:
+        options["password"] = password
+    tls = {k: v for k, v in zip(_TLS_OPTIONS, (ssl_ca_certs, ssl_certfile, ssl_keyfile,
+                                                ssl_check_hostname), strict=True)
+           if v is not None}
+    for prefix, plain in _CLUSTER_SCHEMES.items():
+        if url.startswith(prefix):
+            url, cluster = plain + url.removeprefix(prefix), True
+            break
+    else:
+        cluster = False
+    if tls:
+        if not url.startswith("rediss://"):
+            raise ValueError("TLS options need a rediss:// (or rediss+cluster://) Redis URL")
+        options.update(tls)
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return Redis.from_url(url, **options)
 
 
 class RedisStore:

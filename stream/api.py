@@ -29,7 +29,7 @@ from faust.types import TP
 
 from processors.lang import ast
 from schemas.partitioner import partition_for
-from state.redis_store import RedisStore, redis_client
+from state.redis_store import RedisStore
 from state.store import StateStore
 from stream.auth import (
     SECRET_MIN_LENGTH,
@@ -39,6 +39,7 @@ from stream.auth import (
     parse_revoked,
     read_secret_lines,
 )
+from stream.connections import redis_for
 from stream.definitions import file_catalogue
 from stream.settings import Settings, SettingsError
 
@@ -54,6 +55,9 @@ MAX_LIMIT = 1000
 TOKEN_MIN_LENGTH = SECRET_MIN_LENGTH
 MAX_ID_LENGTH = 128  # customer ids and segment names (the event contract's limit)
 READY_REDIS_TIMEOUT_S = 1.0
+#: Largest request body the API accepts (it takes none: every route is a GET); larger ones get
+#: 413 ``payload_too_large`` (aiohttp's own limits: request line and each header 8190 bytes).
+API_MAX_BODY_BYTES = 16 * 1024
 _CURSOR_VERSION = 1
 
 
@@ -225,7 +229,7 @@ class MembershipApi:
     @property
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
-            self._client = redis_client(self.settings.redis_url)
+            self._client = redis_for(self.settings)
             self._store = RedisStore(self._client, namespace=self.settings.redis_namespace)
             self._ping = self._client.ping
         return self._store
@@ -321,16 +325,20 @@ def _parse_limit(text: str | None) -> int:
 
 
 # --- wiring -----------------------------------------------------------------------------------
-_STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def auth_middleware(auth: TokenAuth) -> Any:
-    """aiohttp middleware: token check (except :data:`EXEMPT_PATHS`), JSON errors, and a JSON
-    500 for unexpected failures (logged without the request headers: no token in logs)."""
+    """aiohttp middleware: body size limit, token check (except :data:`EXEMPT_PATHS`), JSON
+    errors, and a JSON 500 for unexpected failures (logged without the request headers: no
+    token in logs)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
+            if (request.content_length or 0) > API_MAX_BODY_BYTES:
+                raise ApiError(413, "payload_too_large",
+                               f"request bodies are limited to {API_MAX_BODY_BYTES} bytes")
             if request.path not in EXEMPT_PATHS:
                 auth.check(request.headers.get("Authorization"))
             return await handler(request)  # type: ignore[no-any-return]

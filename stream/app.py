@@ -11,6 +11,7 @@ duplicating nor reordering the bundles of a partition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,16 @@ from faust.types import ProducerT
 from prometheus_client import CollectorRegistry
 
 from stream.agents import attach_agents
-from stream.api import MembershipApi, attach_api
+from stream.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
+from stream.connections import KafkaSecurity, kafka_security
 from stream.metrics import IngestMetrics
 from stream.settings import Settings
 from stream.topics import Topics, declare_topics
 
 if TYPE_CHECKING:
     from stream.agents.ingest import IngestAgent
+
+log = logging.getLogger(__name__)
 
 #: Kafka's default ``message.max.bytes`` (what a broker accepts in one record batch).
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -58,10 +62,24 @@ class SegstreamApp(faust.App):
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
+    """Faust's ``broker_credentials`` for the Kafka security options (stream.connections):
+    Faust hands them to every client it makes (consumer, producer, topic creation)."""
+    if security.sasl:
+        return faust.SASLCredentials(username=security.username, password=security.password,
+                                     ssl_context=security.ssl_context,
+                                     mechanism=security.mechanism)
+    if security.ssl_context is not None:
+        return faust.SSLCredentials(security.ssl_context)
+    return None
+
+
 def faust_options(settings: Settings) -> dict[str, Any]:
-    """The Faust settings derived from ours (public so tests and tools can inspect them)."""
+    """The Faust settings derived from ours (public so tests and tools can inspect them).
+    :class:`SettingsError` when a security file (password, CA) cannot be used."""
     return {
         "broker": [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        "broker_credentials": broker_credentials(kafka_security(settings)),
         "env": {},  # Faust must not read os.environ (see the module docstring)
         "autodiscover": False,
         "datadir": str(settings.data_dir),
@@ -84,6 +102,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.web_host,
         "web_host": settings.web_host,
         "web_port": settings.web_port,
+        # the API takes no request bodies: aiohttp refuses to read a larger one (413); the
+        # auth middleware also answers 413 to a declared Content-Length above it (stream.api)
+        "web_application_options": {"client_max_size": API_MAX_BODY_BYTES},
     }
 
 
@@ -101,6 +122,11 @@ def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
     app.ingest_metrics = IngestMetrics.create(registry)
     # Faust's own sensors and the /metrics page, both serving *our* registry.
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+
+    async def log_configuration() -> None:  # once logging is set up; secrets masked (repr)
+        log.info("segstream configuration: %r", settings)
+
+    app.task(log_configuration)
     if with_agents:
         attach_agents(app, settings, app.segstream_topics)
         # the membership API, its auth middleware, /health and /ready (stream.api)

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from stream.settings import SettingsError
+
 # Sub-command modules, in the order `segstream --help` lists them. A module that is not
 # present yet (feature not built) is skipped, so the CLI always starts.
 COMMAND_MODULES = (
@@ -49,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:  # e.g. a password file that cannot be read (never its content)
+        print(f"segstream {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

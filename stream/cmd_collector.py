@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.collector import AccessLogger, Collector, create_app
+from stream.connections import kafka_kwargs
 from stream.settings import Settings, SettingsError
 
 log = logging.getLogger("segstream.collector")
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 async def ensure_raw_topic(settings: Settings) -> None:
     """Create the raw topic when it is missing (local runs; production provisions it).
     Best effort: without the right to create topics the collector still starts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_kwargs(settings))
     try:
         await admin.start()
         if settings.topic("raw") in await admin.list_topics():
@@ -69,11 +70,13 @@ def build(settings: Settings) -> web.Application:
     app = create_app(collector)
     state: dict[str, Any] = {}
 
+    kafka = kafka_kwargs(settings)  # SettingsError here (start-up) if a file is unusable
+
     async def connect() -> None:
         delay = 0.5
         while True:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                **kafka, acks="all",
                 enable_idempotence=True, linger_ms=settings.producer_linger_ms,
                 client_id="segstream-collector")
             try:

@@ -28,6 +28,7 @@ from redis.exceptions import WatchError
 
 from state.codec import CodecError, decode_state
 from state.redis_store import RedisStore
+from stream.connections import redis_for
 from stream.settings import Settings, SettingsError
 
 _GLOB_SPECIAL = "*?[]\\"
@@ -237,7 +238,7 @@ async def rebuild(settings: Settings, partitions: list[int], *, dry_run: bool = 
     if settings.redis_url.startswith("redis+cluster://"):
         out("redis-rebuild: Redis Cluster URLs are not supported (see --help)")
         return 2
-    client = Redis.from_url(settings.redis_url)
+    client = redis_for(settings)
     status = 0
     try:
         store = RedisStore(client, namespace=settings.redis_namespace)

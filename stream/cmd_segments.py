@@ -18,6 +18,7 @@ from pathlib import Path
 
 from processors.lang.errors import DefinitionError
 from processors.lang.load import load_definitions
+from stream.connections import kafka_kwargs
 from stream.definitions import DOCUMENT_KEY, DefinitionsDoc, diff, file_catalogue
 from stream.settings import Settings
 
@@ -139,8 +140,7 @@ def ensure_topic(settings: Settings) -> None:
     from kafka.admin import NewTopic  # noqa: PLC0415
     from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                             request_timeout_ms=TIMEOUT_MS)
+    admin = KafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=TIMEOUT_MS)
     try:
         admin.create_topics([NewTopic(settings.topic("definitions"), 1,
                                       settings.replication_factor,
@@ -157,8 +157,8 @@ def read_published(settings: Settings) -> DefinitionsDoc | None:
 
     ensure_topic(settings)
     tp = TopicPartition(settings.topic("definitions"), 0)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False, request_timeout_ms=TIMEOUT_MS)
+    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False,
+                             request_timeout_ms=TIMEOUT_MS)
     try:
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]
@@ -179,7 +179,7 @@ def publish(settings: Settings, doc: DefinitionsDoc) -> None:
     """Produce ``doc`` (acks=all) and wait for the acknowledgement."""
     from kafka import KafkaProducer  # noqa: PLC0415
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = KafkaProducer(**kafka_kwargs(settings), acks="all",
                              request_timeout_ms=TIMEOUT_MS)
     try:
         producer.send(settings.topic("definitions"), doc.encode(), key=DOCUMENT_KEY).get(

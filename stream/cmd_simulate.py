@@ -199,6 +199,7 @@ def _key(event: dict[str, Any]) -> bytes | None:
 class KafkaSink:
     bootstrap: str
     topic: str
+    security: dict[str, Any] = field(default_factory=dict)  # stream.connections.kafka_security
     producer: Any = None
     pending: list[asyncio.Future[Any]] = field(default_factory=list)
     records: int = 0
@@ -207,7 +208,7 @@ class KafkaSink:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - file mode needs no client
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **self.security, acks="all",
                                     enable_idempotence=True, linger_ms=5,
                                     client_id="segstream-simulate")
         try:
@@ -397,15 +398,18 @@ async def simulate(args: argparse.Namespace) -> int:
                 out.close()
         print(progress_line(sim, sink, time.monotonic() - started), file=sys.stderr)
         return 0
+    from stream.connections import kafka_security  # noqa: PLC0415
     from stream.settings import Settings, SettingsError  # noqa: PLC0415
 
     try:
         settings = Settings.from_env()
+        security = kafka_security(settings).client_kwargs() if target == "kafka" else {}
     except SettingsError as exc:
         raise SimulationError(str(exc)) from None
     live: KafkaSink | HttpSink
     if target == "kafka":
-        live = KafkaSink(settings.kafka_bootstrap, settings.topic("raw"))
+        live = KafkaSink(settings.kafka_bootstrap, settings.topic("raw"),
+                         security=security)
     else:
         key = args.write_key
         if key is None and settings.collector_write_keys:

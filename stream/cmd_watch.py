@@ -20,6 +20,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.changes import ChangeError, SegmentChange, decode_change
+from stream.connections import kafka_kwargs
 from stream.settings import Settings
 
 CLEAR = "\033[2J\033[H"
@@ -128,8 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     api = args.api or f"http://{settings.web_host}:{settings.web_port}"
     token = args.token or next(iter(_tokens(settings)), None)
     topic = settings.topic("changes")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     view = View()
     urls = [f"API:     {api}/segments   {api}/customers/<id>/segments",
             f"metrics: {api}/metrics", f"topic:   {topic} on {settings.kafka_bootstrap}"]

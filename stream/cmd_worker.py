@@ -72,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"segstream worker: configuration error: {exc}")
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # reads the password files, builds the TLS contexts
+    except SettingsError as exc:
+        print(f"segstream worker: configuration error: {exc}")
+        return 2
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.data_dir))
     tune_gc()
     worker.execute_from_commandline()  # exits the process (status 0, or non-zero on a crash)

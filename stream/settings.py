@@ -27,6 +27,8 @@ ENV_PREFIX = "SEGSTREAM_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DEFAULT_DATA_DIR = Path(".run/data")
 AGENT_NAMES = ("ingest", "segmentation")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
 
 
@@ -55,11 +57,58 @@ class Settings:
     # --- connections -------------------------------------------------------------------------
     kafka_bootstrap: str = _f(
         "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated `host:port` list.")
+    kafka_security_protocol: str = _f(
+        "plaintext", "How every Kafka client of segstream connects: `plaintext`, `ssl` (TLS), "
+        "`sasl_plaintext` (SASL authentication, no TLS) or `sasl_ssl` (SASL over TLS). "
+        "docs/operations.md#security.",
+        choices=("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"))
+    kafka_sasl_mechanism: str = _f(
+        "plain", "SASL mechanism with a `sasl_*` protocol: `plain`, `scram-sha-256` or "
+        "`scram-sha-512`.", choices=("plain", "scram-sha-256", "scram-sha-512"))
+    kafka_sasl_username: str = _f(
+        "", "SASL user name (required with a `sasl_*` protocol).")
+    kafka_sasl_password: str = _secret(
+        "", "SASL password (never logged). Prefer `SEGSTREAM_KAFKA_SASL_PASSWORD_FILE` in "
+        "production; exactly one of the two with a `sasl_*` protocol.")
+    kafka_sasl_password_file: str = _f(
+        "", "File holding the SASL password (read at start-up, surrounding whitespace "
+        "stripped); e.g. a mounted Kubernetes secret.")
+    kafka_ssl_cafile: str = _f(
+        "", "CA bundle (PEM) that verifies the brokers' certificates with `ssl` / `sasl_ssl`; "
+        "empty: the system's trusted CAs.")
+    kafka_ssl_certfile: str = _f(
+        "", "Client certificate (PEM) for mutual TLS with `ssl` / `sasl_ssl` (may hold the key "
+        "too).")
+    kafka_ssl_keyfile: str = _f(
+        "", "Private key (PEM, unencrypted) of the client certificate.")
+    kafka_ssl_check_hostname: bool = _f(
+        True, "Check that a broker's certificate names the host connected to (`true`/`false`; "
+        "turn off only for test certificates).")
     redis_url: str = _f(
         "redis://127.0.0.1:6379/0",
-        "Redis URL of the state and membership stores (`redis://`, `rediss://` for TLS, "
-        "`redis://:password@host:port/0` for AUTH; `redis+cluster://host:port` for a Redis "
-        "Cluster, any node).")
+        "Redis URL of the state and membership stores: `redis://host:port/db`, `rediss://` for "
+        "TLS, `redis+cluster://host:port` (`rediss+cluster://` with TLS) for a Redis Cluster, "
+        "any node. Credentials may be given in the URL (`redis://user:password@host`), but "
+        "prefer `SEGSTREAM_REDIS_PASSWORD(_FILE)`: the URL is not treated as a secret (it is "
+        "logged with the password masked).")
+    redis_username: str = _f(
+        "", "Redis ACL user name (Redis 6+); empty: the `default` user.")
+    redis_password: str = _secret(
+        "", "Redis password (AUTH; never logged). Prefer `SEGSTREAM_REDIS_PASSWORD_FILE` in "
+        "production; not together with a password in `SEGSTREAM_REDIS_URL`.")
+    redis_password_file: str = _f(
+        "", "File holding the Redis password (read at start-up, surrounding whitespace "
+        "stripped); e.g. a mounted Kubernetes secret.")
+    redis_ssl_cafile: str = _f(
+        "", "CA bundle (PEM) that verifies the Redis server's certificate (`rediss://` URLs "
+        "only); empty: the system's trusted CAs.")
+    redis_ssl_certfile: str = _f(
+        "", "Client certificate (PEM) for mutual TLS with Redis (`rediss://` URLs only).")
+    redis_ssl_keyfile: str = _f(
+        "", "Private key (PEM, unencrypted) of the Redis client certificate.")
+    redis_ssl_check_hostname: bool = _f(
+        True, "Check that the Redis server's certificate names the host connected to "
+        "(`true`/`false`).")
     # --- identity ----------------------------------------------------------------------------
     app_id: str = _f(
         "segstream",
@@ -219,6 +268,22 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        _check_security(self)
+
+    def __repr__(self) -> str:
+        """Every field, with secrets shown as ``'***'`` when set and URL credentials masked
+        (what a log line of the effective configuration may show)."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                value = MASK if value else ""
+            elif f.name == "redis_url":
+                value = mask_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
 
     # --- derived names -------------------------------------------------------------------------
     @property
@@ -261,6 +326,38 @@ class Settings:
         return cls(**values)
 
 
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its credentials (if any) replaced by ``***``.
+
+    >>> mask_url("redis://:s3cret@host:6379/0"), mask_url("rediss://app:pw@h/1")
+    ('redis://:***@host:6379/0', 'rediss://app:***@h/1')
+    >>> mask_url("redis://127.0.0.1:6379/0"), mask_url("redis+cluster://u@h:1")
+    ('redis://127.0.0.1:6379/0', 'redis+cluster://u@h:1')
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:{MASK}" if colon else user
+    return f"{scheme}://{masked}@{host}{slash}{path}"
+
+
+def url_has_password(url: str) -> bool:
+    """Whether ``url`` carries a password (``scheme://[user]:password@host``)."""
+    return mask_url(url) != url and f":{MASK}@" in mask_url(url)
+
+
+#: Fields whose values are secrets: shown as ``***`` (when set) by ``repr()``/``str()``.
+SECRET_FIELDS = frozenset(f.name for f in dataclasses.fields(Settings) if not f.repr)
+
+
 def env_name(field_name: str) -> str:
     """The environment variable of a settings field."""
     return ENV_PREFIX + field_name.upper()
@@ -278,12 +375,19 @@ def _parse(name: str, f: dataclasses.Field[Any], raw: str) -> Any:
             return int(text)
         if kind == "float":
             return float(text)
+        if kind == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
         if kind == "path":
             if not text:
                 raise ValueError("empty path")
             return Path(text)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected {kind}") from None
+        shown = "***" if f.name in SECRET_FIELDS else repr(raw)
+        raise SettingsError(f"{name}={shown}: expected {kind}") from None
     return text.lower() if f.metadata.get("choices") else text
 
 
@@ -306,6 +410,47 @@ def _check(f: dataclasses.Field[Any], value: Any) -> None:
         raise SettingsError(f"{name} must not be empty")
 
 
+_KAFKA_SASL = ("sasl_plaintext", "sasl_ssl")
+_KAFKA_TLS = ("ssl", "sasl_ssl")
+
+
+def _check_security(s: Settings) -> None:
+    """Connection settings that contradict each other (never shows a secret's value)."""
+    proto = s.kafka_security_protocol
+    var = env_name("kafka_security_protocol")
+    if proto in _KAFKA_SASL:
+        if not s.kafka_sasl_username:
+            raise SettingsError(f"{var}={proto} needs SEGSTREAM_KAFKA_SASL_USERNAME")
+        if not (s.kafka_sasl_password or s.kafka_sasl_password_file):
+            raise SettingsError(f"{var}={proto} needs SEGSTREAM_KAFKA_SASL_PASSWORD or "
+                                "SEGSTREAM_KAFKA_SASL_PASSWORD_FILE")
+    elif s.kafka_sasl_username or s.kafka_sasl_password or s.kafka_sasl_password_file:
+        raise SettingsError(f"SEGSTREAM_KAFKA_SASL_* are set but {var}={proto}: use "
+                            "sasl_ssl (or sasl_plaintext)")
+    if s.kafka_sasl_password and s.kafka_sasl_password_file:
+        raise SettingsError("SEGSTREAM_KAFKA_SASL_PASSWORD and SEGSTREAM_KAFKA_SASL_PASSWORD_FILE "
+                            "are both set: keep one")
+    tls_files = (s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile)
+    if proto not in _KAFKA_TLS and any(tls_files):
+        raise SettingsError(f"SEGSTREAM_KAFKA_SSL_* files are set but {var}={proto}: use ssl "
+                            "or sasl_ssl")
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        raise SettingsError("SEGSTREAM_KAFKA_SSL_KEYFILE needs SEGSTREAM_KAFKA_SSL_CERTFILE")
+    url = s.redis_url
+    if s.redis_password and s.redis_password_file:
+        raise SettingsError("SEGSTREAM_REDIS_PASSWORD and SEGSTREAM_REDIS_PASSWORD_FILE are both "
+                            "set: keep one")
+    if (s.redis_password or s.redis_password_file) and url_has_password(url):
+        raise SettingsError("SEGSTREAM_REDIS_URL carries a password and "
+                            "SEGSTREAM_REDIS_PASSWORD(_FILE) is set too: keep one")
+    tls = url.startswith(("rediss://", "rediss+cluster://"))
+    if not tls and (s.redis_ssl_cafile or s.redis_ssl_certfile or s.redis_ssl_keyfile):
+        raise SettingsError(f"SEGSTREAM_REDIS_SSL_* files are set but SEGSTREAM_REDIS_URL="
+                            f"{mask_url(url)} is not a TLS URL (rediss:// or rediss+cluster://)")
+    if s.redis_ssl_keyfile and not s.redis_ssl_certfile:
+        raise SettingsError("SEGSTREAM_REDIS_SSL_KEYFILE needs SEGSTREAM_REDIS_SSL_CERTFILE")
+
+
 def settings_markdown() -> str:
     """docs/configuration.md, generated from the field documentation."""
     lines = [
@@ -323,7 +468,7 @@ def settings_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for f in dataclasses.fields(Settings):
-        default = f.default
+        default = str(f.default).lower() if isinstance(f.default, bool) else f.default
         shown = f"`{default}`" if default != "" else '`""` (none)'
         lines.append(
             f"| `{env_name(f.name)}` | {_type_name(f)} | {shown} | {f.metadata['doc']} |")

@@ -44,8 +44,9 @@ from processors.lang.compile import compile_catalogue
 from processors.lang.errors import DefinitionError
 from schemas.changes import change_key, encode_change, from_change
 from schemas.deadletter import encode_dead_letter
-from state.redis_store import RedisStore, redis_client
+from state.redis_store import RedisStore
 from state.store import CommitResult, StateStore
+from stream.connections import kafka_kwargs, redis_for
 from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
 from stream.segment_metrics import SegmentMetrics
 from stream.segmenter import Outcome, PartitionSegmenter
@@ -102,7 +103,7 @@ class SegmentationAgent:
     @property
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
-            self._store = RedisStore(redis_client(self.settings.redis_url),
+            self._store = RedisStore(redis_for(self.settings),
                                      namespace=self.settings.redis_namespace)
         return self._store
 
@@ -192,7 +193,7 @@ class SegmentationAgent:
     async def _follow_definitions(self) -> None:
         tp = TopicPartition(self.settings.topic("definitions"), 0)
         await self.topics.definitions.maybe_declare()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(**kafka_kwargs(self.settings),
                                     enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:

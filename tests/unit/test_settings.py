@@ -22,8 +22,11 @@ def test_defaults_match_the_documented_topic_names() -> None:
 
 
 def test_every_field_is_read_from_its_env_name() -> None:
-    samples = {"int": "7000", "str": "x-value", "Path": "/tmp/segstream-test"}
-    special = {"agents": "ingest"}  # fields with their own value rules
+    samples = {"int": "7000", "str": "x-value", "Path": "/tmp/segstream-test", "bool": "false"}
+    # fields with their own value rules (a password and its file exclude each other; TLS
+    # files need a TLS Redis URL)
+    special = {"agents": "ingest", "kafka_sasl_password_file": "", "redis_password_file": "",
+               "redis_url": "rediss://x-value"}
     env: dict[str, str] = {}
     for f in dataclasses.fields(Settings):
         if f.name in special:
@@ -34,7 +37,7 @@ def test_every_field_is_read_from_its_env_name() -> None:
             env[env_name(f.name)] = samples[str(f.type)]
     s = Settings.from_env(env)
     for f in dataclasses.fields(Settings):
-        assert str(getattr(s, f.name)) == env[env_name(f.name)].lower(), f.name
+        assert str(getattr(s, f.name)).lower() == env[env_name(f.name)].lower(), f.name
 
 
 def test_prefix_applies_to_topics_and_group() -> None:
