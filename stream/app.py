@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from stream.agents import attach_agents
 from stream.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
 from stream.connections import KafkaSecurity, kafka_security
-from stream.metrics import IngestMetrics
+from stream.metrics import IngestMetrics, PartitionLag
 from stream.settings import Settings
 from stream.topics import Topics, declare_topics
 
@@ -55,6 +55,7 @@ class SegstreamApp(faust.App):
     segstream_topics: Topics
     metrics_registry: CollectorRegistry
     ingest_metrics: IngestMetrics
+    partition_lag: PartitionLag  # segstream_partition_lag, set by each agent
     ingest: IngestAgent  # set when the ingest agent is attached
     membership_api: MembershipApi
 
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
     registry = CollectorRegistry()
     app.metrics_registry = registry
     app.ingest_metrics = IngestMetrics.create(registry)
+    app.partition_lag = PartitionLag.create(registry)
     # Faust's own sensors and the /metrics page, both serving *our* registry.
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
 

@@ -13,16 +13,31 @@ Agents count per batch in plain ints/dicts and add the totals here once per batc
 ...                bundle_sizes=[3], dead_letters=1, seconds=0.01)
 >>> m.registry.get_sample_value("segstream_ingest_events_valid_total", {"type": "page_view"})
 3.0
+
+:class:`PartitionLag` is the per-partition lag of both stages (``segstream_partition_lag``),
+set every :data:`LAG_INTERVAL_S` by each agent from numbers the worker already holds: the
+consumer's high-water mark (returned with every fetch response, no extra request) minus the
+committed raw offset (ingest) or minus the next offset to apply stored in Redis (segmentation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from stream.app import SegstreamApp
+
+log = logging.getLogger(__name__)
 
 BUNDLE_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+#: How often, in seconds, each agent sets its stage's ``segstream_partition_lag``.
+LAG_INTERVAL_S = 1.0
 FLUSH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -79,3 +94,79 @@ class IngestMetrics:
         self.bundles.inc(n_bundles)
         self.dead_letters.inc(dead_letters)
         self.flush_seconds.observe(seconds)
+
+
+@dataclass(slots=True)
+class PartitionLag:
+    """``segstream_partition_lag{stage, partition}``: records of a partition not done yet.
+
+    ``stage="ingest"``: raw-topic records beyond the consumer group's committed offset (read or
+    not, their bundles are not all acknowledged yet). ``stage="segmentation"``: bundle-topic
+    records beyond the offset applied in Redis. Only the partitions a worker is assigned are
+    shown by that worker (a partition it loses disappears at the next update), so a sum over
+    workers counts each partition once.
+
+    >>> lag = PartitionLag.create(CollectorRegistry())
+    >>> lag.update("ingest", {0: 5, 1: 0})
+    >>> lag.update("ingest", {1: 2})  # partition 0 was revoked
+    >>> value = lag.registry.get_sample_value
+    >>> [value("segstream_partition_lag", {"stage": "ingest", "partition": p}) for p in "01"]
+    [None, 2.0]
+    """
+
+    registry: CollectorRegistry
+    gauge: Gauge
+    shown: dict[str, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> PartitionLag:
+        """Register the lag gauge in *registry*."""
+        return cls(registry, Gauge(
+            "segstream_partition_lag",
+            "Records of a partition not processed yet: raw records beyond the committed offset "
+            "(stage=ingest), bundle records beyond the offset applied in Redis "
+            "(stage=segmentation); partitions assigned to this worker only.",
+            ("stage", "partition"), registry=registry))
+
+    def update(self, stage: str, lags: Mapping[int, int]) -> None:
+        """Set *stage*'s lag of each partition in *lags*; drop the partitions not in it."""
+        shown = self.shown.setdefault(stage, set())
+        for p in shown - set(lags):
+            self.gauge.remove(stage, str(p))
+        for p, n in lags.items():
+            self.gauge.labels(stage, str(p)).set(max(0, n))
+        shown.clear()
+        shown.update(lags)
+
+
+def partition_lags(app: SegstreamApp, topic: str,
+                   done: Callable[[int], int | None]) -> dict[int, int]:
+    """``partition -> high-water mark - done(partition)`` for the partitions of *topic* this
+    worker is assigned, with the high-water mark the consumer got with its last fetch
+    response (no request: cheap enough to run every few seconds). Partitions not fetched yet
+    (no high-water mark) or with no known progress (``done`` gives None) are left out."""
+    consumer = app.consumer
+    lags: dict[int, int] = {}
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except AssertionError:  # revoked since assignment() (aiokafka asserts it is assigned)
+            continue
+        at = done(tp.partition)
+        if high is not None and at is not None:
+            lags[tp.partition] = max(0, high - at)
+    return lags
+
+
+async def report_lag_forever(report: Callable[[], Awaitable[None]]) -> None:
+    """Run *report* every ``LAG_INTERVAL_S`` (an app task); a failure is logged, not fatal."""
+    while True:
+        await asyncio.sleep(LAG_INTERVAL_S)
+        try:
+            await report()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. Redis unreachable: the gauge keeps its last value
+            log.warning("reporting the partition lag failed (%r); retrying", exc)

@@ -33,6 +33,10 @@ every dead letter of its record are acknowledged by Kafka:
   drops duplicates by event id). Later batches cannot move the commit past the gap either.
 * On shutdown the held messages of unconfirmed batches are simply never acked: re-read later.
 
+Lag: every ``LAG_INTERVAL_S`` a task sets ``segstream_partition_lag{stage="ingest"}`` of each
+assigned raw partition to the consumer's high-water mark (from the last fetch response, no
+extra request) minus the group's committed offset (:func:`partition_lags`).
+
 Per-event exceptions never reach this loop: ``RecordPacker`` dead-letters the record or event
 with code ``internal_error`` and counts it.
 """
@@ -47,13 +51,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from faust import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import Limits, parse_record, partition_key
 from stream.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
+from stream.metrics import partition_lags, report_lag_forever
 from stream.settings import Settings
 from stream.topics import Topics
 
@@ -101,6 +106,21 @@ class IngestAgent:
         self._inflight: list[asyncio.Future[None]] = []  # batches sent, not yet acknowledged
         self._bundles_topic = settings.topic("bundles")
         self._deadletters_topic = settings.topic("deadletters")
+        self._raw_topic = settings.topic("raw")
+
+    async def report_lag(self) -> None:
+        """``segstream_partition_lag{stage="ingest"}``: raw records beyond the committed offset
+        (Faust's record of its last commit; a group that never committed counts from 0)."""
+        committed = self.app.consumer._committed_offset  # a defaultdict: read with .get
+
+        def done(p: int) -> int:
+            return committed.get(TP(self._raw_topic, p)) or 0
+
+        self.app.partition_lag.update("ingest", partition_lags(self.app, self._raw_topic, done))
+
+    async def lag_task(self) -> None:
+        """An app task: :meth:`report_lag` every ``LAG_INTERVAL_S``."""
+        await report_lag_forever(self.report_lag)
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """The Faust agent body: batch, pack, flush, repeat."""
@@ -207,3 +227,4 @@ def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
     agent = IngestAgent(app, settings, topics)
     app.ingest = agent
     app.agent(topics.raw, name=AGENT_NAME)(agent.run)
+    app.task(agent.lag_task)

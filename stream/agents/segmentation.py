@@ -11,6 +11,11 @@ skips the bundle (its offset is at or below the stored one). The Kafka offsets a
 body returns are only a hint: the offset stored in Redis is the truth, and a partition whose
 records arrive beyond it (Kafka's commit ran ahead of lost Redis writes) is sought back.
 
+Lag: every ``LAG_INTERVAL_S`` a task sets ``segstream_partition_lag{stage="segmentation"}`` of
+each assigned bundle partition to the consumer's high-water mark (from its last fetch response)
+minus the next offset to apply (the segmenter's copy of the offset stored in Redis; read from
+Redis for a partition not claimed yet).
+
 A timer task (every ``timer_interval_ms``) runs :meth:`PartitionSegmenter.tick` for each owned
 partition under the same lock: time-only ENTER/EXIT within about a second of their instant.
 """
@@ -48,6 +53,7 @@ from state.redis_store import RedisStore
 from state.store import CommitResult, StateStore
 from stream.connections import kafka_kwargs, redis_for
 from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
+from stream.metrics import partition_lags, report_lag_forever
 from stream.segment_metrics import SegmentMetrics
 from stream.segmenter import Outcome, PartitionSegmenter
 from stream.settings import Settings
@@ -391,6 +397,27 @@ class SegmentationAgent:
             self.metrics.segment_size.labels(name).set(sizes.get(name, 0))
         self.metrics.timer_backlog.set(backlog)
 
+    async def report_lag(self) -> None:
+        """``segstream_partition_lag{stage="segmentation"}``: bundle records beyond the offset
+        applied in Redis, per assigned partition."""
+        stored: dict[int, int] = {}
+        for tp in self.app.consumer.assignment():
+            seg = self.owned.get(tp.partition)
+            if tp.topic == self._bundles and (seg is None or seg.fenced):
+                applied = await self.store.applied_offset(tp.partition)  # not claimed yet
+                stored[tp.partition] = 0 if applied is None else applied + 1
+
+        def done(p: int) -> int | None:
+            seg = self.owned.get(p)
+            return seg.next_offset if seg is not None and not seg.fenced else stored.get(p)
+
+        self.app.partition_lag.update("segmentation",
+                                      partition_lags(self.app, self._bundles, done))
+
+    async def lag_task(self) -> None:
+        """An app task: :meth:`report_lag` every ``LAG_INTERVAL_S``."""
+        await report_lag_forever(self.report_lag)
+
     async def tick(self, p: int) -> None:
         async with self.locks[p]:
             seg = self.owned.get(p)
@@ -410,6 +437,7 @@ def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
     app.agent(topics.bundles, name=AGENT_NAME)(agent.run)
     app.task(agent.timers)
     app.task(agent.follow_definitions)
+    app.task(agent.lag_task)
 
     # Faust calls receivers as receiver(sender, assigned_or_revoked, signal=...)
     async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
