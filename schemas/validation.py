@@ -24,6 +24,7 @@ why. Figures and the alternatives measured: bench/bench_validate.py.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -168,6 +169,17 @@ def _classify(err: msgspec.ValidationError) -> InvalidEvent:
 # --- the rules a static schema cannot say ------------------------------------------------
 
 _EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_JSON_TYPES: Final[dict[type, str]] = {
+    dict: "object", list: "array", int: "integer", float: "number", bool: "boolean"}
+
+
+def _short(value: object) -> str:
+    """A scalar's repr (at most 64 characters); ``{...}`` / ``[...]`` for a container."""
+    if type(value) is dict:
+        return "{...}"
+    if type(value) is list:
+        return "[...]"
+    return repr(value)[:64]
 _SCALARS: Final = (str, int, float, bool, type(None))
 _DECLARED: Final[dict[str, frozenset[str]]] = {
     name: frozenset(properties_class(cls).__struct_fields__) for name, cls in EVENT_TYPES.items()
@@ -218,6 +230,12 @@ def _check_undeclared(kind: str, props: Event, limits: Limits) -> None:
             f"property name {clash!r} is reserved (an envelope field) at `$.properties.{clash}`",
         )
     for key in props.keys() - _DECLARED[kind]:
+        if len(key) > limits.max_string_chars:
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"property name longer than {limits.max_string_chars} characters at "
+                f"`$.properties.{key[:64]}...`",
+            )
         _check_extra(props[key], f"$.properties.{key}", 0, limits)
 
 
@@ -226,6 +244,12 @@ def _check_traits(traits: dict[str, Any], limits: Limits) -> None:
     for key, value in traits.items():
         if key in _TRAIT_FIELDS:
             continue
+        if len(key) > limits.max_string_chars:
+            raise InvalidEvent(
+                ErrorCode.BAD_PROPERTIES,
+                f"trait name longer than {limits.max_string_chars} characters at "
+                f"`$.properties.traits.{key[:64]}...`",
+            )
         if not isinstance(value, _SCALARS):
             raise InvalidEvent(
                 ErrorCode.BAD_PROPERTIES,
@@ -378,7 +402,10 @@ def validate_event(obj: object, now_ms: int, limits: Limits = DEFAULT_LIMITS) ->
     kind = obj.get("type")
     cls = EVENT_TYPES.get(kind) if type(kind) is str else None
     if cls is None:
-        got = "missing" if kind is None else repr(kind)[:64]
+        # a str is quoted (64 characters at most); anything else is named by its JSON type:
+        # repr() of a value nested ~1000 deep raises RecursionError (and a big one is slow)
+        got = ("missing" if kind is None else repr(kind[:64]) if type(kind) is str
+               else f"{_JSON_TYPES.get(type(kind), type(kind).__name__)} {_short(kind)}")
         raise InvalidEvent(
             ErrorCode.UNKNOWN_TYPE,
             f"`type` is {got} at `$.type`; expected one of: {', '.join(EVENT_TYPES)}",
@@ -403,6 +430,45 @@ class _Chunk(msgspec.Struct, array_like=True, gc=False):
     events: list[AnyEvent]
 
 _RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
+#: a JSON string, or one structural character (what :func:`_split_array` needs to see)
+_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+_JSON_WS: Final = b" \t\n\r"
+
+
+def _split_array(value: bytes) -> list[bytes]:
+    """The original bytes of each element of a JSON array that orjson accepted, without
+    recursion: msgspec's :data:`_RAW_LIST` gives up (``RecursionError``) on an element nested
+    about 1000 deep, which orjson still accepts (its limit is 1024).
+
+    >>> _split_array(b'[ {"a": [1, "],"]} , [[2]],3 ]')
+    [b'{"a": [1, "],"]}', b'[[2]]', b'3']
+    """
+    out: list[bytes] = []
+    depth = 0
+    start = 0
+    for m in _TOKENS.finditer(value):
+        c = value[m.start()]
+        if c in b"[{":
+            depth += 1
+            if depth == 1:
+                start = m.end()
+        elif c in b"]}":
+            depth -= 1
+            if depth == 0:
+                out.append(value[start : m.start()].strip(_JSON_WS))
+                break
+        elif c == 0x2C and depth == 1:  # a comma between two elements
+            out.append(value[start : m.start()].strip(_JSON_WS))
+            start = m.end()
+    return out
+
+
+def _raw_elements(value: bytes) -> Sequence[bytes | msgspec.Raw]:
+    """The original bytes of each element of an array record (see :func:`_split_array`)."""
+    try:
+        return _RAW_LIST.decode(value)
+    except RecursionError:
+        return _split_array(value)
 
 
 def _whole(code: ErrorCode, message: str, raw: bytes) -> tuple[list[Event], list[Rejected]]:
@@ -472,7 +538,7 @@ class _Elements:
 
     __slots__ = ("_raws", "_value")
 
-    def __init__(self, value: bytes, raws: list[msgspec.Raw] | None) -> None:
+    def __init__(self, value: bytes, raws: Sequence[bytes | msgspec.Raw] | None) -> None:
         self._value = value
         self._raws = raws
 
@@ -483,7 +549,7 @@ class _Elements:
     def raw(self, index: int, element: object) -> bytes:
         if self._raws is None:
             try:
-                self._raws = _RAW_LIST.decode(self._value)
+                self._raws = _raw_elements(self._value)
             except msgspec.DecodeError:  # pragma: no cover - orjson accepted the record
                 return orjson.dumps(element)
         return bytes(self._raws[index])
@@ -495,7 +561,7 @@ def _parse_array(
     """Validate a non-empty array record chunk by chunk: fast when a chunk is all valid."""
     max_bytes = limits.max_event_bytes
     # Element sizes matter only when the whole record could hold an oversized element.
-    elements = _Elements(value, _RAW_LIST.decode(value) if len(value) > max_bytes else None)
+    elements = _Elements(value, _raw_elements(value) if len(value) > max_bytes else None)
     good: list[Event] = []
     bad: list[Rejected] = []
     for start in range(0, len(obj), CHUNK):

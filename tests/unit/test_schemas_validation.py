@@ -363,3 +363,54 @@ def test_messages_stay_short_with_huge_bad_values() -> None:
     with pytest.raises(InvalidEvent) as info:
         validate_event(make(type="t" * 5_000), NOW)
     assert len(info.value.message) < 400
+
+
+# --- regressions found by the fuzz tests (tests/fuzz_inputs.py) ---------------------------------
+
+def _at_stack_depth(depth: int, call: Any) -> Any:
+    """Run ``call()`` with ``depth`` frames below it (a worker's stack is deep: Faust, asyncio)."""
+    return call() if depth == 0 else _at_stack_depth(depth - 1, call)
+
+
+@pytest.mark.parametrize("depth", [990, 1000, 1020])
+@pytest.mark.parametrize("big", [False, True])
+def test_array_element_nested_just_under_the_parser_limit(depth: int, big: bool) -> None:
+    # msgspec's raw-element split raised RecursionError on an element nested ~1000 deep (orjson
+    # accepts up to 1024): parse_record raised, so ingest dead-lettered the whole record as
+    # internal_error (its valid events lost) and the collector answered 500.
+    limits = Limits(max_event_bytes=4_000)  # a bigger record has its elements split at once
+    good_ev = make("page_view", properties={"url": "/", "pad": "p" * (3_000 if big else 0)})
+    nested = b"[" * depth + b"]" * depth
+    record = b"[" + orjson.dumps(good_ev) + b" ,\n" + nested + b"]"
+    assert (len(record) > limits.max_event_bytes) is big
+    good, bad = _at_stack_depth(800, lambda: parse_record(record, NOW, limits))
+    assert [e["event_id"] for e in good] == ["e-1"]
+    assert [(r.index, r.code, r.raw) for r in bad] == [(1, ErrorCode.NOT_OBJECT, nested)]
+
+
+@pytest.mark.parametrize("depth", [990, 1000, 1020])
+def test_type_nested_just_under_the_parser_limit(depth: int) -> None:
+    # the message quoted repr(type), which raised RecursionError for a deeply nested value
+    record = b'{"type":' + b"[" * depth + b"]" * depth + b"}"
+    good, bad = _at_stack_depth(800, lambda: parse_record(record, NOW))
+    assert not good
+    assert [(r.index, r.code) for r in bad] == [(None, ErrorCode.UNKNOWN_TYPE)]
+    assert "`type` is array [...]" in bad[0].message
+    with pytest.raises(InvalidEvent, match="object"):
+        validate_event(make(type={"a": 1}), NOW)
+    with pytest.raises(InvalidEvent, match="'xxxxx"):
+        validate_event(make(type="x" * 100_000), NOW)
+
+
+def test_extra_property_and_trait_names_are_bounded() -> None:
+    # only values and the keys *inside* an extra property were bounded: a property (or trait)
+    # name of any length up to max_event_bytes passed
+    limit = DEFAULT_LIMITS.max_string_chars
+    ok = make("page_view", properties={"url": "/", "k" * limit: 1})
+    assert validate_event(ok, NOW)["properties"]["k" * limit] == 1
+    with pytest.raises(InvalidEvent) as exc:
+        validate_event(make("page_view", properties={"url": "/", "k" * (limit + 1): 1}), NOW)
+    assert exc.value.code is ErrorCode.BAD_PROPERTIES and "property name longer" in str(exc.value)
+    with pytest.raises(InvalidEvent) as exc:
+        validate_event(make("identify", properties={"traits": {"t" * (limit + 1): 1}}), NOW)
+    assert exc.value.code is ErrorCode.BAD_PROPERTIES and "trait name longer" in str(exc.value)
