@@ -38,6 +38,7 @@ from stream.auth import (
     digest,
     parse_revoked,
     read_secret_lines,
+    scrub_http_parser_errors,
 )
 from stream.connections import redis_for
 from stream.definitions import file_catalogue
@@ -359,6 +360,7 @@ def auth_middleware(auth: TokenAuth) -> Any:
 def attach_api(app: SegstreamApp, settings: Settings) -> MembershipApi:
     """Add the API routes and the auth middleware to ``app``'s web server (no I/O here)."""
     auth = TokenAuth.from_settings(settings)
+    scrub_http_parser_errors()  # aiohttp would log bytes of a malformed request (a token)
     if auth.insecure:
         log.warning("SEGSTREAM_API_AUTH=none: the membership API is open to anyone who can "
                     "reach %s:%d", settings.web_host, settings.web_port)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from stream.settings import SettingsError
 
@@ -87,3 +90,29 @@ def parse_revoked(text: str, variable: str) -> tuple[bytes, ...]:
                                 "(`printf %s TOKEN | sha256sum`)")
         revoked.append(value)
     return tuple(revoked)
+
+
+class HttpParserErrorScrubber(logging.Filter):
+    """Keeps request bytes out of aiohttp's "Error handling request" log records.
+
+    aiohttp logs a malformed or over-long request line or header (``LineTooLong`` beyond 8190
+    bytes, ``BadHttpMessage``...) with a message quoting up to 100 bytes of it: an
+    ``Authorization`` header or a ``?write_key=`` URL would put a secret into the log. This
+    filter replaces such a record's text with the error's kind only (the record is kept).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad HTTP request from %s: %s (status %d; request bytes not logged)"
+            record.args = (remote, type(exc).__name__, exc.code)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def scrub_http_parser_errors(logger_name: str = "aiohttp.server") -> None:
+    """Install :class:`HttpParserErrorScrubber` on aiohttp's server logger (idempotent)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, HttpParserErrorScrubber) for f in logger.filters):
+        logger.addFilter(HttpParserErrorScrubber())

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from stream.auth import scrub_http_parser_errors
 from stream.collector import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
 from stream.settings import Settings, SettingsError
@@ -68,6 +69,7 @@ def build(settings: Settings) -> web.Application:
     start order against the broker does not matter."""
     collector = Collector(settings)
     app = create_app(collector)
+    scrub_http_parser_errors()  # aiohttp would log bytes of a malformed request (a write key)
     state: dict[str, Any] = {}
 
     kafka = kafka_kwargs(settings)  # SettingsError here (start-up) if a file is unusable
