@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry
 
 from stream.agents import attach_agents
 from stream.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
-from stream.connections import KafkaSecurity, kafka_security
+from stream.connections import KafkaSecurity, kafka_security, redis_auth_problem
 from stream.metrics import IngestMetrics, PartitionLag
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 from stream.topics import Topics, declare_topics
 
 if TYPE_CHECKING:
@@ -129,6 +129,14 @@ def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
         log.info("segstream configuration: %r", settings)
 
     app.task(log_configuration)
+
+    async def check_redis_credentials() -> None:  # fail fast: a refused password never heals
+        problem = await redis_auth_problem(settings)
+        if problem is not None:
+            log.critical("%s: stopping the worker", problem)
+            await app.crash(SettingsError(problem))
+
+    app.task(check_redis_credentials)
     if with_agents:
         attach_agents(app, settings, app.segstream_topics)
         # the membership API, its auth middleware, /health and /ready (stream.api)

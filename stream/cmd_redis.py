@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from state.codec import CodecError, decode_state
 from state.redis_store import RedisStore
 from stream.connections import redis_for
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, mask_url
 
 _GLOB_SPECIAL = "*?[]\\"
 _CHUNK = 1000
@@ -265,5 +265,10 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"segstream redis-rebuild: {exc}")
         return 2
-    return asyncio.run(rebuild(settings, partitions, dry_run=args.dry_run,
-                               retries=args.retries))
+    try:
+        return asyncio.run(rebuild(settings, partitions, dry_run=args.dry_run,
+                                   retries=args.retries))
+    except RedisError as exc:  # e.g. AuthenticationError: its text never holds the password
+        print(f"segstream redis-rebuild: Redis at {mask_url(settings.redis_url)}: "
+              f"{type(exc).__name__}: {exc}")
+        return 1

@@ -22,15 +22,17 @@ KafkaSecurity(protocol='SASL_PLAINTEXT', mechanism='PLAIN', username='app', pass
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from state.redis_store import redis_client
-from stream.settings import MASK, Settings, SettingsError, env_name
+from stream.settings import MASK, Settings, SettingsError, env_name, mask_url, url_has_password
 
 
 def read_secret_file(path: str, field_name: str) -> str:
@@ -154,3 +156,33 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 def redis_for(settings: Settings) -> Redis | RedisCluster:
     """The Redis (or Redis Cluster) client of ``settings``: URL, AUTH and TLS options."""
     return redis_client(settings.redis_url, **redis_options(settings))
+
+
+REDIS_AUTH_CHECK_TIMEOUT_S = 10.0
+
+
+async def redis_auth_problem(settings: Settings) -> str | None:
+    """Why Redis refuses this process's credentials (a clear message without any secret), or
+    None: accepted, or Redis not reachable now (retried by the agents, not a configuration
+    error). The worker checks this once at start-up and stops on a refusal."""
+    client = redis_for(settings)
+    where = mask_url(settings.redis_url)
+    try:
+        async with asyncio.timeout(REDIS_AUTH_CHECK_TIMEOUT_S):
+            await client.ping()
+    except (AuthenticationError, ResponseError) as exc:
+        text = str(exc)
+        if isinstance(exc, ResponseError) and not text.startswith(("NOAUTH", "WRONGPASS")):
+            return None
+        given = "a password" if (settings.redis_password or settings.redis_password_file
+                                 or url_has_password(settings.redis_url)) else "no password"
+        return (f"Redis at {where} refused the credentials ({type(exc).__name__}: "
+                f"{text.split(chr(10), maxsplit=1)[0][:200]}); this process gave {given}"
+                f"{' as user ' + repr(settings.redis_username) if settings.redis_username else ''}"
+                ": check SEGSTREAM_REDIS_PASSWORD / SEGSTREAM_REDIS_PASSWORD_FILE / "
+                "SEGSTREAM_REDIS_USERNAME")
+    except (RedisError, OSError, TimeoutError):
+        return None
+    finally:
+        await client.aclose()
+    return None
