@@ -23,6 +23,7 @@ KafkaSecurity(protocol='SASL_PLAINTEXT', mechanism='PLAIN', username='app', pass
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,41 @@ class KafkaSecurity:
         return f"KafkaSecurity(protocol={self.protocol!r}{shown})"
 
 
+#: Loggers of the Kafka clients that log every request at debug level, SASL ones included.
+KAFKA_REQUEST_LOGGERS = ("aiokafka.conn", "kafka.net.connection", "kafka.protocol.parser")
+
+
+class SaslRequestScrubber(logging.Filter):
+    """Keeps SASL credentials out of the Kafka clients' debug logs.
+
+    aiokafka (``Request to host:port N: SaslAuthenticateRequest(auth_bytes=b'\\x00user\\x00
+    password')``) and kafka-python log each request they send at debug level, and a PLAIN
+    authentication request carries the password in clear. Such an argument is replaced by
+    its type name (the record is kept).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                type(a).__name__.startswith("SaslAuthenticate") for a in record.args):
+            record.args = tuple(
+                f"{type(a).__name__}(auth bytes not logged)"
+                if type(a).__name__.startswith("SaslAuthenticate") else a for a in record.args)
+        return True
+
+
+def scrub_kafka_client_logs() -> None:
+    """Install :class:`SaslRequestScrubber` on the Kafka clients' request loggers
+    (idempotent; done whenever Kafka security options are resolved)."""
+    for name in KAFKA_REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SaslRequestScrubber) for f in logger.filters):
+            logger.addFilter(SaslRequestScrubber())
+
+
 def kafka_security(settings: Settings) -> KafkaSecurity:
     """The Kafka security options of ``settings`` (reads the password file, builds the TLS
     context); :class:`SettingsError` when a file is missing or unusable."""
+    scrub_kafka_client_logs()
     protocol = settings.kafka_security_protocol.upper()
     ctx = None
     if protocol in ("SSL", "SASL_SSL"):

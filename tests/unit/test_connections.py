@@ -4,6 +4,7 @@ secrets that never appear in a repr, a log line or an error message."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import ssl
@@ -189,3 +190,21 @@ def test_every_kafka_client_in_stream_takes_the_security_options() -> None:
             assert "**kafka_kwargs(" in m.group(2) or "**kafka" in m.group(2) \
                 or "**self.security" in m.group(2), f"{path.name}: {m.group(0)}"
     assert found >= 7
+
+
+class SaslAuthenticateRequest_v1:  # the name of aiokafka's request class
+    def __repr__(self) -> str:
+        return f"SaslAuthenticateRequest_v1(auth_bytes=b'\\x00app\\x00{SASL_PW}')"
+
+
+def test_kafka_client_debug_logs_never_show_sasl_auth_bytes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    kafka_security(Settings())  # resolving the options installs the scrubber
+    with caplog.at_level(logging.DEBUG):
+        for name in ("aiokafka.conn", "kafka.net.connection", "kafka.protocol.parser"):
+            logging.getLogger(name).debug("Request to %s:%d %d: %s", "h", 1, 3,
+                                          SaslAuthenticateRequest_v1())
+    assert len(caplog.records) == 3
+    for record in caplog.records:
+        assert SASL_PW not in record.getMessage()
+        assert record.getMessage().endswith("SaslAuthenticateRequest_v1(auth bytes not logged)")
