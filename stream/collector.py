@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from schemas.errors import ErrorCode
@@ -405,7 +406,16 @@ def create_app(collector: Collector) -> web.Application:
                                  f"exceeds {max_body} bytes")
         key = request_key(request.headers, request.query)
         collector.keys.check(key)  # before reading the body: no work for strangers
-        body = await request.read()
+        try:
+            body = await request.read()
+        except RequestPayloadError:  # e.g. `Content-Encoding: gzip` on a body that is not
+            # The rest cannot be read: end the body, so that aiohttp does not try to drain it
+            # after the answer (it would fail again and log an unhandled exception).
+            request.content.feed_eof()
+            encoding = request.headers.get("Content-Encoding", "")[:32]
+            raise CollectorError(400, "unparsable", "the body could not be read"
+                                 + (f" (Content-Encoding: {encoding!r})" if encoding else "")
+                                 ) from None
         status, result = await collector.post_events(key, body)
         return json_response(result, status)
 

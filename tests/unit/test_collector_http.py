@@ -4,6 +4,8 @@ when the answer is sent, and the failure answers."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -150,3 +152,28 @@ def test_all_invalid_produces_nothing_and_sendbeacon_style_works() -> None:
         assert 'segstream_collector_requests_total{status="400"} 1.0' in text
 
     run(t, collector_cors_origins="*")
+
+
+def test_body_that_cannot_be_decoded_is_400_not_500(caplog: Any) -> None:
+    # found by fuzzing: `Content-Encoding: gzip` on a body that is not gzip made request.read()
+    # raise RequestPayloadError: answered 500 internal_error, with two tracebacks logged
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        p.release.set()
+        close = {**AUTH, "Connection": "close"}
+        for data in (b"not gzip at all", b"\x1f\x8b\x08\x00garbage", b"\x00" * 100):
+            resp = await client.post("/v1/events", data=data,
+                                     headers={**close, "Content-Encoding": "gzip"})
+            assert resp.status == 400, await resp.text()
+            error = (await body(resp))["error"]
+            assert error["code"] == "unparsable", error  # (a cut gzip stream reads as empty)
+            assert "Content-Encoding" in error["message"] or data.startswith(b"\x1f\x8b")
+        resp = await client.post("/v1/events", data=gzip.compress(orjson.dumps([ev("z1")])),
+                                 headers={**close, "Content-Encoding": "gzip"})
+        assert (resp.status, await body(resp)) == (200, {"accepted": 1, "rejected": []})
+        assert [e["event_id"] for _, v, _ in p.sent for e in orjson.loads(v)] == ["z1"]
+        text = await (await client.get("/metrics")).text()
+        assert 'segstream_collector_requests_total{status="500"}' not in text
+
+    with caplog.at_level(logging.ERROR):
+        run(t)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
