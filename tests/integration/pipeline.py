@@ -17,6 +17,7 @@ import asyncio
 import os
 import random
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -33,6 +34,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
+from redis.asyncio import Redis
 
 from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
@@ -50,27 +52,59 @@ REPO = Path(__file__).resolve().parents[2]
 LIVE_SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
 LOCAL_DIR = REPO / "deploy" / "local"
 Event = dict[str, Any]
+# figures of the fault scenarios, printed in the session summary (tests/integration/conftest.py)
+FAULT_FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
 
 # --- servers ----------------------------------------------------------------------------------
+@dataclass
+class PrivateServer:
+    """A private server of a deploy/local script (``<script> start|stop``) with this pytest's
+    lease; :meth:`stop` and :meth:`start` again keep its data (a restart, not a new instance)."""
+
+    script: str
+    env: dict[str, str]
+    what: str
+    starts: int = 0
+
+    @property
+    def _full_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env, "SEGSTREAM_LEASE_PID": str(os.getpid())}
+        if self.starts:  # a restart keeps the instance's data
+            env = {k: v for k, v in env.items() if not k.endswith("_FRESH")}
+        return env
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(LOCAL_DIR / self.script), *args], env=self._full_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=180, check=False)
+
+    def start(self) -> None:
+        result = self._run("start")
+        self.starts += 1
+        if result.returncode != 0:
+            self.release()
+            pytest.fail(f"could not start {self.what} ({self.script} start exited "
+                        f"{result.returncode}):\n{result.stdout}", pytrace=False)
+
+    def stop(self) -> None:
+        result = self._run("stop")
+        assert result.returncode == 0, f"{self.script} stop: {result.stdout}"
+
+    def release(self) -> None:
+        self._run("release", str(os.getpid()))
+
+
 @contextmanager
-def leased_server(script: str, env: dict[str, str], what: str) -> Iterator[None]:
+def leased_server(script: str, env: dict[str, str], what: str) -> Iterator[PrivateServer]:
     """Run ``deploy/local/<script> start`` with this process's lease and a fresh instance;
     ``release`` it at the end. If pytest is killed, the script's watchdog stops the server."""
-    path = LOCAL_DIR / script
-    full = {**os.environ, **env, "SEGSTREAM_LEASE_PID": str(os.getpid())}
-    result = subprocess.run([str(path), "start"], env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=180, check=False)
-    if result.returncode != 0:
-        subprocess.run([str(path), "release", str(os.getpid())], env=full, timeout=120,
-                       check=False)
-        pytest.fail(f"could not start {what} ({path} start exited {result.returncode}):\n"
-                    f"{result.stdout}", pytrace=False)
+    server = PrivateServer(script, env, what)
+    server.start()
     try:
-        yield
+        yield server
     finally:
-        subprocess.run([str(path), "release", str(os.getpid())], env=full, timeout=120,
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server.release()
 
 
 # --- the pipeline -----------------------------------------------------------------------------
@@ -159,6 +193,78 @@ def produce(bootstrap: str, topic: str, events: Sequence[Event], *, chunk: int =
         producer.flush()
     finally:
         producer.close()
+
+
+# --- driving a test -------------------------------------------------------------------------
+def redis_cmd(url: str, *args: str | int) -> object:
+    async def run() -> object:
+        client = Redis.from_url(url)
+        try:
+            return await client.execute_command(*args)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+class Feeder(threading.Thread):
+    """Produces the events in the background, paced, and records how far it got; with
+    ``hold_at`` it stops after that many events until :meth:`release` (so a later phase of
+    the test is sure to still have a stream to process)."""
+
+    def __init__(self, p: Pipeline, events: Sequence[Event], pace_s: float,
+                 hold_at: int | None = None, chunk: int = 20, wait_s: float = 150.0) -> None:
+        super().__init__(daemon=True)
+        self.p, self.events, self.pace_s = p, events, pace_s
+        self.chunk, self.wait_s = chunk, wait_s
+        self.hold_at = len(events) if hold_at is None else hold_at
+        self.gate = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def run(self) -> None:
+        def sent(n: int) -> None:
+            self.sent = n
+
+        try:
+            for part, offset in ((self.events[:self.hold_at], 0),
+                                 (self.events[self.hold_at:], self.hold_at)):
+                if not part:
+                    continue
+                if offset:
+                    self.gate.wait(self.wait_s)
+                produce(self.p.bootstrap, self.p.names["raw"], part, chunk=self.chunk,
+                        partitions=self.p.raw_partitions, pace_s=self.pace_s,
+                        on_chunk=lambda n, o=offset: sent(o + n))
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(timeout=self.wait_s)
+        assert not self.is_alive(), "the producer thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def wait_for(what: str, cond: Callable[[], bool], workers: list[Worker],
+             timeout_s: float = 150.0, interval_s: float = 0.2) -> float:
+    """Poll ``cond`` until true; the seconds it took. Fails (with logs) on timeout or when a
+    worker in ``workers`` exits."""
+    started = time.monotonic()
+    while not cond():
+        for w in workers:
+            assert w.proc is not None
+            if w.proc.poll() is not None:
+                pytest.fail(f"worker exited ({w.proc.returncode}) while waiting for {what}:\n"
+                            f"{w.log_tail()}")
+        if time.monotonic() - started > timeout_s:
+            tails = "\n---\n".join(w.log_tail() for w in workers)
+            pytest.fail(f"timeout waiting for {what}\n{tails}")
+        time.sleep(interval_s)
+    return time.monotonic() - started
 
 
 # --- event streams ----------------------------------------------------------------------------
@@ -274,24 +380,55 @@ def topic_size(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+@dataclass
+class LogAudit:
+    """What the change log says, per (customer, segment): the highest version, the versions
+    that carried two different actions (``conflicting``), the versions missing below the
+    highest (``gaps``: changes lost), and the records whose action does not match their
+    version's parity (odd = ENTER, even = EXIT)."""
+
+    last: dict[tuple[str, str], int]
+    conflicting: list[tuple[str, str, int]]
+    gaps: list[tuple[str, str, int]]
+    misordered: list[tuple[str, str, int]]
+
+    def members(self) -> dict[str, set[str]]:
+        members: dict[str, set[str]] = defaultdict(set)
+        for (cid, seg), version in self.last.items():
+            if version % 2:
+                members[seg].add(cid)
+        return dict(members)
+
+
+def audit_log(changes: Sequence[SegmentChange]) -> LogAudit:
+    """Audit the change log (repeats of one (customer, segment, version) are allowed:
+    at-least-once delivery)."""
+    seen: dict[tuple[str, str, int], str] = {}
+    conflicting: list[tuple[str, str, int]] = []
+    misordered: list[tuple[str, str, int]] = []
+    for ch in changes:
+        key = (ch.customer_id, ch.segment, ch.version)
+        if seen.setdefault(key, ch.action) != ch.action:
+            conflicting.append(key)
+        if (ch.action == "enter") != (ch.version % 2 == 1):
+            misordered.append(key)
+    last: dict[tuple[str, str], int] = {}
+    for cid, seg, version in seen:
+        last[(cid, seg)] = max(last.get((cid, seg), 0), version)
+    gaps = [(cid, seg, v) for (cid, seg), top in last.items() for v in range(1, top)
+            if (cid, seg, v) not in seen]
+    return LogAudit(last, conflicting, gaps, misordered)
+
+
 def members_from_log(changes: Sequence[SegmentChange]) -> dict[str, set[str]]:
     """Membership implied by the change log, checking its integrity on the way: per
     (customer, segment) versions 1, 2, 3... (repeats allowed: at-least-once), alternating
     ENTER/EXIT, and never two actions for one version."""
-    seen: dict[tuple[str, str, int], str] = {}
-    last: dict[tuple[str, str], int] = {}
-    for ch in changes:
-        key = (ch.customer_id, ch.segment, ch.version)
-        assert seen.setdefault(key, ch.action) == ch.action, f"conflicting version {key}"
-        prev = last.get(key[:2], 0)
-        assert ch.version <= prev + 1, f"version gap at {key} after {prev}"
-        assert (ch.action == "enter") == (ch.version % 2 == 1)
-        last[key[:2]] = max(prev, ch.version)
-    members: dict[str, set[str]] = defaultdict(set)
-    for (cid, seg), version in last.items():
-        if version % 2:
-            members[seg].add(cid)
-    return dict(members)
+    audit = audit_log(changes)
+    assert not audit.conflicting, f"conflicting versions, e.g. {audit.conflicting[:5]}"
+    assert not audit.gaps, f"version gaps (lost changes), e.g. {audit.gaps[:5]}"
+    assert not audit.misordered, f"action does not match version, e.g. {audit.misordered[:5]}"
+    return audit.members()
 
 
 def log_versions(changes: Sequence[SegmentChange]) -> dict[tuple[str, str], int]:
@@ -407,35 +544,56 @@ def wait_caught_up(p: Pipeline, n_events: int, alive: Sequence[Worker],
 
 @dataclass
 class EndReport:
+    """The end state's audit. ``lost`` counts every sign of a lost change: a version missing
+    from the log below a later one, a (customer, segment) whose membership differs from the
+    offline replay, and a pair whose version in Redis differs from the log's last one (or a
+    member Redis no longer holds)."""
+
     changes: int
     duplicates: int
     members: dict[str, set[str]]
+    conflicting: int
+    gaps: int
+    wrong_members: int
+    redis_vs_log: int
+
+    @property
+    def lost(self) -> int:
+        return self.gaps + self.wrong_members + self.redis_vs_log
 
     def sizes(self) -> dict[str, int]:
         return {seg: len(m) for seg, m in sorted(self.members.items())}
 
 
 def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> EndReport:
-    """Redis membership == offline replay at one instant; the change log is consistent and
-    implies exactly Redis's membership and versions."""
+    """Redis membership == offline replay at one instant; the change log is consistent (no
+    conflicting version, no gap) and implies exactly Redis's membership and versions."""
     customers = sorted({ev.get("customer_id") or ev["anonymous_id"] for ev in events})
     at = int(time.time() * 1000)
     expected = expected_members(events, segments, at)
     members, _, versions = redis_view(p.redis_url, p.names["namespace"], customers,
                                       p.bundle_partitions)
     assert expected, "the data must put someone in a segment"
-    for seg in sorted(set(expected) | set(members)):
-        got, want = members.get(seg, set()), expected.get(seg, set())
-        assert got == want, (f"{seg}: {len(got ^ want)} differ, e.g. "
-                             f"{sorted(got - want)[:5]} extra, {sorted(want - got)[:5]} missing")
     logged = [ch for _, ch in changes_of(p.bootstrap, p.names["changes"])]
-    assert members_from_log(logged) == members
-    last = log_versions(logged)
-    for key, version in versions.items():
-        assert last.get(key) == version, f"{key}: Redis at version {version}, log {last.get(key)}"
+    audit = audit_log(logged)
+    differ = {seg: members.get(seg, set()) ^ expected.get(seg, set())
+              for seg in set(expected) | set(members)}
     # pairs Redis no longer holds (a forget erased them) must have ended outside the segment
-    assert all(v % 2 == 0 for k, v in last.items() if k not in versions), "member lost"
-    return EndReport(len(logged), duplicates(logged), members)
+    redis_vs_log = [k for k, v in versions.items() if audit.last.get(k) != v] + [
+        k for k, v in audit.last.items() if k not in versions and v % 2]
+    report = EndReport(len(logged), duplicates(logged), members, len(audit.conflicting),
+                       len(audit.gaps), sum(len(d) for d in differ.values()), len(redis_vs_log))
+    for seg, diff in sorted(differ.items()):
+        got, want = members.get(seg, set()), expected.get(seg, set())
+        assert not diff, (f"{seg}: {len(diff)} differ from the replay, e.g. "
+                          f"{sorted(got - want)[:5]} extra, {sorted(want - got)[:5]} missing")
+    assert not audit.conflicting, f"conflicting versions, e.g. {audit.conflicting[:5]}"
+    assert not audit.gaps, f"version gaps (lost changes), e.g. {audit.gaps[:5]}"
+    assert not audit.misordered, f"action does not match version, e.g. {audit.misordered[:5]}"
+    assert not redis_vs_log, (
+        f"Redis and the log disagree, e.g. "
+        f"{[(k, versions.get(k), audit.last.get(k)) for k in redis_vs_log[:5]]}")
+    return report
 
 
 # --- the live scenario (test_segmentation, and the same on Redis Cluster) ---------------------

@@ -24,13 +24,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from .pipeline import (
+    Feeder,
     Pipeline,
     changes_of,
     check_end_state,
@@ -41,14 +42,18 @@ from .pipeline import (
     metric,
     peak_rss_mb,
     produce,
+    redis_cmd,
     redis_view,
     slow_segments,
     topic_size,
     wait_caught_up,
+    wait_for,
 )
 from .support import Worker, free_port
 
 WAIT_S = 150.0
+
+pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
@@ -60,76 +65,6 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
            "SEGSTREAM_REDIS_PASSWORD": ""}
     with leased_server("redis.sh", env, "a private Redis"):
         yield f"redis://127.0.0.1:{port}/0"
-
-
-def redis_cmd(url: str, *args: str | int) -> object:
-    async def run() -> object:
-        client = Redis.from_url(url)
-        try:
-            return await client.execute_command(*args)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(run())
-
-
-class Feeder(threading.Thread):
-    """Produces the events in the background, paced, and records how far it got; with
-    ``hold_at`` it stops after that many events until :meth:`release` (so a later phase of
-    the test is sure to still have a stream to process)."""
-
-    def __init__(self, p: Pipeline, events: list[dict[str, object]], pace_s: float,
-                 hold_at: int | None = None) -> None:
-        super().__init__(daemon=True)
-        self.p, self.events, self.pace_s = p, events, pace_s
-        self.hold_at = len(events) if hold_at is None else hold_at
-        self.gate = threading.Event()
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def release(self) -> None:
-        self.gate.set()
-
-    def run(self) -> None:
-        def sent(n: int) -> None:
-            self.sent = n
-
-        try:
-            for part, offset in ((self.events[:self.hold_at], 0),
-                                 (self.events[self.hold_at:], self.hold_at)):
-                if not part:
-                    continue
-                if offset:
-                    self.gate.wait(WAIT_S)
-                produce(self.p.bootstrap, self.p.names["raw"], part, chunk=20,
-                        partitions=self.p.raw_partitions, pace_s=self.pace_s,
-                        on_chunk=lambda n, o=offset: sent(o + n))
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def finish(self) -> None:
-        self.join(timeout=WAIT_S)
-        assert not self.is_alive(), "the producer thread did not finish"
-        if self.error is not None:
-            raise self.error
-
-
-def wait_for(what: str, cond: Callable[[], bool], workers: list[Worker],
-             timeout_s: float = WAIT_S, interval_s: float = 0.2) -> float:
-    """Poll ``cond`` until true; the seconds it took. Fails (with logs) on timeout or when a
-    worker in ``workers`` exits."""
-    started = time.monotonic()
-    while not cond():
-        for w in workers:
-            assert w.proc is not None
-            if w.proc.poll() is not None:
-                pytest.fail(f"worker exited ({w.proc.returncode}) while waiting for {what}:\n"
-                            f"{w.log_tail()}")
-        if time.monotonic() - started > timeout_s:
-            tails = "\n---\n".join(w.log_tail() for w in workers)
-            pytest.fail(f"timeout waiting for {what}\n{tails}")
-        time.sleep(interval_s)
-    return time.monotonic() - started
 
 
 def in_flight(p: Pipeline, customers: list[str]) -> int:
