@@ -416,6 +416,9 @@ def create_app(collector: Collector) -> web.Application:
             raise CollectorError(400, "unparsable", "the body could not be read"
                                  + (f" (Content-Encoding: {encoding!r})" if encoding else "")
                                  ) from None
+        except ConnectionResetError:  # the client left before sending the whole body
+            raise CollectorError(400, "unparsable", "the connection closed before the whole "
+                                 "body arrived") from None
         status, result = await collector.post_events(key, body)
         return json_response(result, status)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from stream.collector import Collector, create_app
@@ -177,3 +177,41 @@ def test_body_that_cannot_be_decoded_is_400_not_500(caplog: Any) -> None:
     with caplog.at_level(logging.ERROR):
         run(t)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_client_leaving_mid_body_is_not_a_500(caplog: Any) -> None:
+    # found by fuzzing: a client that closes the connection before sending Content-Length bytes
+    # made request.read() raise ConnectionResetError: counted as a 500 internal_error (what
+    # 5xx alerts watch) with a traceback logged, for a client's behaviour. (aiohttp's
+    # TestServer cancels the handler instead; web.run_app lets it finish, as here.)
+    async def main() -> None:
+        collector = Collector(Settings(collector_write_keys=f"web={KEY}", topic_prefix="u-"),
+                              FakeProducer())
+        runner = web.AppRunner(create_app(collector), handler_cancellation=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+            writer.write(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n[{"event_id":')
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the handler is reading the body
+            writer.write_eof()  # gone before the rest
+            await reader.read()
+            writer.close()
+            for _ in range(50):
+                samples = {s.labels["status"]: s.value for s in
+                           collector.metrics.requests.collect()[0].samples
+                           if s.name.endswith("_total")}
+                if samples:
+                    break
+                await asyncio.sleep(0.1)
+            assert samples == {"400": 1.0}
+            assert collector.producer.sent == []  # type: ignore[union-attr]
+        finally:
+            await runner.cleanup()
+
+    with caplog.at_level(logging.ERROR, logger="stream.collector"):
+        asyncio.run(main())
+    assert not [r for r in caplog.records if r.name == "stream.collector"], caplog.text
