@@ -41,7 +41,7 @@ from processors.lang.compile import compile_catalogue
 from processors.lang.load import load_definitions
 from processors.replay import replay
 from schemas.bundle import EventsRecord, decode_record
-from schemas.changes import SegmentChange, decode_change
+from schemas.changes import ChangeDeduplicator, SegmentChange, decode_change
 from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.redis_store import RedisStore, redis_client
@@ -593,6 +593,14 @@ def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> End
     assert not redis_vs_log, (
         f"Redis and the log disagree, e.g. "
         f"{[(k, versions.get(k), audit.last.get(k)) for k in redis_vs_log[:5]]}")
+    # a downstream consumer reading the log in order drops exactly the repeats by version and
+    # never sees a version jump, and ends with Redis's membership
+    consumer = ChangeDeduplicator()
+    accepted = [ch for ch in logged if consumer.accept(ch)]
+    assert consumer.dropped == report.duplicates and consumer.skipped == 0, (
+        f"dropped {consumer.dropped} of {report.duplicates} repeats, {consumer.skipped} skips")
+    assert all(consumer.is_member(ch.customer_id, ch.segment) == (ch.customer_id in members.get(
+        ch.segment, set())) for ch in accepted)
     return report
 
 
