@@ -112,14 +112,16 @@ class HostileGenerator:
     """Seeded generator of hostile raw records with their expected outcomes.
 
     ``now_ms`` is the validator's clock the expectations assume; valid timestamps stay within
-    the hour before it and invalid future ones a day after it, so a validator whose clock is
-    minutes off still agrees. ``prefix`` starts every event id (tests filter on it).
+    ``max_age_ms`` before it and invalid future ones a day after it, so a validator whose clock
+    is minutes off still agrees. ``prefix`` starts every event id (tests filter on it).
     """
 
     def __init__(self, seed: int, now_ms: int, limits: Limits = DEFAULT_LIMITS,
-                 prefix: str = "fz-", customers: int = 200) -> None:
+                 prefix: str = "fz-", customers: int = 200, max_age_ms: int = 3_600_000
+                 ) -> None:
         self.rng = random.Random(seed)
         self.now = now_ms
+        self.max_age = max_age_ms
         self.limits = limits
         self.prefix = prefix
         self.customers = [f"{prefix}c{i}" for i in range(customers)]
@@ -144,7 +146,7 @@ class HostileGenerator:
         return f"{self.prefix}{tag}{self.n}"
 
     def _ts(self) -> int | str:
-        ts = self.now - self.rng.randrange(1_000, 3_600_000)
+        ts = self.now - self.rng.randrange(1_000, self.max_age)
         if self.rng.random() < 0.2:
             return _rfc3339(ts, self.rng)
         return ts
@@ -220,7 +222,7 @@ class HostileGenerator:
             ev.update({r.choice(("v", "kind", "events", "state", "__proto__", "$type", "_seg",
                                  "context", "Type", "EVENT_ID")): r.choice(_ODD_VALUES)()})
         elif choice < 0.4:  # odd but valid timestamp spellings
-            ts = self.now - r.randrange(1_000, 3_600_000)
+            ts = self.now - r.randrange(1_000, self.max_age)
             ev["timestamp"] = r.choice([
                 _rfc3339(ts, r).replace("T", "t").replace("Z", "z"),
                 _rfc3339(ts, r).replace("T", " "),
@@ -546,19 +548,20 @@ class HostileGenerator:
         return Case("duplicate_keys", value, (Expected(None, "unknown_type"),), ())
 
     def duplicate_id(self) -> Case:
-        """A valid event whose id was used before: the same event again (a retry) or another
-        event with the same id (the sender's bug). Both are valid for validation; the worker
-        drops the second by its id."""
+        """A valid event whose id was used before: the same event again (a retry), or with
+        other extra fields (a re-send by another system: same meaning, other details). Both are
+        valid for validation; the worker applies one of them (which one depends on arrival
+        order, so they differ only where no segment looks)."""
         r = self.rng
         if not self.issued:
             return self.valid_record()
         first = r.choice(self.issued[-500:])
+        again = dict(first)
         if r.random() < 0.5:
-            again = dict(first)
-        else:
-            again = self.valid_event("dup")
-            self.issued.pop()
-            again["event_id"] = first["event_id"]
+            again["source"] = "fuzz-resend"
+            again["context"] = {"retry": True}
+            if again["type"] != "identify":
+                again["properties"] = {**again["properties"], "resent": r.random()}
         self.issued.append(again)
         return Case("duplicate_id", _dumps(again), (), (again,))
 
