@@ -481,7 +481,7 @@ class HostileGenerator:
     def oversized_record(self) -> Case:
         r = self.rng
         evs = []
-        size = 2
+        size = 1  # "[" + each event and its "," or "]": the record's exact length
         while size <= self.limits.max_record_bytes:
             ev = self.valid_event("ov")
             self.issued.pop()
