@@ -48,6 +48,7 @@ from .pipeline import (
     flapping_events,
     leased_server,
     make_pipeline,
+    metric,
     peak_rss_mb,
     slow_segments,
     topic_size,
@@ -306,7 +307,10 @@ def test_kill_a_worker_during_a_rebalance(kafka_bootstrap: str, redis_url: str,
         run.say(f"B alone: next change {run.recovered('B taking over', [b]):.1f} s later")
         run.at_share(0.6, [b])
         a.start()
-        run.say(f"A back: next change {run.recovered('changes with A back', [a, b]):.1f} s later")
+        took = wait_for("A processing again", lambda: (
+            metric(a, "segstream_segment_events_total") or 0) > 0, [a, b], timeout_s=WAIT_S)
+        run.recoveries.append(took)
+        run.say(f"A back: processing {took:.1f} s after its start")
         figures = run.finish([a, b], request)
         assert figures["lost"] == 0 and figures["conflicting"] == 0
     finally:
