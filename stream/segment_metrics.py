@@ -36,6 +36,7 @@ class SegmentMetrics:
     changes: Counter
     late: Counter
     bad_records: Counter
+    engine_failures: Counter
     redelivered: Counter
     handoffs: Counter
     forwarded: Counter
@@ -71,6 +72,9 @@ class SegmentMetrics:
                    "Events refused as older than now - allowed lateness (dead-lettered)."),
             bad_records=c("segstream_bad_bundle_records_total",
                           "Bundle-topic records that could not be read (dead-lettered)."),
+            engine_failures=c("segstream_engine_failures_total",
+                              "Events or hand-offs the engine failed on (dead-lettered as "
+                              "internal_error; the rest of the batch goes on)."),
             redelivered=c("segstream_redelivered_bundles_total",
                           "Bundle records skipped as already applied (after a restart)."),
             handoffs=c("segstream_alias_handoffs_total",
@@ -115,6 +119,7 @@ class SegmentMetrics:
         self.events.inc(out.events)
         self.late.inc(len(out.late))
         self.bad_records.inc(len(out.bad_records))
+        self.engine_failures.inc(len(out.failed))
         self.redelivered.inc(out.duplicates_skipped)
         if out.handoffs_sent:
             self.handoffs.labels("sent").inc(out.handoffs_sent)

@@ -70,6 +70,9 @@ class Outcome:
 
     changes: list[Change] = field(default_factory=list)
     late: list[Event] = field(default_factory=list)  # refused as too late: dead-letter them
+    # items the engine failed on (a bug, or an event it cannot handle): (the item as bundle
+    # bytes, reason); dead-lettered as internal_error, the rest of the batch goes on
+    failed: list[tuple[bytes, str]] = field(default_factory=list)
     bad_records: list[tuple[int, str]] = field(default_factory=list)  # (offset, reason)
     events: int = 0
     duplicates_skipped: int = 0  # records at or below the applied offset
@@ -191,12 +194,13 @@ class PartitionSegmenter:
         await self._load_links(anons)
         ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
-        for item in items:
-            if isinstance(item, HandoffRecord):
-                self._absorb(item, now, out)
-            else:
-                out.events += 1
-                self._event(item, now, out)
+        try:
+            for item in items:
+                self._item(item, now, out)
+        except Exception:  # any engine failure: isolate the failing item, go on
+            log.exception("partition %d: the engine failed on a batch at offset %s; running it "
+                          "again item by item", self.partition, out.offset)
+            out = await self._isolate(items, ids, anons, now, out)
         out.forwards = {p: [r if isinstance(r, bytes) else encode_bundle(r) for r in records]
                         for p, records in out.pending.items()}
         out.commit = self._commit(out, offset=out.offset)
@@ -206,6 +210,69 @@ class PartitionSegmenter:
         if self.erasures and min(self.erasures.values()) < horizon:
             self.erasures = {c: t for c, t in self.erasures.items() if t >= horizon}
         return out
+
+    def _item(self, item: Event | HandoffRecord, now: int, out: Outcome) -> None:
+        if isinstance(item, HandoffRecord):
+            self._absorb(item, now, out)
+        else:
+            out.events += 1
+            self._event(item, now, out)
+
+    async def _isolate(self, items: Sequence[Event | HandoffRecord], ids: set[str],
+                       anons: set[str], now: int, first: Outcome) -> Outcome:
+        """The slow path after the engine raised in a batch (a bug, or an input it cannot
+        handle; the states of the batch may be half-updated in the cache): reload the batch's
+        customers, links and erasures from the store (nothing of the batch is committed), then
+        run each item on its own, against a snapshot: an item that fails is rolled back and
+        reported in ``failed`` (dead-lettered), the others are applied as usual. The same
+        input gives the same result after a restart (deterministic engine), so a poison event
+        never stops the partition."""
+        for rid in ids:
+            self.cache.pop(rid, None)
+        for anon in anons:
+            self.links.pop(anon, None)
+        self.erasures = dict(await self.store.erasures(self.partition))
+        await self._load_links(anons)
+        ids.update(c for a in anons if (c := self.links.get(a)) is not None)
+        await self._load(ids)
+        out = Outcome(bad_records=first.bad_records, duplicates_skipped=first.duplicates_skipped,
+                      offset=first.offset)
+        for item in items:
+            touched = self._touched(item)
+            states = {rid: encode_state(st) if (st := self.cache.get(rid)) else None
+                      for rid in touched}
+            links = {rid: self.links[rid] for rid in touched if rid in self.links}
+            erasures = {rid: self.erasures[rid] for rid in touched if rid in self.erasures}
+            scratch = Outcome()
+            try:
+                self._item(item, now, scratch)
+            except Exception as err:  # roll the item back, dead-letter it
+                for rid, blob in states.items():
+                    if blob is None:
+                        self.cache.pop(rid, None)
+                    else:
+                        self.cache[rid] = decode_state(blob)
+                for rid in touched:
+                    self.links.pop(rid, None)
+                    self.erasures.pop(rid, None)
+                self.links.update(links)
+                self.erasures.update(erasures)
+                out.failed.append((_item_bytes(item), f"the engine failed: {err!r}"))
+                log.error("partition %d: dead-lettering an item the engine failed on (%r)",
+                          self.partition, err)
+                continue
+            _merge(out, scratch)
+        return out
+
+    def _touched(self, item: Event | HandoffRecord) -> set[str]:
+        """The routing ids whose cache, link or erasure entries ``item`` may change."""
+        if isinstance(item, HandoffRecord):
+            return {item.customer_id, item.anonymous_id}
+        ids = {item.get("customer_id") or "", item.get("anonymous_id") or ""}
+        if (linked := self.links.get(item.get("anonymous_id") or "")) is not None:
+            ids.add(linked)
+        ids.discard("")
+        return ids
 
     def _erased(self, cid: str, ts: int, out: Outcome) -> bool:
         """Whether an event (or hand-off) at ``ts`` belongs to ``cid``'s erased history: older
@@ -371,6 +438,36 @@ class PartitionSegmenter:
             self.applied_offset = max(self.applied_offset or -1, out.offset)
         self._trim()
         return result
+
+
+def _item_bytes(item: Event | HandoffRecord) -> bytes:
+    """A failed item as a bundle record (what can be replayed into the bundles topic)."""
+    if isinstance(item, HandoffRecord):
+        return encode_handoff(item.customer_id, item.anonymous_id, item.state, item.event)
+    return encode_bundle([item])
+
+
+def _merge(out: Outcome, item: Outcome) -> None:
+    """Add one item's outcome to the batch's (the careful path of ``process``)."""
+    out.changes.extend(item.changes)
+    out.late.extend(item.late)
+    out.events += item.events
+    out.duplicates_skipped += item.duplicates_skipped
+    out.handoffs_sent += item.handoffs_sent
+    out.handoffs_received += item.handoffs_received
+    out.forwarded += item.forwarded
+    out.erased += item.erased
+    out.dirty.update(item.dirty)
+    out.due.update(item.due)
+    out.links.update(item.links)
+    out.erasures.update(item.erasures)
+    for p, records in item.pending.items():
+        target = out.pending.setdefault(p, [])
+        for r in records:
+            if isinstance(r, list) and target and isinstance(target[-1], list):
+                target[-1].extend(r)
+            else:
+                target.append(r)
 
 
 def _forward(out: Outcome, partition: int, ev: Event) -> None:

@@ -343,6 +343,11 @@ class SegmentationAgent:
                 f"({self.engine.lateness} ms)", orjson.dumps(ev), self._bundles, seg.partition,
                 out.offset if out.offset is not None else -1, None, now)
             futures.append(await send(self._deadletters, None, letter, None, None, None))
+        for record, reason in out.failed:  # the engine failed on it: the batch went on
+            letter = encode_dead_letter("internal_error", reason, record, self._bundles,
+                                        seg.partition, out.offset if out.offset is not None
+                                        else -1, None, now)
+            futures.append(await send(self._deadletters, None, letter, None, None, None))
         for offset, reason in out.bad_records:
             letter = encode_dead_letter("bad_bundle", reason, b"", self._bundles,
                                         seg.partition, offset, None, now)

@@ -244,3 +244,75 @@ def test_a_forgotten_customer_who_returns_continues_its_versions(engine: Engine)
     log = [(c.action, c.version, c.cause) for c in asyncio.run(scenario())
            if c.segment == "engaged_15d"]
     assert log == [("enter", 1, "o1"), ("exit", 2, "forget:f1"), ("enter", 3, "o2")]
+
+
+class PoisonEngine(Engine):
+    """The real engine, except that it half-applies the events in ``poison`` and then raises
+    (what an engine bug on an unforeseen input looks like to the segmenter)."""
+
+    def __init__(self, base: Engine, poison: set[str]) -> None:
+        super().__init__(base.catalogue)
+        self.poison = poison
+
+    def apply(self, state: Any, event: dict[str, Any], now: int) -> Any:
+        step = super().apply(state, event, now)
+        if event["event_id"] in self.poison:
+            raise RuntimeError(f"engine bug on {event['event_id']}")
+        return step
+
+
+def test_an_event_the_engine_fails_on_is_dead_lettered_and_the_batch_goes_on(
+    engine: Engine,
+) -> None:
+    """A poison event (the engine raises after half-updating the customer's state) must not
+    stop the partition nor corrupt anyone's state: the batch runs again item by item from the
+    stored states; the poison event comes out in ``failed`` (as a bundle record) and the rest
+    gives exactly what processing it without the poison event gives."""
+    cfg = GeneratorConfig(customers=30, events=900, days=10, seed=8, anonymous_share=0.0,
+                          forget_share=0.0)
+    events = canonical(cfg)
+    now = max(ev["timestamp"] for ev in events)
+    poison = {ev["event_id"] for ev in events[5::150] if ev["type"] not in ("alias", "forget")}
+    assert len(poison) >= 4
+
+    async def run(eng: Engine, evs: list[dict[str, Any]]) -> tuple[list[Change], MemoryStore,
+                                                                     list[bytes]]:
+        store = MemoryStore()
+        seg = await PartitionSegmenter.claim(0, eng, store, partitions=1)
+        changes: list[Change] = []
+        failed: list[bytes] = []
+        for i in range(0, len(evs), 100):
+            out = await seg.process([(i // 100, encode_bundle(evs[i:i + 100]))], now)
+            changes.extend(out.changes)
+            failed.extend(record for record, _ in out.failed)
+            assert all("engine bug" in reason for _, reason in out.failed)
+            assert await seg.commit(out) is CommitResult.APPLIED
+        return changes, store, failed
+
+    clean_changes, clean_store, none = asyncio.run(
+        run(engine, [ev for ev in events if ev["event_id"] not in poison]))
+    got_changes, got_store, failed = asyncio.run(run(PoisonEngine(engine, poison), events))
+    assert none == []
+    assert by_key(got_changes) == by_key(clean_changes)
+    assert sorted(orjson_loads(r)["events"][0]["event_id"] for r in failed) == sorted(poison)
+    ids = sorted({ev["customer_id"] or ev["anonymous_id"] for ev in events})
+    clean = asyncio.run(clean_store.load(0, ids))
+    got = asyncio.run(got_store.load(0, ids))
+    assert got == clean  # the stored states, byte for byte
+
+
+def orjson_loads(data: bytes) -> Any:
+    import orjson  # noqa: PLC0415
+
+    return orjson.loads(data)
+
+
+def test_a_failed_handoff_is_dead_lettered_as_a_replayable_bundle_record() -> None:
+    from schemas.bundle import HandoffRecord, decode_record, encode_handoff  # noqa: PLC0415
+    from stream.segmenter import _item_bytes  # noqa: PLC0415
+
+    ev = {"event_id": "a1", "type": "alias", "customer_id": "c1", "anonymous_id": "v1",
+          "timestamp": 1, "source": "t", "schema_version": 1, "properties": {}}
+    record = decode_record(encode_handoff("c1", "v1", b"\x00state", ev))
+    assert isinstance(record, HandoffRecord)
+    assert decode_record(_item_bytes(record)) == record
