@@ -89,6 +89,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "broker_commit_interval": settings.commit_interval_ms / 1000.0,
         "consumer_auto_offset_reset": settings.auto_offset_reset,
         "broker_session_timeout": settings.session_timeout_ms / 1000.0,
+        "consumer_max_fetch_size": settings.fetch_partition_max_bytes,
         "producer_acks": -1,
         "producer_linger": settings.producer_linger_ms / 1000.0,
         "producer_max_request_size": max(BROKER_DEFAULT_MAX_MESSAGE_BYTES,

@@ -153,7 +153,9 @@ class Settings:
         "flushed (the ingest batch window).", minimum=1)
     ingest_batch_records: int = _f(
         1000,
-        "Most raw records the ingest agent takes in one batch before flushing its bundles.",
+        "Most raw records the ingest agent takes in one batch before flushing its bundles. "
+        "Twice this is the raw topic's stream buffer: the most raw records a worker holds "
+        "fetched and not yet taken (Faust pauses fetching beyond it).",
         minimum=1)
     ingest_max_inflight_batches: int = _f(
         4,
@@ -181,6 +183,12 @@ class Settings:
         "Kafka consumer session timeout, in milliseconds: how long the group waits for a "
         "silent (e.g. killed) worker before moving its partitions to the others.",
         minimum=6_000)
+    fetch_partition_max_bytes: int = _f(
+        1024 * 1024,
+        "Most bytes the consumer fetches from one partition per request (aiokafka's "
+        "max_partition_fetch_bytes): a worker holds up to about twice this per assigned "
+        "partition (a response being delivered and the next one prefetched). A larger record is "
+        "still fetched, alone.", minimum=1024)
     producer_linger_ms: int = _f(
         5, "Producer linger, in milliseconds, before a produce request is sent.", minimum=0)
     auto_offset_reset: str = _f(
@@ -197,11 +205,19 @@ class Settings:
         "segstream:", "Prefix of every Redis key (no braces: the keys carry a per-partition "
         "hash tag).")
     segment_batch_records: int = _f(
-        200, "Bundle records the segmentation agent takes per batch (per-partition commits).",
+        200, "Bundle records the segmentation agent takes per batch (per-partition commits). "
+        "Twice this is the bundles topic's stream buffer: the most bundle records a worker "
+        "holds fetched and not yet taken (Faust pauses fetching beyond it).", minimum=1)
+    segment_batch_max_bytes: int = _f(
+        2 * 1024 * 1024, "Most bundle bytes of one partition decoded and committed together: "
+        "a batch's records of a partition are processed in chunks of at most this size, one "
+        "Redis commit each (bounds the events in memory when a backlog fills every batch).",
         minimum=1)
     state_cache_max: int = _f(
-        200_000, "Customer states kept in memory per owned partition (least recently used "
-        "beyond it are re-read from Redis).", minimum=1)
+        200_000, "Customer states a worker keeps in memory, shared evenly by its bundle "
+        "partitions (least recently used beyond its share are re-read from Redis). A cached "
+        "state takes roughly 2-7 KB (3-10 times its encoded size in Redis, depending on the "
+        "definitions' windows).", minimum=1)
     timer_interval_ms: int = _f(
         200, "How often, in milliseconds, the timer task looks for due customers "
         "(time-only changes fire within this plus processing time).", minimum=10)

@@ -10,6 +10,7 @@ with the partitions the websites' traffic needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import faust
 from faust.types import TopicT
@@ -35,20 +36,29 @@ class Topics:
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     """Describe the app's topics (no I/O: Faust creates them when the worker starts)."""
 
-    def topic(name: str, partitions: int, *, compacting: bool | None = None) -> TopicT:
-        return app.topic(
-            name,
+    def topic(name: str, partitions: int, *, compacting: bool | None = None,
+              buffer: int | None = None) -> TopicT:
+        # app.conf.Topic, not app.topic(): faust-streaming 0.15 accepts app.topic(maxsize=...)
+        # but does not pass it on
+        return cast(TopicT, app.conf.Topic(
+            app,
+            topics=[name],
             partitions=partitions,
             replicas=settings.replication_factor,
             key_serializer="raw",
             value_serializer="raw",
             internal=True,
             compacting=compacting,
-        )
+            maxsize=buffer,  # the agent's stream buffer (records); None: Faust's 4096
+        ))
 
+    # Stream buffers of two batches (not Faust's 4096 records: 4096 full bundles are ~1 GB), so
+    # a backlog stays in Kafka, not in the worker (docs/operations.md, Overload).
     return Topics(
-        raw=topic(settings.topic("raw"), settings.raw_partitions),
-        bundles=topic(settings.topic("bundles"), settings.bundle_partitions),
+        raw=topic(settings.topic("raw"), settings.raw_partitions,
+                  buffer=2 * settings.ingest_batch_records),
+        bundles=topic(settings.topic("bundles"), settings.bundle_partitions,
+                      buffer=2 * settings.segment_batch_records),
         deadletters=topic(settings.topic("deadletters"), settings.deadletter_partitions),
         changes=topic(settings.topic("changes"), settings.changes_partitions),
         # One partition, compacted: the documents are totally ordered and the latest one (key

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -82,6 +82,29 @@ async def _process(seg: PartitionSegmenter, records: list[tuple[int, bytes]]) ->
     return await seg.process(records, _now_ms())
 
 
+def _chunks(by_partition: dict[int, list[tuple[int, bytes]]], max_bytes: int
+            ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+    """``(partition, records)`` in order, each partition's records cut into runs of at most
+    ``max_bytes`` (at least one record each): one engine pass and one commit per run, so a
+    batch of full bundles is never decoded at once.
+
+    >>> [(p, [o for o, _ in r]) for p, r in _chunks({0: [(1, b"ab"), (2, b"cd"), (3, b"e")],
+    ...                                               1: [(7, b"xyz")]}, 3)]
+    [(0, [1]), (0, [2, 3]), (1, [7])]
+    """
+    for p, records in by_partition.items():
+        run: list[tuple[int, bytes]] = []
+        size = 0
+        for rec in records:
+            if run and size + len(rec[1]) > max_bytes:
+                yield p, run
+                run, size = [], 0
+            run.append(rec)
+            size += len(rec[1])
+        if run:
+            yield p, run
+
+
 class SegmentationAgent:
     """Owned partitions, their locks, and the batch and timer handlers."""
 
@@ -100,6 +123,7 @@ class SegmentationAgent:
         self._lost: set[int] = set()
         # partitions read again from their stored offset: partition -> when we last sought
         self._rereading: dict[int, float] = {}
+        self._cache_max = settings.state_cache_max  # per owned partition: see on_assigned
         self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
         self._bundles = settings.topic("bundles")
@@ -119,6 +143,10 @@ class SegmentationAgent:
         writes them); new ones are claimed lazily when their first record arrives."""
         mine = {tp.partition for tp in assigned if tp.topic == self._bundles}
         self._lost -= mine  # assigned anew: ours to claim again
+        # state_cache_max is the worker's: each owned partition caches its share
+        self._cache_max = max(1, self.settings.state_cache_max // max(1, len(mine)))
+        for seg in self.owned.values():
+            seg.cache_max = self._cache_max
         for p in list(self.owned):
             if p not in mine:
                 async with self.locks[p]:
@@ -135,7 +163,7 @@ class SegmentationAgent:
         if seg is None or seg.fenced:
             seg = await PartitionSegmenter.claim(
                 p, self.engine, self.store, partitions=self.settings.bundle_partitions,
-                cache_max=self.settings.state_cache_max)
+                cache_max=self._cache_max)
             self.owned[p] = seg
             log.info("claimed bundle partition %d (epoch %d, next offset %d)",
                      p, seg.epoch, seg.next_offset)
@@ -243,17 +271,17 @@ class SegmentationAgent:
             # a null value cannot be decoded: it is reported as a bad record
             by_partition[m.partition].append((m.offset, m.value or b""))
         try:
-            for p, records in by_partition.items():
+            for p, part in _chunks(by_partition, self.settings.segment_batch_max_bytes):
                 async with self.locks[p]:
                     if p in self._lost:  # fenced: its records are the new owner's
-                        self.metrics.fenced_records.inc(len(records))
+                        self.metrics.fenced_records.inc(len(part))
                         continue
                     seg = await self._retrying("claim", partial(self._segmenter, p))
-                    if records[0][0] > seg.next_offset and await self._reread(seg, records):
+                    if part[0][0] > seg.next_offset and await self._reread(seg, part):
                         continue
                     self._rereading.pop(p, None)
                     started = time.perf_counter()
-                    out = await self._retrying("state load", partial(_process, seg, records))
+                    out = await self._retrying("state load", partial(_process, seg, part))
                     await self._publish_and_commit(seg, out, started)
         except asyncio.CancelledError:
             raise
