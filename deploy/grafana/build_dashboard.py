@@ -56,9 +56,11 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               histogram_quantile(0.99, sum by (le)
                 (rate(segstream_event_to_change_seconds_bucket[{RATE}])))"""),),
               unit="s", kind="stat", width=5, height=4),
-        Panel("Consumer lag (records)", (q("lag", """
-              sum(faust_topic_partition_end_offset - faust_topic_partition_offset_commited)"""),),
-              kind="stat", width=5, height=4),
+        Panel("Lag (records)", (q("{{stage}}", """
+              sum by (stage) (segstream_partition_lag)"""),),
+              kind="stat", width=5, height=4,
+              description="Raw records not yet committed (ingest) and bundle records not yet "
+                          "applied in Redis (segmentation)."),
     )),
     ("Throughput", (
         Panel("Valid events by type / s", (q("{{type}}", f"""
@@ -72,11 +74,13 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             q("collector {{outcome}}", f"""
               sum by (outcome) (rate(segstream_collector_events_total[{RATE}]))"""),
         ), unit="ops"),
-        Panel("Consumer lag by topic (records)", (q("{{topic}}", """
-              sum by (topic) (faust_topic_partition_end_offset
-                              - faust_topic_partition_offset_commited)"""),),
-              description="Fetched high-water mark minus committed offset, per topic "
-                          "(Faust's sensor; only partitions a live worker owns)."),
+        Panel("Lag by stage and partition (records)", (q("{{stage}} {{partition}}", """
+              max by (stage, partition) (segstream_partition_lag)"""),),
+              description="segstream_partition_lag, set every second by the worker a "
+                          "partition is assigned to: high-water mark of its last fetch minus "
+                          "the committed raw offset (ingest) or the offset applied in Redis "
+                          "(segmentation). Growing: the workers do not keep up; falling: "
+                          "they catch up."),
         Panel("Collector requests by status / s", (q("{{status}}", f"""
               sum by (status) (rate(segstream_collector_requests_total[{RATE}]))"""),),
               unit="reqps", stack=True),

@@ -116,7 +116,7 @@ def test_dashboard_names_only_exported_metrics() -> None:
     # what the issue asks the dashboard to show
     for wanted in ("segstream_ingest_events_valid_total", "segstream_segment_size",
                    "segstream_changes_total", "segstream_event_to_change_seconds_bucket",
-                   "faust_topic_partition_end_offset", "segstream_ingest_events_invalid_total",
+                   "segstream_partition_lag", "segstream_ingest_events_invalid_total",
                    "segstream_timer_backlog", "segstream_redis_commit_seconds_bucket"):
         assert wanted in seen, wanted
 
