@@ -82,6 +82,7 @@ class Outcome:
     erased: int = 0  # events or hand-offs older than their customer's forget: dropped
     forwards: dict[int, list[bytes]] = field(default_factory=dict)  # partition -> records
     offset: int | None = None  # highest offset processed (None for a timer pass)
+    now: int | None = None  # the engine's "now" (epoch ms) of this batch or timer pass
     commit: Commit | None = None
     # accumulated while processing, turned into ``commit`` and ``forwards`` at the end
     dirty: dict[str, CustomerState | None] = field(default_factory=dict)
@@ -162,7 +163,7 @@ class PartitionSegmenter:
     # --- event processing ---------------------------------------------------------------------
     async def process(self, records: Sequence[tuple[int, bytes]], now: int) -> Outcome:
         """Run the engine over bundle ``records`` ((offset, value), in offset order)."""
-        out = Outcome()
+        out = Outcome(now=now)
         items: list[Event | HandoffRecord] = []
         for offset, value in records:
             if self.applied_offset is not None and offset <= self.applied_offset:
@@ -236,7 +237,7 @@ class PartitionSegmenter:
         ids.update(c for a in anons if (c := self.links.get(a)) is not None)
         await self._load(ids)
         out = Outcome(bad_records=first.bad_records, duplicates_skipped=first.duplicates_skipped,
-                      offset=first.offset)
+                      offset=first.offset, now=first.now)
         for item in items:
             touched = self._touched(item)
             states = {rid: encode_state(st) if (st := self.cache.get(rid)) else None
@@ -387,7 +388,7 @@ class PartitionSegmenter:
     # --- timers -------------------------------------------------------------------------------
     async def tick(self, now: int, limit: int = 1_000) -> Outcome:
         """Advance the customers whose due instant is <= ``now`` (time-only changes)."""
-        out = Outcome()
+        out = Outcome(now=now)
         rows = await self.store.due(self.partition, now, limit)
         if not rows:
             return out

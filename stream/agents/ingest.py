@@ -76,6 +76,23 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def arrival_s(events: Batch) -> float:
+    """When a batch's events arrived: the newest raw record timestamp of the batch (the time
+    the collector or the site's producer sent it), never later than now. Stamped on the bundles,
+    it lets a backlog worked off late (a worker down for hours) be judged by when its events
+    arrived, not by when they are processed: they are not refused as too late.
+
+    >>> from types import SimpleNamespace as NS
+    >>> arrival_s([NS(message=NS(timestamp=10.0)), NS(message=NS(timestamp=12.5))])
+    12.5
+    >>> arrival_s([NS(message=NS(timestamp=None))]) > 1.7e9  # no timestamp: now
+    True
+    """
+    now = time.time()
+    newest = max((e.message.timestamp or now for e in events), default=now)
+    return min(newest, now)
+
+
 def make_packer(settings: Settings) -> RecordPacker:
     """The record packer for *settings*, wired to the ``schemas`` functions."""
     limits = Limits(max_record_bytes=settings.max_record_bytes,
@@ -147,7 +164,7 @@ class IngestAgent:
         result = packer.finish()
         for event in events:
             event.message.incref()  # take_events() drops only its own reference after us
-        sending = asyncio.ensure_future(self._send_all(result))
+        sending = asyncio.ensure_future(self._send_all(result, arrival_s(events)))
         try:
             futures, sizes = await asyncio.shield(sending)
         except asyncio.CancelledError:
@@ -167,8 +184,11 @@ class IngestAgent:
         while len(self._inflight) > self.settings.ingest_max_inflight_batches:
             await asyncio.wait([self._inflight[0]])  # bounded pipeline: oldest batch first
 
-    async def _send_all(self, result: BatchResult) -> tuple[list[Any], list[int]]:
+    async def _send_all(self, result: BatchResult, arrived_s: float
+                        ) -> tuple[list[Any], list[int]]:
         """Send every bundle (explicit partition) and dead letter, in order; no waiting for acks.
+        Bundles carry the batch's arrival time as their record timestamp (``arrived_s``, see
+        :func:`arrival_s`): the segmentation agent measures lateness against it.
 
         Returns the delivery futures and the number of events of each bundle record.
         """
@@ -180,7 +200,7 @@ class IngestAgent:
             for n_events, data in encode_within(bundle.events, max_bytes, encode_bundle):
                 sizes.append(n_events)
                 futures.append(await send(
-                    self._bundles_topic, None, data, bundle.partition, None, None))
+                    self._bundles_topic, None, data, bundle.partition, arrived_s, None))
         topic = self._deadletters_topic
         futures.extend([await send(topic, None, letter, None, None, None)
                         for letter in result.dead_letters])

@@ -77,9 +77,32 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def _process(seg: PartitionSegmenter, records: list[tuple[int, bytes]]) -> Outcome:
-    """One attempt at a batch, with the wall clock of that attempt as "now"."""
-    return await seg.process(records, _now_ms())
+# How far behind the wall clock a partition's "now" may run while it works off a backlog:
+# ARRIVAL_SLACK_MS past the arrival of the records being processed (see _clock).
+ARRIVAL_SLACK_MS = 10_000
+
+
+def _clock(arrived_ms: int | None) -> int:
+    """The engine's "now" for records that arrived at ``arrived_ms`` (their bundles' record
+    timestamp, stamped by ingest with the raw records' arrival): the wall clock, held back to
+    ``arrived_ms + ARRIVAL_SLACK_MS`` while a backlog is worked off. So an event is judged late
+    by when it arrived, not by when it is processed: a worker down for hours (or a slow one)
+    refuses none of the events that arrived meanwhile, and the result does not depend on the
+    processing delay. Caught up, it is the wall clock (records are seconds old at most).
+
+    >>> _clock(None) > 1_700_000_000_000
+    True
+    >>> _clock(1_000_000)
+    1010000
+    """
+    wall = _now_ms()
+    return wall if arrived_ms is None else min(wall, arrived_ms + ARRIVAL_SLACK_MS)
+
+
+async def _process(seg: PartitionSegmenter, records: list[tuple[int, bytes]],
+                   arrived_ms: int | None) -> Outcome:
+    """One attempt at a batch, with :func:`_clock` at that attempt as "now"."""
+    return await seg.process(records, _clock(arrived_ms))
 
 
 def _chunks(by_partition: dict[int, list[tuple[int, bytes]]], max_bytes: int
@@ -123,6 +146,9 @@ class SegmentationAgent:
         self._lost: set[int] = set()
         # partitions read again from their stored offset: partition -> when we last sought
         self._rereading: dict[int, float] = {}
+        # newest arrival (bundle record timestamp, epoch ms) processed per partition: the
+        # timers' clock while the partition works off a backlog (see timer_clock)
+        self._arrived: dict[int, int] = {}
         self._cache_max = settings.state_cache_max  # per owned partition: see on_assigned
         self.definitions_ready = asyncio.Event()  # set once the topic was read to its end
         self._store: StateStore | None = None
@@ -266,10 +292,13 @@ class SegmentationAgent:
 
     async def handle(self, events: Sequence[EventT[bytes]]) -> None:
         by_partition: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        stamps: dict[tuple[int, int], int] = {}  # (partition, offset) -> arrival (epoch ms)
         for event in events:
             m = event.message
             # a null value cannot be decoded: it is reported as a bad record
             by_partition[m.partition].append((m.offset, m.value or b""))
+            if m.timestamp:
+                stamps[m.partition, m.offset] = int(m.timestamp * 1000)
         try:
             for p, part in _chunks(by_partition, self.settings.segment_batch_max_bytes):
                 async with self.locks[p]:
@@ -281,7 +310,11 @@ class SegmentationAgent:
                         continue
                     self._rereading.pop(p, None)
                     started = time.perf_counter()
-                    out = await self._retrying("state load", partial(_process, seg, part))
+                    arrived = max((stamps.get((p, o), 0) for o, _ in part), default=0) or None
+                    if arrived is not None:
+                        self._arrived[p] = max(arrived, self._arrived.get(p, 0))
+                    out = await self._retrying("state load",
+                                               partial(_process, seg, part, arrived))
                     await self._publish_and_commit(seg, out, started)
         except asyncio.CancelledError:
             raise
@@ -362,8 +395,11 @@ class SegmentationAgent:
                        encode_change(from_change(ch, version)), None, None, None)
             for ch in out.changes
         ]
-        for p, records in out.forwards.items():  # alias hand-offs and linked visitors' events
-            futures.extend([await send(self._bundles, None, r, p, None, None) for r in records])
+        # alias hand-offs and linked visitors' events, stamped with this batch's clock: the
+        # receiving partition judges their lateness as this one did
+        stamp = out.now / 1000.0 if out.now else None
+        for p, records in out.forwards.items():
+            futures.extend([await send(self._bundles, None, r, p, stamp, None) for r in records])
         now = _now_ms()
         for ev in out.late:
             letter = encode_dead_letter(
@@ -451,13 +487,33 @@ class SegmentationAgent:
         """An app task: :meth:`report_lag` every ``LAG_INTERVAL_S``."""
         await report_lag_forever(self.report_lag)
 
+    def timer_clock(self, seg: PartitionSegmenter) -> int | None:
+        """"now" for a timer pass of ``seg``'s partition: the wall clock when it is caught up
+        (its stored offset at the consumer's high-water mark); while it works off a backlog,
+        the clock of the newest records processed (:func:`_clock`), so that time-driven changes
+        never run ahead of events still waiting in Kafka; None (no pass) before the first fetch
+        told how far the partition goes, or while nothing of a backlog is processed yet."""
+        tp = TP(self._bundles, seg.partition)
+        try:
+            high = self.app.consumer.highwater(tp)
+        except AssertionError:  # not assigned (any more)
+            return None
+        if high is None:
+            return None
+        if seg.next_offset >= high:
+            return _now_ms()
+        arrived = self._arrived.get(seg.partition)
+        return None if arrived is None else _clock(arrived)
+
     async def tick(self, p: int) -> None:
         async with self.locks[p]:
             seg = self.owned.get(p)
             if seg is None or seg.fenced:
                 return
+            now = self.timer_clock(seg)
+            if now is None:
+                return
             started = time.perf_counter()
-            now = _now_ms()
             out = await seg.tick(now, limit=self.settings.timer_batch)
             if out.commit is not None:
                 await self._publish_and_commit(seg, out, started)
