@@ -8,8 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WITH_INFRA := deploy/local/with-infra.sh
 
-.PHONY: help install test test-unit test-integration test-faults lint fmt infra-up infra-down infra-status \
-        bench-ingest bench-engine bench-stream schemas deploy-check demo clean
+.PHONY: help install test test-unit test-integration test-faults lint fmt infra-up infra-down \
+        infra-status bench-ingest bench-engine bench-stream schemas deploy-check demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,7 +34,8 @@ test-integration: $(STAMP) ## only the tests on the real Kafka broker and Redis
 FAULTS_REPORT := .run/faults-report.jsonl
 test-faults: $(STAMP) ## the fault-injection suite at scale: 200k events per scenario, figures printed
 	@mkdir -p .run && rm -f $(FAULTS_REPORT)
-	SEGSTREAM_FAULT_EVENTS=200000 SEGSTREAM_FAULT_KILLS=4 SEGSTREAM_FAULT_REDIS_DOWN_S=30 \
+	SEGSTREAM_FAULT_ALL=1 SEGSTREAM_FAULT_EVENTS=200000 SEGSTREAM_FAULT_KILLS=4 \
+	SEGSTREAM_FAULT_REDIS_DOWN_S=30 \
 	SEGSTREAM_FAULT_REPORT=$(FAULTS_REPORT) \
 	$(PY) -m pytest -q -s -o timeout=1800 -m faults tests/integration
 	@echo "figures and notes per scenario: $(FAULTS_REPORT)"
