@@ -72,6 +72,16 @@ def test_parse_reads_progress_and_pending_work() -> None:
     assert not idle.pending and idle.lag == 0.0
 
 
+def test_segstream_partition_lag_is_pending_work() -> None:
+    text = page(commits=3) + ('segstream_partition_lag{partition="2",stage="segmentation"} '
+                              "7.0\n")
+    snap = probe.parse(text)
+    assert snap.lag == 7.0 and snap.pending
+    state = probe.State(progress=3.0, progress_at=0.0)
+    alive, _, why = probe.decide(state, snap, at=1_000.0, stall_s=300)
+    assert not alive and "uncommitted records 7" in why
+
+
 def test_idle_worker_is_alive_however_long() -> None:
     idle = probe.parse(page(commits=1))
     state = probe.State(progress=1.0, progress_at=0.0)

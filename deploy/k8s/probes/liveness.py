@@ -8,11 +8,12 @@ partition commit of the segmentation agent, timer passes included) and
 the worker's own /metrics and fails when work is pending but neither counter has moved for
 ``--stall`` seconds. Work is pending when Faust holds fetched records not yet acknowledged
 (``faust_active_messages``), a partition's fetched high-water mark is ahead of its committed
-offset, or customers are overdue for timers (``segstream_timer_backlog``). An idle worker is
-alive. So is a worker that keeps retrying Redis (``segstream_redis_errors_total`` rising: the
-segmentation agent retries transient Redis failures with back-off, and a restart would not
-help; the SegstreamRedisErrors alert covers that). A worker that does not answer /metrics at
-all fails at once.
+offset (Faust's gauges, or ``segstream_partition_lag``: the high-water mark ahead of the offset
+applied in Redis), or customers are overdue for timers (``segstream_timer_backlog``). An idle
+worker is alive. So is a worker that keeps retrying Redis (``segstream_redis_errors_total``
+rising: the segmentation agent retries transient Redis failures with back-off, and a restart
+would not help; the SegstreamRedisErrors alert covers that). A worker that does not answer
+/metrics at all fails at once.
 
 The previous counters and the time of the last progress are kept in a small JSON state file
 between probe runs (an emptyDir in the pod). Standard library only: it runs with the image's
@@ -87,6 +88,7 @@ def parse(text: str) -> Snapshot:
             sums[name] += number
     lag = sum(max(0.0, end - offsets["committed"][tp])
               for tp, end in offsets["end"].items() if tp in offsets["committed"])
+    lag += sums["segstream_partition_lag"]  # segstream's own, per stage and partition
     return Snapshot(progress=sum(sums[n] for n in PROGRESS),
                     active=sums["faust_active_messages"], lag=lag,
                     backlog=sums["segstream_timer_backlog"],
