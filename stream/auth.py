@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -93,26 +94,60 @@ def parse_revoked(text: str, variable: str) -> tuple[bytes, ...]:
 
 
 class HttpParserErrorScrubber(logging.Filter):
-    """Keeps request bytes out of aiohttp's "Error handling request" log records.
+    """Keeps request bytes out of aiohttp's "Error handling request" log records, and keeps
+    hostile clients from flooding the log with them.
 
     aiohttp logs a malformed or over-long request line or header (``LineTooLong`` beyond 8190
     bytes, ``BadHttpMessage``...) with a message quoting up to 100 bytes of it: an
     ``Authorization`` header or a ``?write_key=`` URL would put a secret into the log. This
-    filter replaces such a record's text with the error's kind only (the record is kept).
+    filter replaces such a record's text with the error's kind only, and lets at most one such
+    record through per ``interval_s`` seconds; the next one says how many it held back.
+
+    >>> f, now = HttpParserErrorScrubber(interval_s=10, clock=lambda: now), 0.0
+    >>> def record() -> logging.LogRecord:
+    ...     return logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling "
+    ...                              "request from %s", ("1.2.3.4",), (None, HttpProcessingError(
+    ...                              code=400, message="secret"), None))
+    >>> first = record(); f.filter(first), first.getMessage().split(": ")[1]
+    (True, 'HttpProcessingError (status 400; request bytes not logged)')
+    >>> [f.filter(record()) for _ in range(3)]
+    [False, False, False]
+    >>> now = 11.0; later = record(); f.filter(later), later.getMessage()[-34:]
+    (True, '; 3 more since the last one logged')
     """
+
+    def __init__(self, interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self.last: float | None = None
+        self.held = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg = "bad HTTP request from %s: %s (status %d; request bytes not logged)"
-            record.args = (remote, type(exc).__name__, exc.code)
-            record.exc_info = record.exc_text = None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval_s:
+            self.held += 1
+            return False
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "bad HTTP request from %s: %s (status %d; request bytes not logged)"
+        record.args = (remote, type(exc).__name__, exc.code)
+        if self.held:
+            record.msg += "; %d more since the last one logged"
+            record.args = (*record.args, self.held)
+        record.exc_info = record.exc_text = None
+        self.last, self.held = now, 0
         return True
 
 
 def scrub_http_parser_errors(logger_name: str = "aiohttp.server") -> None:
-    """Install :class:`HttpParserErrorScrubber` on aiohttp's server logger (idempotent)."""
+    """Install :class:`HttpParserErrorScrubber` on aiohttp's server logger (once; a server
+    started again in the same process starts with a fresh allowance)."""
     logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, HttpParserErrorScrubber) for f in logger.filters):
-        logger.addFilter(HttpParserErrorScrubber())
+    for f in logger.filters:
+        if isinstance(f, HttpParserErrorScrubber):
+            f.last, f.held = None, 0
+            return
+    logger.addFilter(HttpParserErrorScrubber())
