@@ -154,6 +154,13 @@ class PartitionSegmenter:
             if blob is not None:
                 self.cache[cid] = decode_state(blob)
 
+    async def _load_batch(self, ids: set[str], anons: set[str]) -> None:
+        """Cache what a batch touches: the links of ``anons``, then the states of ``ids`` and of
+        the customers those anonymous ids are linked to (added to ``ids``)."""
+        await self._load_links(anons)
+        ids.update(c for a in anons if (c := self.links.get(a)) is not None)
+        await self._load(ids)
+
     def _trim(self) -> None:
         while len(self.cache) > self.cache_max:
             self.cache.popitem(last=False)
@@ -192,9 +199,7 @@ class PartitionSegmenter:
                 ids.add(anon)
             if cid:
                 ids.add(cid)
-        await self._load_links(anons)
-        ids.update(c for a in anons if (c := self.links.get(a)) is not None)
-        await self._load(ids)
+        await self._load_batch(ids, anons)
         try:
             for item in items:
                 self._item(item, now, out)
@@ -233,9 +238,7 @@ class PartitionSegmenter:
         for anon in anons:
             self.links.pop(anon, None)
         self.erasures = dict(await self.store.erasures(self.partition))
-        await self._load_links(anons)
-        ids.update(c for a in anons if (c := self.links.get(a)) is not None)
-        await self._load(ids)
+        await self._load_batch(ids, anons)
         out = Outcome(bad_records=first.bad_records, duplicates_skipped=first.duplicates_skipped,
                       offset=first.offset, now=first.now)
         for item in items:
