@@ -1,12 +1,26 @@
-"""Session summary of the fault-injection figures (tests/integration/test_faults_scale.py)."""
+"""Fixtures shared by the integration tests, and the session summary of the fault-injection
+figures (tests/integration/test_faults_scale.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .pipeline import FAULT_FIGURES
+from .pipeline import FAULT_FIGURES, LIVE_SEGMENTS, Pipeline, make_pipeline
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
+             tmp_path: Path) -> Iterator[Pipeline]:
+    """A pipeline on live_segments.yaml (unique topics and namespace); its workers stop after."""
+    p = make_pipeline(kafka_bootstrap, redis_url, unique_topic_prefix, tmp_path, LIVE_SEGMENTS)
+    try:
+        yield p
+    finally:
+        p.stop_all()
 
 
 def summary_lines(figures: list[dict[str, Any]]) -> list[str]:

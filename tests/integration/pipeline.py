@@ -46,7 +46,7 @@ from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.redis_store import RedisStore, redis_client
 
-from .support import Worker, free_port, read_all
+from .support import Worker, free_port, read_all, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 LIVE_SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
@@ -344,29 +344,7 @@ def redis_view(url: str, namespace: str, customers: Sequence[str], partitions: i
 
 def changes_of(bootstrap: str, topic: str) -> list[tuple[int, SegmentChange]]:
     """(record timestamp ms, change) of every record of the changes topic."""
-    return [(ts, decode_change(v)) for _, _, ts, v in _read_with_ts(bootstrap, topic)]
-
-
-def _read_with_ts(bootstrap: str, topic: str) -> list[tuple[int, int, int, bytes]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    out: list[tuple[int, int, int, bytes]] = []
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.partition, r.offset, r.timestamp, r.value) for r in records)
-    finally:
-        consumer.close()
-    return sorted(out)
+    return [(ts, decode_change(v)) for _, _, ts, v in read_records(bootstrap, topic)]
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
@@ -391,6 +369,12 @@ class LogAudit:
     conflicting: list[tuple[str, str, int]]
     gaps: list[tuple[str, str, int]]
     misordered: list[tuple[str, str, int]]
+
+    def check(self) -> None:
+        """Fail on a conflicting version, a gap or an action that does not match its version."""
+        assert not self.conflicting, f"conflicting versions, e.g. {self.conflicting[:5]}"
+        assert not self.gaps, f"version gaps (lost changes), e.g. {self.gaps[:5]}"
+        assert not self.misordered, f"action does not match version, e.g. {self.misordered[:5]}"
 
     def members(self) -> dict[str, set[str]]:
         members: dict[str, set[str]] = defaultdict(set)
@@ -425,9 +409,7 @@ def members_from_log(changes: Sequence[SegmentChange]) -> dict[str, set[str]]:
     (customer, segment) versions 1, 2, 3... (repeats allowed: at-least-once), alternating
     ENTER/EXIT, and never two actions for one version."""
     audit = audit_log(changes)
-    assert not audit.conflicting, f"conflicting versions, e.g. {audit.conflicting[:5]}"
-    assert not audit.gaps, f"version gaps (lost changes), e.g. {audit.gaps[:5]}"
-    assert not audit.misordered, f"action does not match version, e.g. {audit.misordered[:5]}"
+    audit.check()
     return audit.members()
 
 
@@ -587,9 +569,7 @@ def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> End
         got, want = members.get(seg, set()), expected.get(seg, set())
         assert not diff, (f"{seg}: {len(diff)} differ from the replay, e.g. "
                           f"{sorted(got - want)[:5]} extra, {sorted(want - got)[:5]} missing")
-    assert not audit.conflicting, f"conflicting versions, e.g. {audit.conflicting[:5]}"
-    assert not audit.gaps, f"version gaps (lost changes), e.g. {audit.gaps[:5]}"
-    assert not audit.misordered, f"action does not match version, e.g. {audit.misordered[:5]}"
+    audit.check()
     assert not redis_vs_log, (
         f"Redis and the log disagree, e.g. "
         f"{[(k, versions.get(k), audit.last.get(k)) for k in redis_vs_log[:5]]}")

@@ -63,8 +63,9 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
-    """Every record currently in *topic*: (partition, offset, value), in offset order."""
+def read_records(bootstrap: str, topic: str) -> list[tuple[int, int, int, bytes]]:
+    """Every record currently in *topic*: (partition, offset, timestamp ms, value), in offset
+    order per partition."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -74,13 +75,18 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        out: list[tuple[int, int, bytes]] = []
+        out: list[tuple[int, int, int, bytes]] = []
         deadline = time.monotonic() + 60
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic} to its end")
             for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.partition, r.offset, r.value) for r in records)
+                out.extend((r.partition, r.offset, r.timestamp, r.value) for r in records)
         return sorted(out)
     finally:
         consumer.close()
+
+
+def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
+    """Every record currently in *topic*: (partition, offset, value), in offset order."""
+    return [(p, o, v) for p, o, _, v in read_records(bootstrap, topic)]

@@ -21,7 +21,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,9 @@ import pytest
 import yaml
 
 from .pipeline import (
-    LIVE_SEGMENTS,
     Pipeline,
     flapping_events,
     leased_server,
-    make_pipeline,
     metric,
     produce,
 )
@@ -93,16 +90,6 @@ def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> No
 
 
 # --- a real server scraping a real worker -----------------------------------------------------
-@pytest.fixture
-def pipeline(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
-             tmp_path: Path) -> Iterator[Pipeline]:
-    p = make_pipeline(kafka_bootstrap, redis_url, unique_topic_prefix, tmp_path, LIVE_SEGMENTS)
-    try:
-        yield p
-    finally:
-        p.stop_all()
-
-
 def api(port: int, path: str, **params: str) -> Any:
     url = f"http://127.0.0.1:{port}/api/v1/{path}"
     if params:

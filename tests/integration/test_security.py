@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from .pipeline import (
+    Pipeline,
     check_end_state,
     flapping_events,
     leased_server,
@@ -99,6 +100,19 @@ def wait_exit(worker: Worker, timeout_s: float = EXIT_WAIT_S) -> int:
         pytest.fail(f"the worker did not stop within {timeout_s} s:\n{worker.log_tail()}")
 
 
+def run_until_exit(p: Pipeline) -> tuple[Worker, int, float, str]:
+    """Start a worker of ``p`` that must stop by itself: (worker, exit status, seconds it ran,
+    its whole log)."""
+    worker = p.worker()
+    started = time.monotonic()
+    try:
+        worker.start()
+        status = wait_exit(worker)
+    finally:
+        p.stop_all()
+    return worker, status, time.monotonic() - started, full_log(worker)
+
+
 def run_end_to_end(kafka_bootstrap: str, redis_view_url: str, prefix: str, tmp: Path,
                    **env: str) -> None:
     """A worker with ``env`` (credentials) at debug log level: a stream end to end, the API
@@ -161,15 +175,7 @@ def test_a_refused_redis_password_stops_the_worker_clearly(
     env = {} if password is None else {"SEGSTREAM_REDIS_PASSWORD": password}
     p = make_pipeline(kafka_bootstrap, url, unique_topic_prefix, tmp_path, slow_segments(tmp_path),
                       SEGSTREAM_API_TOKENS=TOKEN, SEGSTREAM_LOG_LEVEL="debug", **env)
-    worker = p.worker()
-    started = time.monotonic()
-    try:
-        worker.start()
-        status = wait_exit(worker)
-    finally:
-        p.stop_all()
-    took = time.monotonic() - started
-    log = full_log(worker)
+    worker, status, took, log = run_until_exit(p)
     assert status != 0
     assert f"Redis at {url} refused the credentials" in log, worker.log_tail()
     assert ("gave no password" if password is None else "gave a password") in log
@@ -238,15 +244,7 @@ def test_a_wrong_sasl_password_is_refused_clearly(
     p = make_pipeline(plain, f"redis://127.0.0.1:{redis_port}/0", unique_topic_prefix, tmp_path,
                       slow_segments(tmp_path), SEGSTREAM_REDIS_PASSWORD=REDIS_PASSWORD,
                       SEGSTREAM_LOG_LEVEL="debug", **sasl_env(sasl, WRONG_PASSWORD))
-    worker = p.worker()
-    started = time.monotonic()
-    try:
-        worker.start()
-        status = wait_exit(worker)
-    finally:
-        p.stop_all()
-    took = time.monotonic() - started
-    log = full_log(worker)
+    worker, status, took, log = run_until_exit(p)
     assert status != 0
     assert "SaslAuthenticationFailed: Authentication failed" in log, worker.log_tail()
     assert_no_secret(log, "the worker's log")

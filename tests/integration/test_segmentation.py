@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from .pipeline import (
@@ -26,16 +24,6 @@ from .pipeline import (
     topic_size,
     wait_caught_up,
 )
-
-
-@pytest.fixture
-def pipeline(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
-             tmp_path: Path) -> Iterator[Pipeline]:
-    p = make_pipeline(kafka_bootstrap, redis_url, unique_topic_prefix, tmp_path, LIVE_SEGMENTS)
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 def test_pipeline_matches_replay_and_fires_time_only_exits(pipeline: Pipeline) -> None:
