@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,19 @@ def read_records(bootstrap: str, topic: str) -> list[tuple[int, int, int, bytes]
 def read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
     """Every record currently in *topic*: (partition, offset, value), in offset order."""
     return [(p, o, v) for p, o, _, v in read_records(bootstrap, topic)]
+
+
+def wait_http_ready(base_url: str, proc: subprocess.Popen[bytes], log: Path,
+                    timeout_s: float = 60) -> None:
+    """Poll ``base_url + "/ready"`` until it answers 200; fail with the log if ``proc`` exits
+    or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "/ready", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:  # refused, or an HTTP error status (503 while not ready)
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)

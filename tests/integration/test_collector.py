@@ -24,7 +24,7 @@ import pytest
 
 from schemas.validation import parse_record
 
-from .support import free_port, read_all
+from .support import free_port, read_all, wait_http_ready
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {name: f"{name}-key-0123456789abcdef" for name in
@@ -119,15 +119,7 @@ def collector(kafka_bootstrap: str, topic_prefix: str, tmp_path_factory: pytest.
     running = Running(f"http://127.0.0.1:{port}", f"{prefix}segstream-events", kafka_bootstrap,
                       log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if request(urllib.request.Request(running.url + "/ready"))[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_http_ready(running.url, proc, log)
         yield running
     finally:
         proc.terminate()

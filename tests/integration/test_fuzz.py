@@ -40,7 +40,7 @@ from schemas.validation import Limits, parse_record, partition_key, validate_eve
 from tests.fuzz_inputs import Case, Expected, HostileGenerator, http_expectation
 
 from .pipeline import check_end_state, make_pipeline, slow_segments, wait_caught_up
-from .support import free_port, read_all
+from .support import free_port, read_all, wait_http_ready
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = int(os.environ.get("SEGSTREAM_FUZZ_RECORDS", "10000"))
@@ -230,15 +230,7 @@ def collector(kafka_bootstrap: str, unique_topic_prefix: str, tmp_path: Path
     c = Collector(f"http://127.0.0.1:{port}", "127.0.0.1", port,
                   f"{unique_topic_prefix}segstream-events", proc, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if post(c, b"", path="/ready", method="GET")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_http_ready(c.url, proc, log)
         yield c
     finally:
         proc.terminate()
