@@ -12,10 +12,10 @@ See docs/time-semantics.md for the rules and their reasons.
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_right
 from typing import Any
 
+from processors.hashing import DEFAULT_ID_KEY, id_hash
 from processors.lang.compile import EPOCH, CompiledCatalogue
 from processors.lang.values import HOUR_MS, is_number
 from processors.merge import merge_states
@@ -35,14 +35,13 @@ from state.model import (
 Event = dict[str, Any]
 
 
-def event_key(event_id: str) -> int:
-    """Stable 64-bit hash of an event id (de-duplication; process-independent).
+def event_key(event_id: str, key: bytes = DEFAULT_ID_KEY) -> int:
+    """Stable 64-bit keyed hash of an event id (de-duplication; process-independent).
 
     >>> event_key("e1") == event_key("e1") != event_key("e2")
     True
     """
-    b = event_id.encode()
-    return (zlib.crc32(b) << 32) | zlib.adler32(b)
+    return id_hash(event_id, key)
 
 
 def routing_id(event: Event) -> str:
@@ -55,8 +54,10 @@ def routing_id(event: Event) -> str:
 class Engine:
     """Applies events and time to customer states for one compiled catalogue."""
 
-    def __init__(self, catalogue: CompiledCatalogue) -> None:
+    def __init__(self, catalogue: CompiledCatalogue, id_key: bytes = DEFAULT_ID_KEY) -> None:
+        """``id_key``: the deployment's key of the event-id hash (processors.hashing)."""
         self.catalogue = catalogue
+        self.id_key = id_key
         self.lateness = catalogue.allowed_lateness_ms
         self.definitions_cause = f"definitions:{catalogue.version}"
         segs = catalogue.segments
@@ -72,6 +73,7 @@ class Engine:
         self._nprops = [tuple(s.props) for s in specs]
         self._hours = [s.hours for s in specs]
         self._keys = [s.key for s in specs]
+        self._legacy_keys = [s.legacy_key for s in specs]  # states encoded before series_hash
         # shared read-only empty series (one set per compiled catalogue, whatever the number
         # of engines): a state gets its own object on the series' first event
         self._empty_series = catalogue.empty_series
@@ -134,7 +136,7 @@ class Engine:
             state = self.new_state(routing_id(event), min(ts, now))
         elif state.layout is not self.catalogue:
             self._bind(state, changes)
-        key = event_key(event["event_id"])
+        key = id_hash(event["event_id"], self.id_key)
         seen = state.seen
         if key in seen:
             return Step(state, changes, self._next_due(state), False)
@@ -268,14 +270,14 @@ class Engine:
         else:
             self._advance(target, t, False, horizon, changes)
         merge_states(target, released, self.catalogue, horizon)
-        target.seen[event_key(alias_event["event_id"])] = alias_event["timestamp"]
+        target.seen[id_hash(alias_event["event_id"], self.id_key)] = alias_event["timestamp"]
         target.clock = t
         self._evaluate(target, self._all, t, f"alias:{alias_event['event_id']}", None, changes)
         return Step(target, changes, self._next_due(target), False)
 
     def has_seen(self, state: CustomerState, event_id: str) -> bool:
         """Whether ``state`` already took the event ``event_id`` (a re-delivered hand-off)."""
-        return event_key(event_id) in state.seen
+        return id_hash(event_id, self.id_key) in state.seen
 
     # --- internals ------------------------------------------------------------------------
     @staticmethod
@@ -363,7 +365,7 @@ class Engine:
                 state.p_count += 1
                 amount = props.get("amount")
                 if amount is not None and is_number(amount):
-                    state.p_total += amount
+                    state.add_amount(amount)
                 if state.p_first is None or ts < state.p_first:
                     state.p_first = ts
                 if state.p_last is None or ts > state.p_last:
@@ -479,7 +481,7 @@ class Engine:
         by_key = {s.key: s for s in state.series if s.last is not None}
         new_series: list[SeriesState] = []
         for i, key in enumerate(self._keys):
-            old = by_key.get(key)
+            old = by_key.get(key) or by_key.get(self._legacy_keys[i])
             if old is None:
                 new_series.append(self._empty_series[i])
                 continue

@@ -9,9 +9,10 @@ Ties in event time count the anonymous profile's events as later (its history fo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from state.model import CartLine, CartState, CustomerState, SeriesState
+from state.model import CartLine, CartState, CustomerState, SeriesState, exact_add
 
 
 def _merge_series(a: SeriesState, b: SeriesState) -> SeriesState:
@@ -79,7 +80,9 @@ def merge_states(target: CustomerState, source: CustomerState, catalogue: Any,
                      for a, b in zip(target.series, source.series, strict=True)]
     target.cart = _merge_cart(target.cart, source.cart)
     target.p_count += source.p_count
-    target.p_total += source.p_total
+    for x in source.p_sum:
+        exact_add(target.p_sum, x)
+    target.p_total = math.fsum(target.p_sum)
     target.p_first = _min(target.p_first, source.p_first)
     target.p_last = _max(target.p_last, source.p_last)
     for name, (value, ts) in source.traits.items():

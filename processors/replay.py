@@ -2,10 +2,14 @@
 
 "now" during replay is the stream **watermark**: the largest event timestamp seen so far. Before
 an event that moves the watermark forward to ``ts``, every customer whose next-due instant is
-``<= ts`` is advanced to that instant, in due order (ties: first scheduled first), so time-driven
+``< ts`` is advanced to that instant, in due order (ties: first scheduled first), so time-driven
 changes come out at their exact instants and in time order. Then the event is applied with
-``now = watermark``. An event older than ``watermark - allowed_lateness`` is refused by the
-engine (``Step.late``), counted and left out. At the end every pending timer up to ``until``
+``now = watermark``; a due instant equal to ``ts`` is left for later, so that the event's own
+customer evaluates it together with the event (the engine's rule: the purchase at the deadline
+of ``cart_add then no purchase within 1h`` is in ``[ta, now]``, no ENTER/EXIT pair is emitted),
+and other customers' instants at ``ts`` fire before the watermark moves past it. An event
+older than ``watermark - allowed_lateness`` is refused by the engine (``Step.late``), counted
+and left out. At the end every pending timer up to ``until``
 (default: the final watermark) fires; events after ``until`` are not applied (counted in
 ``after_until``), so ``until`` gives the memberships "as of" that instant.
 
@@ -191,7 +195,9 @@ def replay(
             res.after_until += 1
             continue
         if watermark is None or ts > watermark:
-            r.fire(ts)
+            # instants before ts fire first; one equal to ts is evaluated with the event
+            # (engine.apply), so a timer and an event at one instant give no false pair
+            r.fire(ts - 1)
             watermark = ts
         r.event(ev, watermark)
     end = until if until is not None else watermark

@@ -9,6 +9,8 @@ Format version 1, a MessagePack array::
   deltas between successive events; integral floats are stored as integers;
 - ``series``: only non-empty series, each ``[key, last, first, ts_deltas, props, vals, hours]``
   (``key`` = crc32 of the series' canonical text, so a state survives catalogue changes);
+- ``purchases``: ``[count, total partials, first, last]``: the lifetime total as the exact
+  partials of ``state.model.exact_add`` (a plain number in states written before them);
 - ``versions``: flat ``[name, version, ...]`` of every segment with a version (odd = member);
 - the state decodes *unbound* (``layout`` = the catalogue fingerprint): the engine re-binds it
   on first use, re-evaluating only if the definitions changed.
@@ -19,6 +21,7 @@ about 40% fewer bytes and faster on the same list.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -82,7 +85,7 @@ def encode_state(state: CustomerState) -> bytes:
         [[clock - o[0], o[1], o[2], o[3], _num(o[4])] for o in cart.log],
         _off(clock, cart.last_change), _off(clock, cart.cleared),
     ]
-    purchases = [state.p_count, _num(state.p_total), _off(clock, state.p_first),
+    purchases = [state.p_count, [_num(x) for x in state.p_sum], _off(clock, state.p_first),
                  _off(clock, state.p_last)]
     traits: list[Any] = []
     for name, (value, ts) in state.traits.items():
@@ -132,7 +135,11 @@ def decode_state(data: bytes) -> CustomerState:
         cart.last_change, cart.cleared = _back(clock, last_change), _back(clock, cleared)
         cart.rebuild()
         st.cart = cart
-    st.p_count, st.p_total = purchases[0], purchases[1]
+    st.p_count = purchases[0]
+    total = purchases[1]  # the exact partials; a number in states written before them
+    st.p_sum = [float(x) for x in total] if isinstance(total, list) else (
+        [float(total)] if total else [])
+    st.p_total = math.fsum(st.p_sum)
     st.p_first, st.p_last = _back(clock, purchases[2]), _back(clock, purchases[3])
     st.traits = {traits[i]: [traits[i + 1], clock - traits[i + 2]]
                  for i in range(0, len(traits), 3)}

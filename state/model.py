@@ -20,6 +20,7 @@ Bounds (all documented in docs/time-semantics.md):
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from typing import Any
 
@@ -174,10 +175,34 @@ class CartState:
         return self._items
 
     def value(self) -> float:
-        """Sum of quantity x price over the lines."""
+        """Sum of quantity x price over the lines (fsum: independent of the lines' order)."""
         if self._value is None:
-            self._value = sum(line.qty * line.price for line in self.lines.values())
+            self._value = math.fsum(line.qty * line.price for line in self.lines.values())
         return self._value
+
+
+def exact_add(partials: list[float], x: float) -> None:
+    """Add ``x`` to the exact sum held in ``partials`` (Shewchuk's non-overlapping partials,
+    as in ``math.fsum``): ``math.fsum(partials)`` is then the correctly rounded exact sum of
+    everything added, so the result never depends on the order of the additions.
+
+    >>> p: list[float] = []
+    >>> for x in (0.3, 0.2, 0.1): exact_add(p, x)
+    >>> q: list[float] = []
+    >>> for x in (0.1, 0.2, 0.3): exact_add(q, x)
+    >>> math.fsum(p) == math.fsum(q) == 0.6
+    True
+    """
+    i = 0
+    for p in partials:
+        big, small = (p, x) if abs(x) < abs(p) else (x, p)
+        hi = big + small
+        lo = small - (hi - big)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i:] = [x]
 
 
 class CustomerState:
@@ -190,7 +215,7 @@ class CustomerState:
 
     __slots__ = (
         "cart", "cid", "clock", "due", "due_min", "fresh", "layout", "orphans", "p_count",
-        "p_first", "p_last", "p_total", "pending", "seen", "series", "traits", "versions",
+        "p_first", "p_last", "p_sum", "p_total", "pending", "seen", "series", "traits", "versions",
     )
 
     def __init__(self, cid: str, clock: int) -> None:
@@ -204,13 +229,19 @@ class CustomerState:
         self.due_min = NEVER
         self.cart: CartState | None = None
         self.p_count = 0  # lifetime purchases
-        self.p_total: float = 0
+        self.p_total: float = 0  # == math.fsum(p_sum): the correctly rounded exact total
+        self.p_sum: list[float] = []  # exact sum of the amounts as non-overlapping partials
         self.p_first: int | None = None
         self.p_last: int | None = None
         self.traits: dict[str, list[Any]] = {}  # name -> [value, ts of the identify that set it]
         self.seen: dict[int, int] = {}  # event id hash -> event time (insertion ordered)
         self.pending: list[tuple[int, Event]] = []  # ahead-of-clock events, sorted by time
         self.fresh = False  # True until the first event is evaluated (then all segments are)
+
+    def add_amount(self, x: float) -> None:
+        """Add ``x`` to the lifetime purchase total exactly (order never matters)."""
+        exact_add(self.p_sum, x)
+        self.p_total = math.fsum(self.p_sum)
 
     def all_versions(self) -> dict[str, int]:
         """Segment name -> version, for every segment this customer ever changed in."""

@@ -34,6 +34,7 @@ non-leap years, like ``days_until_anniversary``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ class Context:
         return {
             "items": sum(q for q, _ in lines.values()),
             "lines": len(lines),
-            "value": sum(q * p for q, p in lines.values()),
+            "value": math.fsum(q * p for q, p in lines.values()),
             "last_change": last_change,
         }
 
@@ -234,7 +235,7 @@ class Context:
     def purchases(self) -> dict[str, Value]:
         buys = [ev for ev in self.events if ev["type"] == "purchase"]
         amounts = [a for ev in buys if is_number(a := (ev.get("properties") or {}).get("amount"))]
-        total = sum(amounts) if amounts else 0
+        total = math.fsum(amounts) if amounts else 0  # exact, rounded once
         return {
             "count": len(buys),
             "total": total,
@@ -288,8 +289,8 @@ def _aggregate(node: A.Aggregate, ctx: Context) -> Value:
     assert node.prop is not None
     nums = [v for ev in inside if is_number(v := (ev.get("properties") or {}).get(node.prop))]
     if node.func == "sum":
-        return sum(nums) if nums else 0
-    return sum(nums) / len(nums) if nums else None
+        return math.fsum(nums) if nums else 0  # the exact sum, rounded once
+    return math.fsum(nums) / len(nums) if nums else None
 
 
 def _then_no(node: A.ThenNo, ctx: Context) -> bool:

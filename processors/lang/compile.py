@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from processors.hashing import series_hash
 from processors.lang import ast
 from processors.lang.compile_ops import cmp_const, cmp_var, filter_fn
 from processors.lang.unparse import unparse, unparse_events
@@ -58,13 +59,18 @@ class SeriesSpec:
     """One distinct event selection kept in the state."""
 
     index: int
-    key: int  # crc32 of ``text``: identifies the series in encoded states
+    key: int  # series_hash of ``text``: identifies the series in encoded states
     text: str
     types: tuple[str, ...]
     match: Match | None
     window_ms: int = 0  # largest window over it (0: no timestamps kept)
     props: list[str] = field(default_factory=list)  # summed/averaged properties
     hours: bool = False  # keeps a 24-hour histogram (hour_share)
+
+    @property
+    def legacy_key(self) -> int:
+        """The key of format-1 states written before series_hash (crc32 of the text)."""
+        return zlib.crc32(self.text.encode())
 
 
 @dataclass(frozen=True)
@@ -710,15 +716,11 @@ class _SegmentCompiler:
             s = st.series[i]
             ts = s.ts
             k = bisect_right(ts, now - w) if ts and ts[0] <= now - w else 0
-            acc: float = 0
-            n = 0
-            for v in s.vals[j][k:]:
-                if v is not None:
-                    acc += v
-                    n += 1
+            xs = [v for v in s.vals[j][k:] if v is not None]
+            # fsum: the correctly rounded sum of the exact values, whatever their order
             if is_sum:
-                return acc
-            return acc / n if n else None
+                return math.fsum(xs) if xs else 0
+            return math.fsum(xs) / len(xs) if xs else None
 
         return V(total, "num")
 
@@ -949,8 +951,8 @@ class _CatalogueBuilder:
         text = unparse_events(es)
         spec = self.specs.get(text)
         if spec is None:
-            key = zlib.crc32(text.encode())
-            if any(s.key == key for s in self.specs.values()):
+            key = series_hash(text)
+            if any(s.key == key for s in self.specs.values()):  # 64-bit: never in practice
                 raise ValueError(f"series key collision for {text!r}; rename a filter value")
             match = None if es.filter is None else filter_fn(es.filter)
             spec = SeriesSpec(len(self.specs), key, text, es.types, match)

@@ -1,0 +1,37 @@
+"""Stable 64-bit hashes of event ids and series texts (keyed BLAKE2b, not crc32/adler32).
+
+crc32 and adler32 are linear: ids can be crafted to collide (``aca``/``bab`` blocks) and a real
+event would be dropped as a duplicate. BLAKE2b is a cryptographic hash; keyed with a secret
+per deployment (``SEGSTREAM_ID_HASH_KEY``), nobody who does not know the key can even search
+for a collision offline. Unkeyed, finding one takes ~2^32 hash evaluations (birthday bound).
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+#: key used when a deployment sets none (documented: set your own in production)
+DEFAULT_ID_KEY = b"segstream-event-id-v2"
+_SERIES_PERSON = b"segstr-series"
+
+
+def id_hash(event_id: str, key: bytes = DEFAULT_ID_KEY) -> int:
+    """64-bit keyed hash of an event id (de-duplication; the same in every process).
+
+    >>> id_hash("e1") == id_hash("e1") != id_hash("e2")
+    True
+    >>> id_hash("e1") != id_hash("e1", b"other-deployment")
+    True
+    """
+    return int.from_bytes(blake2b(event_id.encode(), digest_size=8, key=key).digest(), "big")
+
+
+def series_hash(text: str) -> int:
+    """64-bit hash of a series' canonical text (identifies the series in encoded states).
+
+    >>> series_hash('page_view where category == "v29685295"') != series_hash(
+    ...     'page_view where category == "v32060020"')
+    True
+    """
+    return int.from_bytes(
+        blake2b(text.encode(), digest_size=8, person=_SERIES_PERSON).digest(), "big")
