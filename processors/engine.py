@@ -12,7 +12,7 @@ See docs/time-semantics.md for the rules and their reasons.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from processors.hashing import DEFAULT_ID_KEY, id_hash
@@ -26,13 +26,17 @@ from state.model import (
     OP_CLEAR,
     OP_REMOVE,
     PENDING_CAP,
+    RATE_CAP,
     CartOp,
     CartState,
     CustomerState,
+    Record,
     SeriesState,
 )
 
 Event = dict[str, Any]
+_NONE: frozenset[int] = frozenset()
+TOO_LATE, RATE_LIMITED = "too_late", "rate_limited"
 
 
 def event_key(event_id: str, key: bytes = DEFAULT_ID_KEY) -> int:
@@ -130,7 +134,7 @@ class Engine:
         """Apply one canonical event with processing clock ``now`` (see the module doc)."""
         ts: int = event["timestamp"]
         if ts < now - self.lateness:
-            return Step(state, [], self._next_due(state), True)
+            return Step(state, [], self._next_due(state), True, TOO_LATE)
         changes: list[Change] = []
         if state is None:
             state = self.new_state(routing_id(event), min(ts, now))
@@ -138,19 +142,22 @@ class Engine:
             self._bind(state, changes)
         key = id_hash(event["event_id"], self.id_key)
         seen = state.seen
-        if key in seen:
+        if key in seen or ts <= state.erased:  # a duplicate, or erased by a later forget
             return Step(state, changes, self._next_due(state), False)
+        horizon = min(state.clock, now) - self.lateness
+        if seen and (seen[next(iter(seen))][0] < horizon or len(seen) >= RATE_CAP):
+            state.forget_seen_before(horizon)
+            if len(seen) >= RATE_CAP:
+                return Step(state, changes, self._next_due(state), True, RATE_LIMITED)
+        rec = (ts, event["type"], event.get("properties"))
         if ts > now:  # ahead of the clock: enters at its own time
             pending = state.pending
             if len(pending) >= PENDING_CAP:
-                return Step(state, changes, self._next_due(state), True)
-            seen[key] = ts
+                return Step(state, changes, self._next_due(state), True, TOO_LATE)
+            seen[key] = rec
             pending.insert(bisect_right([p[0] for p in pending], ts), (ts, event))
             return Step(state, changes, self._next_due(state), False)
-        seen[key] = ts
-        horizon = min(state.clock, now) - self.lateness
-        if seen[next(iter(seen))] < horizon or len(seen) > 64:
-            state.forget_seen_before(horizon)
+        seen[key] = rec
         t = ts if ts > state.clock else state.clock
         if state.due_min < t or (state.pending and state.pending[0][0] < t):
             self._advance(state, t, False, horizon, changes)
@@ -166,20 +173,57 @@ class Engine:
         return Step(state, changes, self._next_due(state), False)
 
     def forget(self, state: CustomerState | None, event: Event, now: int) -> Step:
-        """Erase the customer: EXIT from every segment it is in; the state becomes None."""
+        """Erase what the customer did up to the forget's time ``T``, whatever the arrival
+        order. ``Step.state`` is what to store: a tombstone (version counters only, all at
+        EXIT, and ``erased = T`` so that an older event arriving later is dropped too), or,
+        when events newer than ``T`` arrived before the forget, the profile rebuilt from
+        them (their records, ``state.seen``), with the changes relative to the memberships
+        before. A forget older than the records kept (``now - allowed lateness``) erases
+        everything the profile holds."""
+        ts: int = event["timestamp"]
         if state is None:
-            return Step(None, [], None, False)
+            stone = self.new_state(routing_id(event), min(ts, now))
+            stone.erased = ts
+            return Step(stone, [], None, False)
         changes: list[Change] = []
         if state.layout is not self.catalogue:
             self._bind(state, changes)
         t = self._instant(state, event, now)
-        self._advance(state, t, True, min(state.clock, now) - self.lateness, changes)
+        horizon = min(state.clock, now) - self.lateness
+        self._advance(state, t, True, horizon, changes)
         t = max(t, state.clock)
         cause = f"forget:{event['event_id']}"
+        newer = [r for r in state.seen.items() if r[1][0] > ts] if ts >= horizon else []
+        if newer:
+            return self._rebuild(state, ts, t, newer, horizon, cause, changes)
         for i, v in enumerate(state.versions):
             if v & 1:
                 changes.append(Change(state.cid, self._names[i], "exit", t, v + 1, cause))
-        return Step(None, changes, None, False)
+        stone = self.tombstone(state)
+        stone.clock = t
+        stone.erased = max(ts, state.erased)
+        return Step(stone, changes, None, False)
+
+    def _rebuild(  # noqa: PLR0917
+        self, state: CustomerState, erased: int, t: int, newer: list[tuple[int, Record]],
+        horizon: int, cause: str, changes: list[Change],
+    ) -> Step:
+        """The profile after a forget at ``erased`` that arrived after newer events: a fresh
+        state holding only those (in time order, ties by arrival), evaluated at ``t`` against
+        the memberships before (no EXIT/ENTER pair for a segment the customer stays in)."""
+        st = self.new_state(state.cid, t)
+        st.fresh = False
+        st.versions = list(state.versions)
+        st.orphans = dict(state.orphans)
+        st.erased = max(erased, state.erased)
+        pending_keys = {id_hash(ev["event_id"], self.id_key) for _, ev in state.pending}
+        st.pending = [p for p in state.pending if p[0] > erased]
+        for key, rec in sorted(newer, key=lambda kr: kr[1][0]):  # stable: arrival on ties
+            st.seen[key] = rec
+            if key not in pending_keys and rec[1] in self._handlers:
+                self._add(st, {"type": rec[1], "properties": rec[2]}, rec[0], t, horizon)
+        self._evaluate(st, self._all, t, cause, None, changes)
+        return Step(st, changes, self._next_due(st), False)
 
     def tombstone(self, state: CustomerState) -> CustomerState:
         """What may be kept of a profile that ended (forget, or an anonymous profile merged
@@ -193,6 +237,7 @@ class Engine:
         counts = {n: v + (v & 1) for n, v in state.all_versions().items()}
         st.versions = [counts.pop(name, 0) for name in self._names]
         st.orphans = counts
+        st.erased = state.erased
         return st
 
     def reevaluate(self, state: CustomerState, now: int, cause: str) -> Step:
@@ -269,8 +314,10 @@ class Engine:
             target.fresh = False
         else:
             self._advance(target, t, False, horizon, changes)
+        self._drop_shared(target, released)
         merge_states(target, released, self.catalogue, horizon)
-        target.seen[id_hash(alias_event["event_id"], self.id_key)] = alias_event["timestamp"]
+        target.seen[id_hash(alias_event["event_id"], self.id_key)] = (
+            alias_event["timestamp"], "alias", None)
         target.clock = t
         self._evaluate(target, self._all, t, f"alias:{alias_event['event_id']}", None, changes)
         return Step(target, changes, self._next_due(target), False)
@@ -309,82 +356,20 @@ class Engine:
                 self._ingest(state, ev, ts, max(ts, state.clock), horizon, changes)
                 continue
             due = state.due
-            state.clock = d
             idxs = [i for i in self._time_segs if due[i] <= d]
+            n = len(changes)
             self._evaluate(state, idxs, d, "timer", None, changes)
+            if len(changes) > n:
+                # only a real change moves the clock: an early candidate that changed nothing
+                # leaves it, so a decoded state (which recomputes its candidates) agrees
+                state.clock = d
 
     def _ingest(  # noqa: PLR0917 - hot path: positional on purpose
         self, state: CustomerState, event: Event, ts: int, t: int, horizon: int,
         changes: list[Change],
     ) -> None:
         """Add an accepted event to the state and evaluate what it affects at instant ``t``."""
-        handler = self._handlers.get(event["type"])
-        state.clock = t
-        if handler is not None:
-            series_entries, affected, affected_set, cart, purchases, trait_segs = handler
-            props = event.get("properties") or {}
-            series = state.series
-            empties = self._empty_series
-            extra: list[int] | None = None  # segments of touched filtered series / traits
-            for i, match, win, pnames, hours, when_matched in series_entries:
-                if match is not None:
-                    if not match(props):
-                        continue
-                    if when_matched:
-                        extra = [*extra, *when_matched] if extra else list(when_matched)
-                s = series[i]
-                if s is empties[i]:
-                    s = series[i] = SeriesState(s.key, s.props, hours)
-                if s.last is None or ts > s.last:
-                    s.last = ts
-                if s.first is None or ts < s.first:
-                    s.first = ts
-                if win and ts > t - win:
-                    tl = s.ts
-                    if not tl or ts >= tl[-1]:
-                        tl.append(ts)
-                        for j, name in enumerate(pnames):
-                            v = props.get(name)
-                            s.vals[j].append(v if is_number(v) else None)
-                    else:
-                        k = bisect_right(tl, ts)
-                        tl.insert(k, ts)
-                        for j, name in enumerate(pnames):
-                            v = props.get(name)
-                            s.vals[j].insert(k, v if is_number(v) else None)
-                    if tl[0] <= t - win:
-                        s.drop_before(t - win)
-                    if len(tl) > 4096:
-                        s.cap()
-                if hours:
-                    assert s.hours is not None
-                    s.hours[(ts // HOUR_MS) % 24] += 1
-            if cart:
-                self._cart(state, event["type"], props, ts, horizon)
-            if purchases:
-                state.p_count += 1
-                amount = props.get("amount")
-                if amount is not None and is_number(amount):
-                    state.add_amount(amount)
-                if state.p_first is None or ts < state.p_first:
-                    state.p_first = ts
-                if state.p_last is None or ts > state.p_last:
-                    state.p_last = ts
-            if trait_segs:
-                given = props.get("traits") or {}
-                for name in self._traits:
-                    if name in given:
-                        cur = state.traits.get(name)
-                        if cur is None or ts >= cur[1]:
-                            state.traits[name] = [given[name], ts]
-                            if trait_segs[name]:
-                                extra = [*extra, *trait_segs[name]] if extra \
-                                    else list(trait_segs[name])
-            if extra:
-                affected = tuple(sorted(set(affected).union(extra)))
-                affected_set = frozenset(affected)
-        else:
-            affected, affected_set = (), frozenset()
+        affected, affected_set = self._add(state, event, ts, t, horizon)
         cause = event["event_id"]
         if state.fresh:
             state.fresh = False
@@ -396,6 +381,136 @@ class Engine:
             self._evaluate(state, due_now, t, cause, affected_set, changes)
         elif affected:
             self._evaluate(state, affected, t, cause, None, changes)
+
+    def _add(
+        self, state: CustomerState, event: Event, ts: int, t: int, horizon: int,
+    ) -> tuple[tuple[int, ...], frozenset[int]]:
+        """Add an event's data to the state (clock ``t``); the segments it may change."""
+        handler = self._handlers.get(event["type"])
+        state.clock = t
+        if handler is None:
+            return (), _NONE
+        series_entries, affected, affected_set, cart, purchases, trait_segs = handler
+        props = event.get("properties") or {}
+        series = state.series
+        empties = self._empty_series
+        extra: list[int] | None = None  # segments of touched filtered series / traits
+        for i, match, win, pnames, hours, when_matched in series_entries:
+            if match is not None:
+                if not match(props):
+                    continue
+                if when_matched:
+                    extra = [*extra, *when_matched] if extra else list(when_matched)
+            s = series[i]
+            if s is empties[i]:
+                s = series[i] = SeriesState(s.key, s.props, hours)
+            if s.last is None or ts > s.last:
+                s.last = ts
+            if s.first is None or ts < s.first:
+                s.first = ts
+            if win and ts > t - win:
+                tl = s.ts
+                if not tl or ts >= tl[-1]:
+                    tl.append(ts)
+                    for j, name in enumerate(pnames):
+                        v = props.get(name)
+                        s.vals[j].append(v if is_number(v) else None)
+                else:
+                    k = bisect_right(tl, ts)
+                    tl.insert(k, ts)
+                    for j, name in enumerate(pnames):
+                        v = props.get(name)
+                        s.vals[j].insert(k, v if is_number(v) else None)
+                if tl[0] <= t - win:
+                    s.drop_before(t - win)
+                if len(tl) > 4096:
+                    s.cap()
+            if hours:
+                assert s.hours is not None
+                s.hours[(ts // HOUR_MS) % 24] += 1
+        if cart:
+            self._cart(state, event["type"], props, ts, horizon)
+        if purchases:
+            state.p_count += 1
+            amount = props.get("amount")
+            if amount is not None and is_number(amount):
+                state.add_amount(amount)
+            if state.p_first is None or ts < state.p_first:
+                state.p_first = ts
+            if state.p_last is None or ts > state.p_last:
+                state.p_last = ts
+        if trait_segs:
+            given = props.get("traits") or {}
+            for name in self._traits:
+                if name in given:
+                    cur = state.traits.get(name)
+                    if cur is None or ts >= cur[1]:
+                        state.traits[name] = [given[name], ts]
+                        if trait_segs[name]:
+                            extra = [*extra, *trait_segs[name]] if extra \
+                                else list(trait_segs[name])
+        if extra:
+            affected = tuple(sorted(set(affected).union(extra)))
+            affected_set = frozenset(affected)
+        return affected, affected_set
+
+    def _drop_shared(self, target: CustomerState, released: CustomerState) -> None:
+        """Take out of ``released`` the events ``target`` took too (an event re-sent after
+        login with both ids reaches both profiles): merged, it must count once. The target's
+        copy is kept (its history comes first); last/first instants need no change since the
+        target holds the same instant."""
+        tseen, rseen = target.seen, released.seen
+        shared = [k for k in rseen if k in tseen]
+        if not shared:
+            return
+        pending = {id_hash(ev["event_id"], self.id_key): i
+                   for i, (_, ev) in enumerate(released.pending)}
+        drop_pending: set[int] = set()
+        for k in shared:
+            ts, typ, props = rseen.pop(k)
+            if k in pending:  # not applied yet: just drop the copy
+                drop_pending.add(pending[k])
+                continue
+            handler = self._handlers.get(typ)
+            if handler is not None:
+                self._subtract(released, handler, ts, typ, props or {})
+        if drop_pending:
+            released.pending = [p for i, p in enumerate(released.pending)
+                                if i not in drop_pending]
+
+    def _subtract(
+        self, st: CustomerState, handler: Any, ts: int, typ: str, props: dict[str, Any],
+    ) -> None:
+        """Undo what ``_add`` added for one event (its series rows, hour, cart op, purchase)."""
+        series_entries, _, _, cart, purchases, _ = handler
+        for i, match, win, _pn, hours, _w in series_entries:
+            if match is not None and not match(props):
+                continue
+            s = st.series[i]
+            if s is self._empty_series[i]:
+                continue
+            if win:
+                k = bisect_left(s.ts, ts)
+                if k < len(s.ts) and s.ts[k] == ts:
+                    del s.ts[k]
+                    for col in s.vals:
+                        del col[k]
+            if hours and s.hours is not None:
+                s.hours[(ts // HOUR_MS) % 24] -= 1
+        if cart and st.cart is not None:
+            kind = OP_ADD if typ == "cart_add" else OP_REMOVE if typ == "cart_remove" else OP_CLEAR
+            pid = "" if kind == OP_CLEAR else str(props.get("product_id", ""))
+            log = st.cart.log
+            for j, op in enumerate(log):
+                if op[0] == ts and op[1] == kind and op[2] == pid:
+                    del log[j]
+                    st.cart.rebuild()
+                    break
+        if purchases:
+            st.p_count -= 1
+            amount = props.get("amount")
+            if amount is not None and is_number(amount):
+                st.add_amount(-amount)
 
     @staticmethod
     def _cart(state: CustomerState, typ: str, props: dict[str, Any], ts: int,

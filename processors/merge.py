@@ -1,9 +1,11 @@
 """Folding an anonymous profile into a known customer's state (alias events).
 
 Both states are bound to the same compiled catalogue. The result is what the combined event
-history gives, with one documented approximation for the cart: lines are united (quantities
-added, the later price kept) after dropping, on each side, lines older than the other side's
-latest purchase; the cart's late-event log is folded (no re-ordering across the two profiles).
+history gives. The cart: both profiles' cart operations within the allowed lateness are
+replayed together in event-time order; what each cart held before those (operations older
+than the lateness, folded) is united line by line (quantities added, the later price kept)
+after dropping, on each side, lines older than the other side's latest purchase. Events both
+profiles took (same event id) were taken out of the anonymous side first (``Engine.absorb``).
 Ties in event time count the anonymous profile's events as later (its history follows).
 """
 
@@ -38,23 +40,30 @@ def _kept(lines: dict[str, CartLine], cleared: int | None) -> dict[str, CartLine
     return {k: v.copy() for k, v in lines.items() if cleared is None or v.ts > cleared}
 
 
-def _merge_cart(a: CartState | None, b: CartState | None) -> CartState | None:
-    if b is None:
-        return a
-    if a is None:
-        return b
-    lines = _kept(a.lines, b.cleared)
-    for pid, line in _kept(b.lines, a.cleared).items():
+def _union(a: dict[str, CartLine], b: dict[str, CartLine]) -> dict[str, CartLine]:
+    lines = {k: v.copy() for k, v in a.items()}
+    for pid, line in b.items():
         cur = lines.get(pid)
         if cur is None:
-            lines[pid] = line
+            lines[pid] = line.copy()
         else:
             cur.qty += line.qty
             if line.ts >= cur.ts:
                 cur.price, cur.ts = line.price, line.ts
+    return lines
+
+
+def _merge_cart(a: CartState | None, b: CartState | None) -> CartState | None:
+    """Both carts' operations within the lateness (their logs) are replayed together in
+    event-time order (ties: ``a``'s first) over the union of what each had before them."""
+    if b is None:
+        return a
+    if a is None:
+        return b
     out = CartState()
-    out.set_lines(lines)
-    out.base = {k: v.copy() for k, v in lines.items()}
+    out.base = _union(_kept(a.base, b.cleared), _kept(b.base, a.cleared))
+    out.log = sorted(a.log + b.log, key=lambda o: o[0])  # stable: a's ops first on ties
+    out.rebuild()
     out.last_change = _max(a.last_change, b.last_change)
     out.cleared = _max(a.cleared, b.cleared)
     return out
@@ -89,7 +98,7 @@ def merge_states(target: CustomerState, source: CustomerState, catalogue: Any,
         cur = target.traits.get(name)
         if cur is None or ts >= cur[1]:
             target.traits[name] = [value, ts]
-    for k, ts in source.seen.items():
-        target.seen.setdefault(k, ts)
+    for k, rec in source.seen.items():  # shared events were taken out of source (absorb)
+        target.seen.setdefault(k, rec)
     if source.pending:
         target.pending = sorted(target.pending + source.pending, key=lambda p: p[0])

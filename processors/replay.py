@@ -21,8 +21,11 @@ Identity, decided here and mirrored by the test oracle (``tests/oracle.py: route
   (``engine.merge``: the anonymous profile exits its segments and ends). An alias of an id that
   is already aliased (a re-send, or to another customer) is applied to its customer as an
   ordinary event: first link wins;
-- ``forget`` erases the profile (``engine.forget``) and the aliases pointing to it; later
-  events start a new profile.
+- ``forget`` at ``T`` erases what the profile did up to ``T`` (``engine.forget``): what is
+  kept is a tombstone (its version counters, so a later ENTER never reuses a version) or,
+  when newer events arrived before the forget, the profile rebuilt from them; an older event
+  arriving after the forget is dropped. The aliases pointing to it are erased; later events of
+  the id continue from there. A merged-away anonymous id keeps a tombstone too.
 
 The module is pure: no I/O, no clock; the same events give the same changes.
 """
@@ -49,6 +52,7 @@ class ReplayResult:
     applied: int = 0  # events the engine took (not late); duplicates are dropped inside it
     late: int = 0
     late_ids: list[str] = field(default_factory=list)  # the first LATE_IDS_KEPT of them
+    rate_limited: int = 0  # refused: the customer had RATE_CAP events within the lateness
     after_until: int = 0
     merges: int = 0
     forgets: int = 0
@@ -145,7 +149,8 @@ class _Replayer:
             if self.count(target_step, ev):
                 res.aliases[anon] = rid
                 res.merges += 1
-                self.take(anon, source_step)
+                # the anonymous id keeps its version counters (a tombstone), as in the worker
+                self.take(anon, source_step._replace(state=engine.tombstone(source)))
                 self.take(rid, target_step)
             return
         if typ == "forget":
@@ -163,6 +168,9 @@ class _Replayer:
     def count(self, step: Step, ev: dict[str, Any]) -> bool:
         """Count the event as applied or late; True when applied."""
         res = self.result
+        if step.late and step.reason == "rate_limited":
+            res.rate_limited += 1
+            return False
         if step.late:
             res.late += 1
             if len(res.late_ids) < LATE_IDS_KEPT:

@@ -30,9 +30,12 @@ class Change(NamedTuple):
 class Step(NamedTuple):
     """Result of one engine call: the new state (None once erased or merged away), the changes
     in order, the next instant the state needs a look (None: never), and whether the event
-    was refused as late (older than now - allowed lateness; not applied)."""
+    was refused (not applied): ``reason`` then says why, ``too_late`` (older than now -
+    allowed lateness) or ``rate_limited`` (the customer already has ``state.model.RATE_CAP``
+    events within the allowed lateness)."""
 
     state: CustomerState | None
     changes: list[Change]
     next_due: int | None
     late: bool
+    reason: str = ""

@@ -1,9 +1,9 @@
 """Compact binary encoding of ``CustomerState`` (MessagePack of a positional list).
 
-Format version 1, a MessagePack array::
+Format version 2, a MessagePack array::
 
-    [1, fingerprint, cid, clock, fresh, series, versions, cart, purchases, traits, seen,
-     pending]
+    [2, fingerprint, cid, clock, fresh, series, versions, cart, purchases, traits, seen,
+     pending, erased]
 
 - times are stored as offsets back from ``clock`` (smaller integers), window timestamps as
   deltas between successive events; integral floats are stored as integers;
@@ -12,6 +12,10 @@ Format version 1, a MessagePack array::
 - ``purchases``: ``[count, total partials, first, last]``: the lifetime total as the exact
   partials of ``state.model.exact_add`` (a plain number in states written before them);
 - ``versions``: flat ``[name, version, ...]`` of every segment with a version (odd = member);
+- ``seen``: flat ``[hash, offset, type, properties, ...]``, the records of the events within
+  the allowed lateness (format 1 had ``[hash, offset, ...]`` only: such records decode with no
+  type, so they de-duplicate but a late forget cannot rebuild from them);
+- ``erased``: the instant up to which a forget erased the history (None: never);
 - the state decodes *unbound* (``layout`` = the catalogue fingerprint): the engine re-binds it
   on first use, re-evaluating only if the definitions changed.
 
@@ -26,9 +30,10 @@ from typing import Any
 
 import msgspec
 
-from state.model import CartLine, CartState, CustomerState, SeriesState
+from state.model import NEVER, CartLine, CartState, CustomerState, SeriesState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_KNOWN = (1, 2)
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 
@@ -90,12 +95,13 @@ def encode_state(state: CustomerState) -> bytes:
     traits: list[Any] = []
     for name, (value, ts) in state.traits.items():
         traits += [name, value, clock - ts]
-    seen: list[int] = []
-    for k, ts in state.seen.items():
-        seen += [k, clock - ts]
+    seen: list[Any] = []
+    for k, (ts, typ, props) in state.seen.items():
+        seen += [k, clock - ts, typ, props]
     pending = [[ts, ev] for ts, ev in state.pending]
     return _enc.encode([FORMAT_VERSION, fp, state.cid, clock, int(state.fresh), series, versions,
-                        cart_enc, purchases, traits, seen, pending])
+                        cart_enc, purchases, traits, seen, pending,
+                        None if state.erased <= -NEVER else state.erased])
 
 
 def decode_state(data: bytes) -> CustomerState:
@@ -104,11 +110,12 @@ def decode_state(data: bytes) -> CustomerState:
         raw = _dec.decode(data)
     except msgspec.DecodeError as e:
         raise CodecError(f"not an encoded customer state: {e}") from None
-    if not isinstance(raw, list) or not raw or raw[0] != FORMAT_VERSION:
+    if not isinstance(raw, list) or not raw or raw[0] not in _KNOWN:
         head = raw[0] if isinstance(raw, list) and raw else None
         raise CodecError(f"unknown customer state format {head!r} (expected {FORMAT_VERSION})")
+    fmt = raw[0]
     (_, fp, cid, clock, fresh, series, versions, cart_enc, purchases, traits, seen,
-     pending) = raw
+     pending) = raw[:12]
     st = CustomerState(cid, clock)
     st.layout = fp
     st.fresh = bool(fresh)
@@ -143,6 +150,12 @@ def decode_state(data: bytes) -> CustomerState:
     st.p_first, st.p_last = _back(clock, purchases[2]), _back(clock, purchases[3])
     st.traits = {traits[i]: [traits[i + 1], clock - traits[i + 2]]
                  for i in range(0, len(traits), 3)}
-    st.seen = {seen[i]: clock - seen[i + 1] for i in range(0, len(seen), 2)}
+    if fmt == 1:
+        st.seen = {seen[i]: (clock - seen[i + 1], "", None) for i in range(0, len(seen), 2)}
+    else:
+        st.seen = {seen[i]: (clock - seen[i + 1], seen[i + 2], seen[i + 3])
+                   for i in range(0, len(seen), 4)}
+        if raw[12] is not None:
+            st.erased = raw[12]
     st.pending = [(p[0], p[1]) for p in pending]
     return st

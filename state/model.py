@@ -10,8 +10,12 @@ Bounds (all documented in docs/time-semantics.md):
   the summed property values) of its events inside its largest window, at most
   ``SERIES_CAP`` of them; past the cap the oldest are dropped (windowed counts then undercount
   for that customer: a bot-like customer, not a shopper);
-- ``seen`` keeps 64-bit hashes of the event ids with event time within the allowed lateness
-  (``SEEN_CAP`` at most): a duplicate older than that is refused as late by the lateness rule;
+- ``seen`` keeps, for every event with event time within the allowed lateness of the clock,
+  its id's 64-bit hash and a *record* (time, type, properties): duplicates within the lateness
+  are never counted twice whatever their number, a late forget rebuilds the profile from the
+  records newer than it, and an alias drops the events both profiles took. Memory is bound by
+  the lateness and ``RATE_CAP``: a customer with that many events inside the allowed lateness
+  has further events refused (``Step.reason`` ``rate_limited``, dead-lettered), not forgotten;
 - ``pending`` holds events stamped ahead of the clock until the clock reaches them
   (``PENDING_CAP`` at most; past it such events are refused as late);
 - the cart keeps its lines plus a log of the cart operations within the allowed lateness (so
@@ -25,11 +29,13 @@ from bisect import bisect_right
 from typing import Any
 
 SERIES_CAP = 4096
-SEEN_CAP = 1024
+RATE_CAP = 10_000  # events per customer within the allowed lateness; past it: refused
 PENDING_CAP = 256
 NEVER = 1 << 62  # "no due instant"
 
 Event = dict[str, Any]
+#: what the state remembers of a recent event: (event time, type, properties)
+Record = tuple[int, str, dict[str, Any] | None]
 
 # cart operation kinds
 OP_ADD, OP_REMOVE, OP_CLEAR = 0, 1, 2
@@ -214,8 +220,25 @@ class CustomerState:
     """
 
     __slots__ = (
-        "cart", "cid", "clock", "due", "due_min", "fresh", "layout", "orphans", "p_count",
-        "p_first", "p_last", "p_sum", "p_total", "pending", "seen", "series", "traits", "versions",
+        "cart",
+        "cid",
+        "clock",
+        "due",
+        "due_min",
+        "erased",
+        "fresh",
+        "layout",
+        "orphans",
+        "p_count",
+        "p_first",
+        "p_last",
+        "p_sum",
+        "p_total",
+        "pending",
+        "seen",
+        "series",
+        "traits",
+        "versions",
     )
 
     def __init__(self, cid: str, clock: int) -> None:
@@ -234,7 +257,9 @@ class CustomerState:
         self.p_first: int | None = None
         self.p_last: int | None = None
         self.traits: dict[str, list[Any]] = {}  # name -> [value, ts of the identify that set it]
-        self.seen: dict[int, int] = {}  # event id hash -> event time (insertion ordered)
+        # event id hash -> (event time, type, properties), insertion (arrival) ordered
+        self.seen: dict[int, Record] = {}
+        self.erased = -NEVER  # a forget erased every event with time <= this instant
         self.pending: list[tuple[int, Event]] = []  # ahead-of-clock events, sorted by time
         self.fresh = False  # True until the first event is evaluated (then all segments are)
 
@@ -255,10 +280,11 @@ class CustomerState:
         return sorted(name for name, v in self.all_versions().items() if v & 1)
 
     def forget_seen_before(self, horizon: int) -> None:
-        """Drop de-duplication ids of events older than ``horizon`` (and past the cap)."""
+        """Drop the records of events older than ``horizon`` (oldest arrivals first: a record
+        behind a newer arrival goes when that one does, at most one lateness later)."""
         seen = self.seen
         while seen:
             k = next(iter(seen))
-            if seen[k] >= horizon and len(seen) <= SEEN_CAP:
+            if seen[k][0] >= horizon:
                 break
             del seen[k]

@@ -312,10 +312,9 @@ class PartitionSegmenter:
         if typ != "forget" and self._erased(rid, ev["timestamp"], out):
             return
         if typ == "forget":
-            old = cache.get(rid)
-            step = engine.forget(old, ev, now)
-            if old is not None and not step.late:  # keep only the version counters
-                step = step._replace(state=engine.tombstone(old), next_due=None)
+            # the state to keep: a tombstone (version counters only) or, when newer events
+            # arrived before the forget, the profile rebuilt from them (engine.forget)
+            step = engine.forget(cache.get(rid), ev, now)
             if not step.late:
                 at = max(ev["timestamp"], self.erasures.get(rid, 0))
                 self.erasures[rid] = out.erasures[rid] = at

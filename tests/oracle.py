@@ -420,23 +420,34 @@ def route(events: Sequence[Event], skip: Container[int] = ()) -> dict[str, list[
     - ``alias`` (first one for an anonymous id, to a different id): the anonymous profile's
       events move to the customer (the alias event is part of the customer's history); the
       anonymous profile ends. A later alias of an already-aliased id is an ordinary event;
-    - ``forget`` erases the profile (its events and the aliases that point to it); events
-      delivered after it start a new profile. The forget event itself is not kept;
+    - ``forget`` at ``T`` erases what the profile did up to ``T`` whatever the delivery order:
+      its events with time ``<= T`` (those with a later time stay), every event of that id
+      delivered later with time ``<= T``, and the aliases that point to it. The forget event
+      itself is not kept;
     - positions in ``skip`` (late events the engine refused) are ignored.
     """
     alias_of: dict[str, str] = {}
     profiles: dict[str, list[Event]] = {}
+    erased: dict[str, int] = {}  # routing id -> latest forget time
     for i, ev in enumerate(events):
         if i in skip:
             continue
         rid = ev.get("customer_id") or alias_of.get(ev["anonymous_id"], ev["anonymous_id"])
         typ = ev["type"]
+        if typ != "forget" and ev["timestamp"] <= erased.get(rid, -1 << 62) and not (
+                typ == "alias" and ev["anonymous_id"] not in alias_of
+                and ev["anonymous_id"] != rid):
+            continue
         if typ == "alias" and ev["anonymous_id"] not in alias_of and ev["anonymous_id"] != rid:
             anon = ev["anonymous_id"]
             alias_of[anon] = rid
             profiles[rid] = profiles.get(rid, []) + profiles.pop(anon, []) + [ev]
         elif typ == "forget":
-            profiles.pop(rid, None)
+            t_forget = ev["timestamp"]
+            erased[rid] = max(erased.get(rid, t_forget), t_forget)
+            kept = [e for e in profiles.pop(rid, []) if e["timestamp"] > erased[rid]]
+            if kept:
+                profiles[rid] = kept
             for anon in [a for a, c in alias_of.items() if c == rid]:
                 del alias_of[anon]
         else:

@@ -186,7 +186,10 @@ def test_forget_exits_everything() -> None:
     st = eng.apply(None, buy("a", T0), T0).state
     st = eng.apply(st, ev("p", "page_view", T0 + S, url="u"), T0 + S).state
     step = eng.forget(st, ev("f", "forget", T0 + 2 * S), T0 + 2 * S)
-    assert step.state is None and step.next_due is None
+    stone = step.state  # a tombstone: version counters only, all at EXIT
+    assert stone is not None and step.next_due is None
+    assert members(stone) == set() and stone.p_count == 0 and not stone.seen
+    assert stone.erased == T0 + 2 * S
     assert sorted((c.segment, c.action, c.version, c.cause, c.at) for c in step.changes) == [
         ("buyer", "exit", 2, "forget:f", T0 + 2 * S), ("viewer", "exit", 2, "forget:f", T0 + 2 * S)]
 
@@ -286,7 +289,8 @@ def test_tombstone_continues_version_counters_after_forget() -> None:
     assert st is not None
     gone = eng.forget(st, ev("f", "forget", T0 + S), T0 + S)
     assert [c.version for c in gone.changes] == [2]
-    stone = eng.tombstone(st)
+    stone = gone.state
+    assert stone is not None
     assert members(stone) == set() and stone.series[0].last is None
     step = eng.apply(stone, buy("b", T0 + 2 * S), T0 + 2 * S)
     assert [(c.action, c.version) for c in step.changes] == [("enter", 3)]

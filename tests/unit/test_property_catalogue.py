@@ -13,13 +13,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_property_support import (
     DAY,
     HOUR,
     boundary_instants,
-    cart_merge_approximated,
     check_change_log,
     deliveries,
     durations_of,
@@ -65,7 +64,6 @@ def instants(events: list[dict[str, Any]], k: int, seed: int, end: int) -> list[
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_default_catalogue_in_order(data: st.DataObject, seed: int) -> None:
     events = data.draw(deliveries(data.draw(long_events()), max_delay=0))
-    assume(not cart_merge_approximated(events))
     end = events[-1]["timestamp"] + 400 * DAY
     log: list[Any] = []
     result = replay(Engine(compile_catalogue(catalogue())), events, until=end,
@@ -82,7 +80,6 @@ def test_default_catalogue_in_order(data: st.DataObject, seed: int) -> None:
 def test_default_catalogue_disorder_within_lateness(data: st.DataObject) -> None:
     events = data.draw(long_events())
     delivered = data.draw(deliveries(events, max_delay=catalogue().allowed_lateness_ms // 2))
-    assume(not cart_merge_approximated(delivered))
     end = events[-1]["timestamp"] + data.draw(st.integers(0, 400)) * DAY
     log: list[Any] = []
     result = replay(Engine(compile_catalogue(catalogue())), delivered, until=end,
@@ -105,7 +102,6 @@ def test_generated_streams_match_the_oracle(seed: int, disorder: bool) -> None:
                           out_of_order_share=0.05 if disorder else 0.0,
                           out_of_order_max_ms=20 * 60_000)
     events = [{**e, "schema_version": 1} for e in generate(cfg)]
-    assume(not cart_merge_approximated(events))
     end = max(e["timestamp"] for e in events) + 40 * DAY
     log: list[Any] = []
     result = replay(Engine(compile_catalogue(catalogue())), events, until=end,

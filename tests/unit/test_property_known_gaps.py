@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
 from processors.lang.load import load_definitions
@@ -49,11 +47,6 @@ def run(events: list[dict[str, Any]]) -> tuple[Any, list[Any], Any]:
     return result, log, cat
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "replay gap: replay's forget drops the whole state, version counters included, so the "
-    "customer's next ENTER reuses version 1 (the streaming worker keeps engine.tombstone "
-    "instead, stream/segmenter.py); replay cannot follow until the codec gap below is fixed: "
-    "with tombstones a decoded state stamps some changes at another instant"))
 def test_forget_keeps_version_counters() -> None:
     _, log, _ = run([ev("1", "page_view", 0, "c1", url="/"),
                      ev("2", "forget", 1_000, "c1"),
@@ -62,10 +55,6 @@ def test_forget_keeps_version_counters() -> None:
         ("enter", 1, "1"), ("exit", 2, "forget:2"), ("enter", 3, "3")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "documented approximation (processors/merge.py): an alias unites the two carts line by "
-    "line instead of replaying both histories in time order, so a cart_remove by the customer "
-    "after the visitor's cart_add does not remove it"))
 def test_alias_cart_follows_time_order() -> None:
     events = [ev("1", "cart_add", 0, anon="a1", product_id="p", price=5.0, quantity=1),
               ev("2", "cart_remove", 15_000, "c1", product_id="p"),
@@ -75,11 +64,6 @@ def test_alias_cart_follows_time_order() -> None:
     assert result.segments_of("c1") == frozenset()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: in memory a state keeps due instants that may be early (conservative), and "
-    "processing one advances its clock; a decoded state recomputes them on bind and may not, "
-    "so a later out-of-order event is stamped at the clock in one case and at its own time "
-    "in the other (membership, versions and causes agree; only `at` differs)"))
 def test_a_codec_round_trip_keeps_change_instants() -> None:
     """Found by test_state_codec_round_trip_changes_nothing (hypothesis); the delivered stream
     is kept as a fixture so the case stays deterministic."""

@@ -157,34 +157,6 @@ def expected_late(events: Sequence[dict[str, Any]], lateness: int,
     return late
 
 
-CART_TYPES = frozenset({"cart_add", "cart_remove", "purchase"})
-
-
-def cart_merge_approximated(events: Sequence[dict[str, Any]]) -> bool:
-    """True when an alias merges two profiles that both have cart events (delivered before
-    it): there the engine unites the two carts (processors/merge.py, a documented
-    approximation) instead of replaying both histories in time order as the oracle does."""
-    alias_of: dict[str, str] = {}
-    has_cart: set[str] = set()
-    for ev in events:
-        rid = ev["customer_id"] or alias_of.get(ev["anonymous_id"], ev["anonymous_id"])
-        anon = ev["anonymous_id"]
-        if ev["type"] == "alias" and anon not in alias_of and anon != rid:
-            if anon in has_cart and rid in has_cart:
-                return True
-            alias_of[anon] = rid
-            if anon in has_cart:
-                has_cart.add(rid)
-            has_cart.discard(anon)
-        elif ev["type"] == "forget":
-            has_cart.discard(rid)
-            for a in [a for a, c in alias_of.items() if c == rid]:
-                del alias_of[a]
-        elif ev["type"] in CART_TYPES:
-            has_cart.add(rid)
-    return False
-
-
 # --- change log ---------------------------------------------------------------------------
 class Forgotten(NamedTuple):
     """Marker put in a change log when a profile was forgotten (see mark_forgets)."""
@@ -195,22 +167,13 @@ class Forgotten(NamedTuple):
 def check_change_log(changes: Iterable[Any]) -> None:
     """Per (customer, segment): versions 1, 2, 3... and actions enter, exit, enter...
 
-    A ``Forgotten(customer)`` marker in the log (see ``mark_forgets``) lets that
-    customer's counters start again at 1, once per segment: the engine's current behaviour
-    when a profile ends (see test_forget_keeps_version_counters, xfail)."""
+    Counters never restart, not even after a ``Forgotten(customer)`` marker (see
+    ``mark_forgets``): a forgotten or merged-away profile keeps its counters (a tombstone)."""
     last: dict[tuple[str, str], int] = {}
-    may_restart: set[tuple[str, str]] = set()
-    forgotten: set[str] = set()
     for ch in changes:
         if isinstance(ch, Forgotten):
-            forgotten.add(ch.rid)
-            may_restart = {k for k in may_restart if k[0] != ch.rid}
             continue
         key = (ch.customer_id, ch.segment)
-        if (ch.customer_id in forgotten and key not in may_restart and ch.version == 1
-                and last.get(key, 0) % 2 == 0 and last.get(key, 0) > 0):
-            may_restart.add(key)
-            last[key] = 0
         v = last.get(key, 0) + 1
         assert ch.version == v, f"{key}: version {ch.version} after {v - 1} ({ch})"
         assert ch.action == ("enter" if v % 2 else "exit"), f"{key}: {ch}"

@@ -64,13 +64,18 @@ class FakeEngine:
         return (Step(st, self._eval(st, now, cause), self._due(st, now), False),
                 Step(None, gone, None, False))
 
+    def tombstone(self, state: Any) -> Any:
+        stone = self.new(state["cid"])
+        stone["version"] = state["version"] + (1 if state["member"] else 0)
+        return stone
+
     def forget(self, state: Any, ev: dict[str, Any], now: int) -> Step:
         self.calls.append(("forget", ev["event_id"], now))
         gone = []
         if state is not None and state["member"]:
             gone = [Change(state["cid"], "recent", "exit", now, state["version"] + 1,
                            f"forget:{ev['event_id']}")]
-        return Step(None, gone, None, False)
+        return Step(None if state is None else self.tombstone(state), gone, None, False)
 
 
 def ev(eid: str, ts: int, cid: str | None = None, anon: str | None = None,
@@ -121,7 +126,8 @@ def test_alias_merges_and_routes_later_anonymous_events_to_the_customer():
                    ("c", "enter", 101, "alias:2"), ("d", "enter", 103, "5")]
     assert result.aliases == {"x": "c"}
     assert result.merges == 1
-    assert set(result.states) == {"c", "d"}
+    assert set(result.states) == {"c", "d", "x"}  # x: a tombstone (its version counter)
+    assert result.states["x"]["ts"] == [] and result.states["x"]["version"] == 2
     assert sorted(result.states["c"]["ids"]) == ["1", "2", "3", "4"]
 
 
@@ -139,7 +145,9 @@ def test_forget_erases_state_and_links():
     result, log = log_of(events)
     assert ("c", "exit", 102, "forget:3") in log
     assert result.aliases == {}
-    assert set(result.states) == {"x"}  # the anonymous id is a new profile again
+    # the anonymous id is a new profile again (continuing its counter); c is a tombstone
+    assert set(result.states) == {"x", "c"} and result.states["c"]["ts"] == []
+    assert ("x", "enter", 103, "4") in log
     assert result.forgets == 1
     assert result.sizes() == {"recent": 1}
 

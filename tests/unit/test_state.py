@@ -107,7 +107,30 @@ def test_unknown_format_is_rejected() -> None:
         decode_state(msgspec.msgpack.encode([99, 0]))
     with pytest.raises(CodecError, match="not an encoded customer state"):
         decode_state(b"\xc1")
-    assert FORMAT_VERSION == 1
+    assert FORMAT_VERSION == 2
+
+
+def test_format_1_states_still_decode_and_keep_their_series(engine: Engine) -> None:
+    """States written before format 2 (plain seen ids, a plain purchase total, crc32 series
+    keys) decode, and binding them keeps their series (matched by the legacy key)."""
+    import zlib  # noqa: PLC0415
+
+    st = build(engine, typical(random.Random(7)))
+    raw = msgspec.msgpack.decode(encode_state(st))
+    texts = {s.key: s.text for s in engine.catalogue.series}
+    raw[0] = 1
+    for s in raw[5]:
+        s[0] = zlib.crc32(texts[s[0]].encode())
+    raw[8][1] = st.p_total
+    seen = raw[10]
+    raw[10] = [x for i in range(0, len(seen), 4) for x in seen[i:i + 2]]
+    old = decode_state(msgspec.msgpack.encode(raw[:12]))
+    assert old.p_total == st.p_total and set(old.seen) == set(st.seen)
+    later = ev(999, "page_view", st.clock + M, url="u")
+    a = engine.apply(st, later, later["timestamp"])
+    b = engine.apply(old, later, later["timestamp"])
+    assert a.changes == b.changes
+    assert [(x.key, x.ts) for x in a.state.series] == [(x.key, x.ts) for x in b.state.series]
 
 
 def test_typical_customer_encodes_under_one_kilobyte(engine: Engine) -> None:
@@ -135,7 +158,7 @@ def test_series_cap_drops_the_oldest(engine: Engine) -> None:
 def test_seen_ids_are_kept_within_the_lateness_only(engine: Engine) -> None:
     st = build(engine, [ev(i, "page_view", T0 + i * 10 * M, url="u") for i in range(50)])
     assert len(st.seen) <= 8  # 1h of lateness at one event per 10 minutes, plus slack
-    assert all(t >= st.clock - H - 10 * M for t in st.seen.values())
+    assert all(t >= st.clock - H - 10 * M for t, _, _ in st.seen.values())
 
 
 def test_pending_cap_refuses_further_early_events(engine: Engine) -> None:
