@@ -9,7 +9,8 @@ The event contract and its codecs; stdlib, orjson and msgspec only (no Kafka, no
 * :mod:`schemas.bundle`      the bundle-topic records (``events`` and alias ``handoff``);
 * :mod:`schemas.changes`     segment-change records; :mod:`schemas.deadletter` dead letters;
 * :mod:`schemas.partitioner` Kafka's murmur2 partitioner (routing id -> partition);
-* :mod:`schemas.publish`     JSON Schema generation (``segstream schemas export``).
+* :mod:`schemas.publish`     JSON Schema generation (``segstream schemas export``);
+* :mod:`schemas.numbers`     numbers in text input (CSV cells) read by JSON's rules.
 
 The reference for website developers is docs/events.md.
 """

@@ -43,20 +43,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(func=_show)
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path) -> str | int:
+    """The file's text, or the exit code after printing why it cannot be read."""
     try:
         return path.read_text("utf-8")
     except OSError as err:
         print(f"error: cannot read {path}: {err.strerror}", file=sys.stderr)
-        return None
+        return EXIT_IO
+    except UnicodeDecodeError as err:
+        print(f"{path}: not UTF-8 text (byte {err.start})", file=sys.stderr)
+        return EXIT_DEFINITIONS
 
 
 def _validate(args: argparse.Namespace) -> int:
     text = _read(args.file)
-    if text is None:
-        return EXIT_IO
+    if isinstance(text, int):
+        return text
     try:
-        catalogue = load_definitions(text)
+        catalogue = load_definitions(text, name=str(args.file))
     except DefinitionError as err:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
@@ -67,10 +71,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     text = _read(args.file)
-    if text is None:
-        return EXIT_IO
+    if isinstance(text, int):
+        return text
     try:
-        doc, catalogue = DefinitionsDoc.of_text(text)
+        doc, catalogue = DefinitionsDoc.of_text(text, name=str(args.file))
     except DefinitionError as err:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS

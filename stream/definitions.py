@@ -58,9 +58,10 @@ class DefinitionsDoc:
         return cls(version, text, at)
 
     @classmethod
-    def of_text(cls, text: str) -> tuple[DefinitionsDoc, Catalogue]:
-        """Validate ``text`` (raises ``DefinitionError``) and wrap it in a document."""
-        catalogue = load_definitions(text)
+    def of_text(cls, text: str, name: str | None = None) -> tuple[DefinitionsDoc, Catalogue]:
+        """Validate ``text`` (raises ``DefinitionError``; errors cite ``name``, the file) and
+        wrap it in a document."""
+        catalogue = load_definitions(text, name=name)
         return cls(catalogue.version, text, time.time_ns() // 1_000_000), catalogue
 
     def catalogue(self) -> Catalogue:

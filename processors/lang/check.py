@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from processors.lang import ast
 from processors.lang.errors import DefinitionError
+from processors.lang.values import to_date
 
 
 class T(NamedTuple):
@@ -127,6 +128,9 @@ def check(node: ast.Expr) -> T:
             if a.varies:
                 raise _err(node.arg.pos, f"{node.func}() of a value depending on now "
                                          "is not supported")
+            if isinstance(node.arg, ast.Literal) and to_date(node.arg.value) is None:
+                raise _err(node.arg.pos, f"{node.func}(): {node.arg.value!r} is not a date "
+                                         "(YYYY-MM-DD with ASCII digits, a real calendar day)")
             return T("instant" if node.func == "date" else "number")
         case ast.Arith():
             return _check_arith(node)

@@ -35,6 +35,15 @@ from processors.lang.vocab import (
     UNITS,
 )
 
+#: Deepest nesting accepted in a condition: each parenthesised group, ``not``, unary minus and
+#: date-function argument is one level of nesting while parsing, and the syntax tree (one level
+#: per operator, call and each further term of a chain such as ``a + b + c``) may be at most
+#: this deep. The checker and the compiler recurse over the tree: they stay far from Python's
+#: recursion limit at this depth (tests/unit/test_lang_errors.py compiles conditions at it).
+MAX_DEPTH = 50
+_TOO_DEEP = f"expression nested too deeply (max {MAX_DEPTH} levels)"
+_DIGITS = frozenset("0123456789")  # ASCII only: str.isdigit() also accepts '²' and '٣'
+
 
 class Token(NamedTuple):
     kind: str  # NUM STR DUR NAME OP END
@@ -63,13 +72,13 @@ def tokenize(text: str) -> list[Token]:
             i += 1
             continue
         start = i
-        if c.isdigit():
-            while i < n and text[i].isdigit():
+        if c in _DIGITS:
+            while i < n and text[i] in _DIGITS:
                 i += 1
-            is_float = i + 1 < n and text[i] == "." and text[i + 1].isdigit()
+            is_float = i + 1 < n and text[i] == "." and text[i + 1] in _DIGITS
             if is_float:
                 i += 1
-                while i < n and text[i].isdigit():
+                while i < n and text[i] in _DIGITS:
                     i += 1
             j = i
             while j < n and (text[j].isalnum() or text[j] == "_"):
@@ -132,6 +141,7 @@ class _Parser:
         self.toks = tokenize(text)
         self.i = 0
         self.in_filter = False
+        self.nesting = 0  # recursive descents in progress (parentheses, not, minus, ...)
 
     # --- token helpers --------------------------------------------------------------------
     @property
@@ -155,6 +165,15 @@ class _Parser:
             raise _err(self.tok.pos, f"expected {what or repr(text)}, found {self.describe()}")
         return self.take()
 
+    def enter(self, pos: int) -> None:
+        """One more level of nesting (left again with ``leave``); bounded by MAX_DEPTH."""
+        self.nesting += 1
+        if self.nesting > MAX_DEPTH:
+            raise _err(pos, _TOO_DEEP)
+
+    def leave(self) -> None:
+        self.nesting -= 1
+
     def describe(self) -> str:
         t = self.tok
         return "end of condition" if t.kind == "END" else repr(t.text)
@@ -164,6 +183,9 @@ class _Parser:
         e = self.expr()
         if self.tok.kind != "END":
             raise _err(self.tok.pos, f"unexpected {self.describe()} (missing 'and'/'or'?)")
+        deep = too_deep(e)
+        if deep is not None:
+            raise _err(deep.pos, _TOO_DEEP)
         return e
 
     def expr(self) -> ast.Expr:
@@ -188,7 +210,10 @@ class _Parser:
     def not_(self) -> ast.Expr:
         if self.at("not"):
             pos = self.take().pos
-            return ast.Not(pos, self.not_())
+            self.enter(pos)
+            item = self.not_()
+            self.leave()
+            return ast.Not(pos, item)
         return self.cmp()
 
     def cmp(self) -> ast.Expr:
@@ -279,7 +304,10 @@ class _Parser:
                 self.take()
                 assert isinstance(nxt.value, int | float)
                 return ast.Literal(pos, -nxt.value)
-            return ast.Neg(pos, self.unary())
+            self.enter(pos)
+            item = self.unary()
+            self.leave()
+            return ast.Neg(pos, item)
         return self.atom()
 
     def atom(self) -> ast.Expr:
@@ -292,9 +320,10 @@ class _Parser:
             assert isinstance(t.value, int)
             return ast.Duration(t.pos, t.value)
         if self.at("("):
-            self.take()
+            self.enter(self.take().pos)
             e = self.expr()
             self.expect(")", "')'")
+            self.leave()
             return e
         if t.kind != "NAME":
             raise _err(t.pos, f"expected a value, found {self.describe()}")
@@ -356,12 +385,13 @@ class _Parser:
     def filter_(self) -> ast.Expr | None:
         if not self.at("where"):
             return None
-        self.take()
+        self.enter(self.take().pos)
         outer, self.in_filter = self.in_filter, True
         try:
             return self.expr()
         finally:
             self.in_filter = outer
+            self.leave()
 
     def event_set(self) -> ast.EventSet:
         pos = self.tok.pos
@@ -415,7 +445,9 @@ class _Parser:
             node = ast.HourShare(pos, events, h1, self.hour())
         else:
             assert name in DATE_FUNCS
+            self.enter(pos)
             node = ast.DateFunc(pos, name, self.expr())  # type: ignore[arg-type]
+            self.leave()
         self.expect(")", "')'")
         return node
 
@@ -425,6 +457,55 @@ class _Parser:
             raise _err(t.pos, f"expected an hour 0-23, found {self.describe()}")
         self.take()
         return t.value
+
+
+def _children(node: ast.Expr) -> tuple[ast.Expr, ...]:
+    """The sub-expressions of ``node``, event-set filters included."""
+    match node:
+        case ast.Compare() | ast.Arith():
+            return (node.left, node.right)
+        case ast.Between():
+            return (node.value, node.low, node.high)
+        case ast.In() | ast.IsNull():
+            return (node.value,)
+        case ast.And() | ast.Or():
+            return node.items
+        case ast.Not() | ast.Neg():
+            return (node.item,)
+        case ast.Within():
+            return (node.instant,)
+        case ast.DateFunc():
+            return (node.arg,)
+        case ast.Aggregate() | ast.Instant() | ast.Since() | ast.HourShare():
+            return (node.events.filter,) if node.events.filter is not None else ()
+        case ast.ThenNo():
+            return tuple(es.filter for es in (node.first, node.then) if es.filter is not None)
+    return ()
+
+
+def depth(node: ast.Expr) -> int:
+    """Levels of the syntax tree (a leaf is 1), without recursion.
+
+    >>> depth(parse("count(purchase, 1d) + 1 > 0"))  # Compare > Arith > Aggregate
+    3
+    """
+    best, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        best = max(best, d)
+        stack.extend((c, d + 1) for c in _children(n))
+    return best
+
+
+def too_deep(node: ast.Expr, limit: int = MAX_DEPTH) -> ast.Expr | None:
+    """The first node (in pre-order) deeper than ``limit`` levels, or None."""
+    stack = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        if d > limit:
+            return n
+        stack.extend((c, d + 1) for c in reversed(_children(n)))
+    return None
 
 
 def parse(text: str) -> ast.Expr:

@@ -156,12 +156,13 @@ def _seg(body: str) -> str:
     ("doc", "message"),
     [
         (_seg("name: Bad\ndescription: d\ncondition: 'true'"), "must match [a-z][a-z0-9_]*"),
-        (_seg("name: a\ncondition: 'true'"), "segment 'a': condition: description is required"),
+        (_seg("name: a\ncondition: 'true'"), "definitions:3: segment 'a': description: required"),
         (_seg("name: a\ndescription: d\ncondition: 'true'\ncolour: red"), "unknown key 'colour'"),
-        (_seg("name: a\ndescription: d\ncondition: 'true'\nenabled: yes please"), "enabled must"),
+        (_seg("name: a\ndescription: d\ncondition: 'true'\nenabled: yes please"),
+         "segment 'a': enabled: must be true or false"),
         (_seg("name: a\ndescription: d\ncondition: 'true'\n- name: a\n"
               "description: d\ncondition: 'true'").replace("\n    - ", "\n  - "),
-         "segment 'a': condition: duplicate segment name"),
+         "definitions:6: segment 'a': name: duplicate segment name (first on line 3)"),
         ('version: "1"\nsettings: {allowed_lateness: soon}\nsegments: []', "allowed_lateness"),
         ('version: "1"\nsegments: []', "segments must be a non-empty list"),
         ("segments: [{name: a, description: d, condition: 'true'}]", "version is required"),
