@@ -144,6 +144,8 @@ def test_stdout_output_and_strict(capsys: pytest.CaptureFixture[str]):
     (["--events", EVENTS, "--clock", "9999-12-31T23:59:59Z"], 2, "--clock:"),
     (["--events", EVENTS, "--sort-buffer-mb", "0"], 2, "--sort-buffer-mb"),
     (["--events", EVENTS, "--sort-buffer-mb", "nan"], 2, "--sort-buffer-mb"),
+    (["--events", str(FIX / "events.jsonl"), "--sort-buffer-mb", "0.01", "--tmp-dir",
+      "/nonexistent/sort"], 4, "/nonexistent/sort"),
 ])
 def test_usage_and_file_errors(args: list[str], code: int, message: str,
                                capsys: pytest.CaptureFixture[str]):
