@@ -15,7 +15,8 @@ spent making it is measured apart and left out of every timed figure.
    reports RSS after each pass and the peak (the final profiles are what remains);
    (the gen0 threshold is raised, as the worker does at start-up);
 5. with ``--profile N``, profiles a replay of the first N events (cProfile, top lines; the
-   replay is resumed chunk by chunk so that the generator stays out of the profile).
+   replay is resumed chunk by chunk, PROFILE_CHUNK events at a time, so that the generator
+   stays out of the profile).
 
 One core, machine shared with other processes: figures are noisy, compare ratios.
 """
@@ -51,6 +52,7 @@ from stream.generate import DAY, GeneratorConfig, generate  # noqa: E402
 
 SAMPLE_EVERY = 50
 CHUNK = 4_096  # events generated and validated at a time
+PROFILE_CHUNK = 50_000  # larger for the profile: each resumed replay rebuilds the timer heap
 GC_GEN0 = 50_000  # the worker's gen0 threshold (stream/cmd_worker.py)
 
 
@@ -91,14 +93,15 @@ class Source:
     def seconds(self) -> float:
         return self.gen_s + self.val_s
 
-    def chunks(self, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def chunks(self, limit: int | None = None,
+               size: int = CHUNK) -> Iterator[list[dict[str, Any]]]:
         raw: Iterator[dict[str, Any]] = generate(self.cfg)
         if limit is not None:
             raw = islice(raw, limit)
         clock = self.clock
         while True:
             t0 = time.perf_counter()
-            batch = list(islice(raw, CHUNK))
+            batch = list(islice(raw, size))
             t1 = time.perf_counter()
             chunk = [validate_event(e, clock) for e in batch]
             del batch
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         prof = cProfile.Profile()
         engine = Engine(compiled)
         res: ReplayResult | None = None
-        for chunk in source.chunks(a.profile):
+        for chunk in source.chunks(a.profile, PROFILE_CHUNK):
             prof.enable()
             res = replay(engine, chunk, resume=res)
             prof.disable()
