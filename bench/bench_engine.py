@@ -1,17 +1,22 @@
 """Offline engine benchmark (`make bench-engine`): throughput, latency, memory, state size.
 
-1. generates a realistic stream (stream.generate; default 1.1M events over 150k customers,
-   30 days, 1% duplicates, 1% out of order) and validates it into canonical events (untimed);
-2. baseline, same process: the bare per-event loop a driver cannot avoid (routing id, dedupe
-   set insert, state dict lookup and store);
-3. replays it through the engine with the default catalogue (processors.replay: watermark
-   clock, timer heap) and prints events/s and the ratio to the baseline;
-4. replays again timing every 50th ``engine.apply`` call individually (p50/p99 µs);
-5. encodes every final state with state.codec (bytes per customer: mean, p50, p99) and
-   reports peak RSS;
-   (the input is frozen out of the garbage collector's reach with gc.freeze() and the gen0
-   threshold raised, as the worker does at start-up);
-6. with ``--profile N``, profiles a replay of the first N events (cProfile, top lines).
+The input is never held in memory: a realistic stream (stream.generate; default 1.1M events
+over 150k customers, 30 days, 1% duplicates, 1% out of order) is generated and validated
+lazily, in chunks of CHUNK events, and made again from the same seed for every pass. The time
+spent making it is measured apart and left out of every timed figure.
+
+1. first pass: generation and validation rates, and the baseline, the bare per-event loop a
+   driver cannot avoid (routing id, dedupe set insert, state dict lookup and store), timed
+   over each chunk only;
+2. replays the stream through the engine with the default catalogue (processors.replay:
+   watermark clock, timer heap) and prints events/s and the ratio to the baseline;
+3. replays again timing every 50th ``engine.apply`` call individually (p50/p99 µs);
+4. encodes every final state with state.codec (bytes per customer: mean, p50, p99) and
+   reports RSS after each pass and the peak (the final profiles are what remains);
+   (the gen0 threshold is raised, as the worker does at start-up);
+5. with ``--profile N``, profiles a replay of the first N events (cProfile, top lines; the
+   replay is resumed chunk by chunk, PROFILE_CHUNK events at a time, so that the generator
+   stays out of the profile).
 
 One core, machine shared with other processes: figures are noisy, compare ratios.
 """
@@ -27,6 +32,8 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +45,14 @@ sys.path.insert(0, str(ROOT))
 from processors.engine import Engine  # noqa: E402
 from processors.lang.compile import compile_catalogue  # noqa: E402
 from processors.lang.load import load_definitions  # noqa: E402
-from processors.replay import replay  # noqa: E402
+from processors.replay import ReplayResult, replay  # noqa: E402
 from schemas.validation import validate_event  # noqa: E402
 from state.codec import decode_state, encode_state  # noqa: E402
-from stream.generate import GeneratorConfig, generate  # noqa: E402
+from stream.generate import DAY, GeneratorConfig, generate  # noqa: E402
 
 SAMPLE_EVERY = 50
+CHUNK = 4_096  # events generated and validated at a time
+PROFILE_CHUNK = 50_000  # larger for the profile: each resumed replay rebuilds the timer heap
 GC_GEN0 = 50_000  # the worker's gen0 threshold (stream/cmd_worker.py)
 
 
@@ -68,22 +77,75 @@ class TimedEngine:
         return step
 
 
-def baseline(events: list[dict[str, Any]]) -> float:
-    """Seconds for the bare loop: routing id, dedupe insert, state lookup and store."""
+class Source:
+    """The generated stream as validated canonical events, made lazily in chunks of CHUNK;
+    every call of :meth:`chunks` or :meth:`stream` makes it again from the same seed. The
+    seconds spent generating and validating are added up, to be left out of timings."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        self.cfg = cfg
+        # the validator's future bound: generated timestamps stay within days + a few hours
+        self.clock = cfg.start + int(cfg.days * DAY) + 7 * DAY
+        self.gen_s = 0.0
+        self.val_s = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.gen_s + self.val_s
+
+    def chunks(self, limit: int | None = None,
+               size: int = CHUNK) -> Iterator[list[dict[str, Any]]]:
+        raw: Iterator[dict[str, Any]] = generate(self.cfg)
+        if limit is not None:
+            raw = islice(raw, limit)
+        clock = self.clock
+        while True:
+            t0 = time.perf_counter()
+            batch = list(islice(raw, size))
+            t1 = time.perf_counter()
+            chunk = [validate_event(e, clock) for e in batch]
+            del batch
+            self.gen_s += t1 - t0
+            self.val_s += time.perf_counter() - t1
+            if not chunk:
+                return
+            yield chunk
+
+    def stream(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        for chunk in self.chunks(limit):
+            yield from chunk
+
+
+def baseline(source: Source) -> tuple[float, int, int]:
+    """(seconds, events, routing ids) of the bare loop over the stream: routing id, dedupe
+    insert, state lookup and store, timed over each chunk (not the making of it)."""
     states: dict[str, Any] = {}
     seen: set[str] = set()
+    seconds, n = 0.0, 0
+    for chunk in source.chunks():
+        n += len(chunk)
+        t = time.perf_counter()
+        for ev in chunk:
+            rid = ev["customer_id"] or ev["anonymous_id"]
+            eid = ev["event_id"]
+            if eid in seen:
+                continue
+            seen.add(eid)
+            st = states.get(rid)
+            if st is None:
+                st = states[rid] = [0]
+            st[0] = ev["timestamp"]
+        seconds += time.perf_counter() - t
+    return seconds, n, len(states)
+
+
+def timed_replay(engine: Any, source: Source) -> tuple[ReplayResult, float]:
+    """A replay of the lazily made stream; (result, seconds without making the stream)."""
+    made = source.seconds
     t = time.perf_counter()
-    for ev in events:
-        rid = ev["customer_id"] or ev["anonymous_id"]
-        eid = ev["event_id"]
-        if eid in seen:
-            continue
-        seen.add(eid)
-        st = states.get(rid)
-        if st is None:
-            st = states[rid] = [0]
-        st[0] = ev["timestamp"]
-    return time.perf_counter() - t
+    result = replay(engine, source.stream())
+    total = time.perf_counter() - t
+    return result, total - (source.seconds - made)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -93,6 +155,10 @@ def pct(values: list[float], q: float) -> float:
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,37 +178,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"catalogue: {a.segments.name} version {catalogue.version}, "
           f"{len(catalogue.segments)} segments")
 
-    t = time.perf_counter()
     cfg = GeneratorConfig(customers=a.customers, events=a.events, days=a.days, seed=a.seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
-    raw = list(generate(cfg))
-    gen_s = time.perf_counter() - t
-    clock = max(e["timestamp"] for e in raw) + 3_600_000
-    t = time.perf_counter()
-    events = [validate_event(e, clock) for e in raw]
-    del raw
-    val_s = time.perf_counter() - t
-    ids = {e["customer_id"] or e["anonymous_id"] for e in events}
-    n = len(events)
-    print(f"stream: {n:,} events, {len(ids):,} routing ids; generated in {gen_s:.1f} s "
-          f"({n / gen_s:,.0f}/s), validated in {val_s:.1f} s ({n / val_s:,.0f}/s)")
-    del ids
-    # like the worker (stream/cmd_worker.py): freeze what exists before the loop, so the
-    # collector does not rescan the 1M input events, and raise the gen0 threshold
+    source = Source(cfg)
+    # like the worker (stream/cmd_worker.py): freeze what exists before the loop and raise
+    # the gen0 threshold
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0, gen1, gen2)
 
-    base_s = min(baseline(events) for _ in range(3))
+    rss_start = rss_mb()
+    base_s, n, n_ids = baseline(source)
     base_rate = n / base_s
+    print(f"stream: {n:,} events, {n_ids:,} routing ids, made lazily in chunks of {CHUNK:,}; "
+          f"generated in {source.gen_s:.1f} s ({n / source.gen_s:,.0f}/s), validated in "
+          f"{source.val_s:.1f} s ({n / source.val_s:,.0f}/s)")
+    rss_base = rss_mb()
 
-    rss_before = rss_mb()
     gc.collect()
-    t = time.perf_counter()
-    result = replay(Engine(compiled), events)
-    eng_s = time.perf_counter() - t
+    rss_before = rss_mb()
+    result, eng_s = timed_replay(Engine(compiled), source)
     rss_after = rss_mb()
+    peak_replay = peak_mb()
+    assert result.events == n, (result.events, n)
     rate = n / eng_s
     print(f"\nthroughput (1 core): engine replay {rate:,.0f} events/s ({eng_s:.1f} s); "
           f"baseline loop {base_rate:,.0f} events/s; engine/baseline = {rate / base_rate:.3f} "
@@ -153,29 +212,33 @@ def main(argv: list[str] | None = None) -> int:
     print("segment sizes: " + ", ".join(f"{k} {v:,}" for k, v in result.sizes().items()))
 
     sizes: list[int] = []
-    t = time.perf_counter()
-    blobs = [encode_state(s) for s in result.states.values()]
-    enc_s = time.perf_counter() - t
-    sizes = [len(b) for b in blobs]
-    t = time.perf_counter()
-    for b in blobs:
-        decode_state(b)
-    dec_s = time.perf_counter() - t
+    enc_s = dec_s = 0.0
+    clock = time.perf_counter
+    for s in result.states.values():  # one blob at a time: no list of every encoded state
+        t = clock()
+        blob = encode_state(s)
+        t1 = clock()
+        decode_state(blob)
+        dec_s += clock() - t1
+        enc_s += t1 - t
+        sizes.append(len(blob))
     print(f"\nstate per profile (state.codec): mean {statistics.fmean(sizes):,.0f} B, "
           f"p50 {pct(sizes, 0.5):,.0f} B, p99 {pct(sizes, 0.99):,.0f} B, max {max(sizes):,} B; "
-          f"encode {enc_s / len(blobs) * 1e6:.1f} µs, decode {dec_s / len(blobs) * 1e6:.1f} µs "
+          f"encode {enc_s / len(sizes) * 1e6:.1f} µs, decode {dec_s / len(sizes) * 1e6:.1f} µs "
           f"per state")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"memory: peak RSS {peak:,.0f} MB (includes the {n:,} events held as dicts); "
-          f"RSS grew {rss_after - rss_before:,.0f} MB during the replay "
-          f"({(rss_after - rss_before) * 2**20 / max(1, len(result.states)):,.0f} B per "
-          f"profile in memory)")
-    del blobs, result
+    profiles = len(result.states)
+    grew = rss_after - rss_before
+    print(f"memory (input streamed, never held): RSS {rss_start:,.0f} MB at start, "
+          f"{rss_base:,.0f} MB after the baseline pass, {rss_after:,.0f} MB after the replay; "
+          f"peak RSS {peak_replay:,.0f} MB by the end of the replay; the replay grew RSS by "
+          f"{grew:,.0f} MB, i.e. {grew * 2**20 / max(1, profiles):,.0f} B per profile for the "
+          f"{profiles:,} final profiles (ReplayResult.states) that remain in memory")
+    del result, sizes
     gc.collect()
 
     if not a.no_latency:
         timed = TimedEngine(Engine(compiled))
-        replay(timed, events)  # type: ignore[arg-type]
+        replay(timed, source.stream())  # type: ignore[arg-type]
         us = [x / 1000 for x in timed.samples]
         print(f"\nper-event engine.apply (every {SAMPLE_EVERY}th call timed, {len(us):,} "
               f"samples): p50 {pct(us, 0.5):.1f} µs, p99 {pct(us, 0.99):.1f} µs, "
@@ -183,15 +246,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.profile:
         prof = cProfile.Profile()
-        sub = events[: a.profile]
-        prof.enable()
-        replay(Engine(compiled), sub)
-        prof.disable()
+        engine = Engine(compiled)
+        res: ReplayResult | None = None
+        for chunk in source.chunks(a.profile, PROFILE_CHUNK):
+            prof.enable()
+            res = replay(engine, chunk, resume=res)
+            prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
-        print(f"\ncProfile of a replay of {len(sub):,} events (top by own time):")
+        print(f"\ncProfile of a replay of {res.events if res else 0:,} events (top by own "
+              "time):")
         print("\n".join(line for line in out.getvalue().splitlines() if line.strip()
                         and not line.lstrip().startswith(("Ordered by", "List reduced"))))
+    print(f"\npeak RSS of the whole run: {peak_mb():,.0f} MB")
     return 0
 
 

@@ -1,13 +1,15 @@
 """`segstream replay`: run segment definitions over an event file, offline, deterministically.
 
 Reads events (JSON lines in the public envelope, or CSV with a column mapping), validates each
-one like the ingest path does, replays the valid ones through the engine with ``now`` = the
-stream watermark (see :mod:`processors.replay` and docs/replay.md), writes the segment changes
-as JSON lines and prints the final segment sizes.
+one like the ingest path does, orders the valid ones by event time (a stable external sort with
+bounded memory, :mod:`stream.replay_order`; ``--arrival-order`` keeps file order instead),
+replays them through the engine with ``now`` = the stream watermark (see
+:mod:`processors.replay` and docs/replay.md), writes the segment changes as JSON lines and
+prints the final segment sizes. The input is streamed, never held in memory as a whole.
 
 Exit codes: 0 done; 1 done, but ``--strict`` and some events were invalid or late;
-2 bad command line (also a bad ``--until`` or ``--csv-map``); 3 invalid definitions file;
-4 a file cannot be read or written.
+2 bad command line (also a bad ``--until``, ``--clock``, ``--sort-buffer-mb`` or
+``--csv-map``); 3 invalid definitions file; 4 a file cannot be read or written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from stream.replay_order import DEFAULT_RUN_MB, OrderStats, TimeOrder
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 1, 2, 3, 4
 PROGRESS_EVERY = 2_048  # lines between progress-bar updates
@@ -69,6 +73,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="write rejected input (line, code, message) as JSON lines to FILE")
     p.add_argument("--clock", metavar="TIME",
                    help="validator clock for the future-timestamp bound (default: now)")
+    p.add_argument("--arrival-order", action="store_true",
+                   help="replay in file order (file order = arrival order, events older than "
+                        "the watermark minus the allowed lateness are refused as late), to "
+                        "simulate live arrival; default: order the input by event time")
+    p.add_argument("--sort-buffer-mb", metavar="MB", default=str(DEFAULT_RUN_MB),
+                   help="memory for ordering by event time: input beyond it is sorted in runs "
+                        f"of this size spilled to temporary files (default {DEFAULT_RUN_MB:g})")
+    p.add_argument("--tmp-dir", metavar="DIR",
+                   help="where the sort's run files go (default: $TMPDIR or /tmp); they are "
+                        "removed at the end, also on error")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any event was invalid or late")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,23 +90,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 # --- option parsing -----------------------------------------------------------------------
-def parse_instant(text: str) -> int:
+INSTANT_MIN = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+INSTANT_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def parse_instant(text: str, option: str = "time") -> int:
     """Epoch ms from ``1795478400000``, ``2026-11-24``, ``2026-11-24T00:00:00Z`` or with an
-    offset; a date-time without offset is read as UTC.
+    offset; a date-time without offset is read as UTC. Instants outside years 1 to 9999 are a
+    :class:`UsageError` (they cannot be printed as ISO times).
 
     >>> parse_instant("2026-11-24T01:00:00+01:00") == parse_instant("2026-11-24") == 1795478400000
     True
     """
     s = text.strip()
     if s.lstrip("-").isdigit():
-        return int(s)
+        ms = int(s)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(s)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            ms = int(when.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise UsageError(f"{option}: not an ISO-8601 time or epoch milliseconds: "
+                             f"{text!r}") from None
+    if not INSTANT_MIN <= ms <= INSTANT_MAX:
+        raise UsageError(f"{option}: {text!r} is out of range: epoch ms from {INSTANT_MIN} to "
+                         f"{INSTANT_MAX} (0001-01-01 to 9999-12-31T23:59:59.999Z)")
+    return ms
+
+
+def parse_megabytes(text: str, option: str) -> int:
+    """Bytes from a size in MB (decimals allowed), 0.001 to 1048576.
+
+    >>> parse_megabytes("0.5", "--sort-buffer-mb")
+    524288
+    """
     try:
-        when = dt.datetime.fromisoformat(s)
+        mb = float(text)
     except ValueError:
-        raise UsageError(f"not an ISO-8601 time or epoch milliseconds: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+        mb = -1.0
+    if not 0.001 <= mb <= 1_048_576:  # also rejects nan
+        raise UsageError(f"{option}: expected megabytes from 0.001 to 1048576, got {text!r}")
+    return int(mb * 2**20)
 
 
 def iso(ms: int) -> str:
@@ -194,8 +234,8 @@ class Reader:
         if self.fmt == "csv":
             import io  # noqa: PLC0415
 
-            text = io.TextIOWrapper(self.stream, encoding="utf-8-sig", newline="")
-            for line, obj in csv_events(csv.DictReader(text), self.mapping):
+            wrapper = io.TextIOWrapper(self.stream, encoding="utf-8-sig", newline="")
+            for line, obj in csv_events(csv.DictReader(wrapper), self.mapping):
                 self.tick(line)
                 if isinstance(obj, str):
                     self.reject(line, "bad_properties", obj)
@@ -233,8 +273,23 @@ def change_record(ch: Any) -> bytes:
                          "version": ch.version, "cause": ch.cause}) + b"\n"
 
 
+def order_line(order: OrderStats | None, late: int) -> str:
+    """The summary's line on ordering: how the input was ordered and what file order held."""
+    if order is None:
+        return (f"order: file order (--arrival-order), {late} events refused as late "
+                "(older than the watermark minus the allowed lateness)")
+    how = ("sorted in memory" if not order.spilled_runs else
+           f"external sort: {order.runs} runs, {order.spilled_runs} spilled "
+           f"({order.spilled_bytes / 2**20:.1f} MB of temporary files, "
+           f"buffer {order.run_bytes / 2**20:g} MB)")
+    return (f"order: by event time ({how}); {order.out_of_order} events were out of file "
+            f"order, {order.beyond_lateness} of them beyond the allowed lateness "
+            "(--arrival-order would refuse those as late)")
+
+
 def summary(result: Any, reader: Reader, segments: Iterable[str], seconds: float,
-            actions: Counter[str]) -> str:
+            actions: Counter[str], *, order: OrderStats | None = None,
+            arrival_order: bool = False) -> str:
     """The final report: segment sizes as a table, then the counters."""
     sizes = result.sizes()
     names = list(segments)
@@ -247,6 +302,8 @@ def summary(result: Any, reader: Reader, segments: Iterable[str], seconds: float
     lines.append(f"events: {reader.valid + invalid} read, {reader.valid} valid, {invalid} "
                  f"invalid{f' ({why})' if why else ''}, {result.late} late, "
                  f"{result.after_until} after --until")
+    if order is not None or arrival_order:
+        lines.append(order_line(order, result.late))
     lines.append(f"changes: {result.changes} ({actions['enter']} enter, {actions['exit']} "
                  f"exit); profiles: {len(result.states)}; merges: {result.merges}; "
                  f"forgets: {result.forgets}")
@@ -265,10 +322,16 @@ def _fail(code: int, message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of the sub-command; returns the exit code."""
     from processors.lang.errors import DefinitionError  # noqa: PLC0415
+    from schemas.validation import DEFAULT_LIMITS  # noqa: PLC0415
 
     try:
-        until = parse_instant(args.until) if args.until else None
-        clock = parse_instant(args.clock) if args.clock else int(time.time() * 1000)
+        until = parse_instant(args.until, "--until") if args.until else None
+        clock = (parse_instant(args.clock, "--clock") if args.clock
+                 else int(time.time() * 1000))
+        if clock > INSTANT_MAX - DEFAULT_LIMITS.max_future_ms:  # accepted events must print
+            raise UsageError(f"--clock: {args.clock!r} is out of range: at most "
+                             f"{INSTANT_MAX - DEFAULT_LIMITS.max_future_ms} epoch ms")
+        run_bytes = parse_megabytes(args.sort_buffer_mb, "--sort-buffer-mb")
         mapping = parse_csv_map(args.csv_map)
     except UsageError as e:
         return _fail(EXIT_USAGE, str(e))
@@ -309,8 +372,15 @@ def run(args: argparse.Namespace) -> int:
         from processors.replay import replay  # noqa: PLC0415
 
         started = time.perf_counter()
+        order = None
+        events: Iterable[dict[str, Any]] = reader
+        if not args.arrival_order:
+            sorter = stack.enter_context(TimeOrder(
+                reader, run_bytes=run_bytes, lateness_ms=catalogue.allowed_lateness_ms,
+                until=until, tmp_dir=args.tmp_dir))
+            events, order = sorter, sorter.stats
         try:
-            result = replay(engine, reader, until=until, on_change=on_change)
+            result = replay(engine, events, until=until, on_change=on_change)
         except OSError as e:
             return _fail(EXIT_IO, f"{e.filename or 'output'}: {e.strerror or e}")
         if bar is not None:
@@ -318,7 +388,8 @@ def run(args: argparse.Namespace) -> int:
         if out is not None:
             out.flush()
         report = summary(result, reader, [s.name for s in catalogue.segments],
-                         time.perf_counter() - started, actions)
+                         time.perf_counter() - started, actions, order=order,
+                         arrival_order=args.arrival_order)
         print(report, file=sys.stderr if args.out == "-" else sys.stdout)
     bad = sum(reader.invalid.values()) + result.late
     return EXIT_STRICT if args.strict and bad else EXIT_OK

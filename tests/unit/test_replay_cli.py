@@ -48,9 +48,35 @@ def sizes(out: str) -> dict[str, int]:
     return table
 
 
-def test_jsonl_changes_sizes_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+FIXTURE_CHANGES = [
+    ("c1", "french", "enter", "2026-11-01T09:00:00.000Z", 1, "e01"),
+    ("c1", "buyers_7d", "enter", "2026-11-01T10:30:00.000Z", 1, "e03"),
+    ("c2", "engaged_30d", "enter", "2026-11-02T12:05:00.000Z", 1, "e05"),
+    ("c2", "abandoned_cart", "enter", "2026-11-02T13:00:00.000Z", 1, "timer"),
+    ("c3", "buyers_7d", "enter", "2026-11-03T08:30:00.000Z", 1, "e09"),
+    ("c4", "french", "enter", "2026-11-05T00:00:00.000Z", 1, "e11"),
+]
+
+
+def test_default_orders_by_event_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """The fixture's two old events (a re-sent e03 and e10, hours behind the watermark in file
+    order) are not late once the input is ordered by event time: e03 is a duplicate, e10 a
+    page view that changes nothing, so the changes are those of file order."""
     out = tmp_path / "changes.jsonl"
     assert replay_cli("--segments", SEGMENTS, "--events", EVENTS, "--out", str(out)) == 0
+    assert changes(out) == FIXTURE_CHANGES
+    report = capsys.readouterr().out
+    assert sizes(report) == {"buyers_7d": 2, "abandoned_cart": 1, "engaged_30d": 1, "french": 2}
+    assert "14 read, 12 valid, 2 invalid (unparsable 1, missing_id 1), 0 late" in report
+    assert ("order: by event time (sorted in memory); 2 events were out of file order, 2 of "
+            "them beyond the allowed lateness") in report
+
+
+def test_jsonl_changes_sizes_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """--arrival-order: file order is arrival order, the two old events are late."""
+    out = tmp_path / "changes.jsonl"
+    assert replay_cli("--segments", SEGMENTS, "--events", EVENTS, "--out", str(out),
+                      "--arrival-order") == 0
     assert changes(out) == [
         ("c1", "french", "enter", "2026-11-01T09:00:00.000Z", 1, "e01"),
         ("c1", "buyers_7d", "enter", "2026-11-01T10:30:00.000Z", 1, "e03"),
@@ -63,6 +89,7 @@ def test_jsonl_changes_sizes_and_counts(tmp_path: Path, capsys: pytest.CaptureFi
     assert sizes(report) == {"buyers_7d": 2, "abandoned_cart": 1, "engaged_30d": 1, "french": 2}
     assert "14 read, 12 valid, 2 invalid (unparsable 1, missing_id 1), 2 late" in report
     assert "merges: 1" in report
+    assert "order: file order (--arrival-order), 2 events refused as late" in report
 
 
 def test_until_iso_and_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -109,11 +136,36 @@ def test_stdout_output_and_strict(capsys: pytest.CaptureFixture[str]):
     (["--events", EVENTS, "--csv-map", "a=b"], 2, "must be one of"),
     (["--events", EVENTS, "--csv-map", "a=properties.x:decimal"], 2, "unknown type"),
     (["--events", "/nonexistent/events.jsonl"], 4, "/nonexistent/events.jsonl"),
+    (["--events", EVENTS, "--until", "253402300800000"], 2, "--until: '253402300800000' is out"
+                                                            " of range"),
+    (["--events", EVENTS, "--until", "-62135596800001"], 2, "out of range"),
+    (["--events", EVENTS, "--until", "0001-01-01T00:00:00+01:00"], 2, "out of range"),
+    (["--events", EVENTS, "--clock", "soon"], 2, "--clock: not an ISO"),
+    (["--events", EVENTS, "--clock", "9999-12-31T23:59:59Z"], 2, "--clock:"),
+    (["--events", EVENTS, "--sort-buffer-mb", "0"], 2, "--sort-buffer-mb"),
+    (["--events", EVENTS, "--sort-buffer-mb", "nan"], 2, "--sort-buffer-mb"),
+    (["--events", str(FIX / "events.jsonl"), "--sort-buffer-mb", "0.01", "--tmp-dir",
+      "/nonexistent/sort"], 4, "/nonexistent/sort"),
 ])
 def test_usage_and_file_errors(args: list[str], code: int, message: str,
                                capsys: pytest.CaptureFixture[str]):
     assert replay_cli("--segments", SEGMENTS, *args) == code
     assert message in capsys.readouterr().err
+
+
+def test_instant_out_of_range_fails_before_any_output(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]):
+    """An --until past year 9999 used to raise OverflowError (a traceback) after the changes
+    had been written; now it is refused up front."""
+    out = tmp_path / "changes.jsonl"
+    assert replay_cli("--segments", SEGMENTS, "--events", EVENTS, "--out", str(out),
+                      "--until", "253402300800000") == 2
+    assert not out.exists()
+    assert "Traceback" not in capsys.readouterr().err
+    # the largest accepted instant works end to end
+    assert replay_cli("--segments", SEGMENTS, "--events", EVENTS, "--out", str(out),
+                      "--until", "253402300799999") == 0
+    assert "as of 9999-12-31T23:59:59.999Z" in capsys.readouterr().out
 
 
 def test_bad_definitions_show_the_definition_error(tmp_path: Path,
