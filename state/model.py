@@ -204,7 +204,7 @@ class CustomerState:
         self.due_min = NEVER
         self.cart: CartState | None = None
         self.p_count = 0  # lifetime purchases
-        self.p_total: float = 0
+        self.p_total: float = 0.0
         self.p_first: int | None = None
         self.p_last: int | None = None
         self.traits: dict[str, list[Any]] = {}  # name -> [value, ts of the identify that set it]

@@ -710,7 +710,7 @@ class _SegmentCompiler:
             s = st.series[i]
             ts = s.ts
             k = bisect_right(ts, now - w) if ts and ts[0] <= now - w else 0
-            acc: float = 0
+            acc: float = 0.0
             n = 0
             for v in s.vals[j][k:]:
                 if v is not None:
