@@ -33,10 +33,9 @@ BUILD_DIR = ROOT / "build" / "native"
 def outputs() -> list[Path]:
     """Every file the build writes next to the sources (for removal)."""
     found: list[Path] = [native.MANIFEST]
-    for module in (*native.COMPILED_MODULES, native.SHARED_LIB):
-        base = ROOT.joinpath(*module.split("."))
-        found.extend(base.parent.glob(base.name + ".*.so"))
-        found.extend(base.parent.glob(base.name + ".*.pyd"))
+    for package in ("processors", "state"):  # also those of a previous, longer module list
+        for suffix in ("so", "pyd"):
+            found.extend((ROOT / package).rglob(f"*.{suffix}"))
     return found
 
 

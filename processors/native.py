@@ -73,7 +73,7 @@ def _extension(module: str) -> Path | None:
 def build_problem() -> str | None:
     """Why the compiled extensions must not be used (None: they are complete and current)."""
     if not MANIFEST.exists():
-        return "not built (make install compiles it)"
+        return "not built: make install compiles it"
     try:
         recorded = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):

@@ -77,7 +77,7 @@ def test_an_edited_source_makes_the_build_stale(tmp_path: Path,
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert native.build_problem() == "built for another module list (run make install)"
     monkeypatch.setattr(native, "MANIFEST", tmp_path / "absent.json")
-    assert native.build_problem() == "not built (make install compiles it)"
+    assert native.build_problem() == "not built: make install compiles it"
 
 
 def test_version_says_which_engine_is_loaded(capsys: pytest.CaptureFixture[str]) -> None:
