@@ -7,8 +7,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WITH_INFRA := deploy/local/with-infra.sh
+# mypyc build of the pure core (build_native.py; the module list is processors/native.py)
+NATIVE := build/native/.stamp
+NATIVE_SRC := build_native.py $(wildcard processors/*.py processors/lang/*.py) state/model.py \
+              state/codec.py
 
-.PHONY: help install test test-unit test-integration test-faults lint fmt infra-up infra-down \
+.PHONY: help install native test test-unit test-integration test-faults lint fmt infra-up infra-down \
         infra-status bench-ingest bench-engine bench-stream schemas deploy-check demo clean
 
 help: ## list the targets
@@ -20,19 +24,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install segstream with its pinned dependencies
+# A failed compilation warns loudly and leaves the pure-Python modules in use (not retried
+# until a source changes; `make native` retries and fails on error).
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(PY) build_native.py
+	@mkdir -p $(@D) && touch $@
 
-test: $(STAMP) ## run the whole suite (starts Kafka and Redis when not running, stops them after)
+install: $(STAMP) $(NATIVE) ## create .venv, install segstream and its pinned deps, mypyc-compile the core
+
+native: $(STAMP) ## recompile the pure core with mypyc now (fails on a compile error)
+	$(PY) build_native.py --strict
+	@mkdir -p $(dir $(NATIVE)) && touch $(NATIVE)
+
+test: $(STAMP) $(NATIVE) ## run the whole suite (starts Kafka and Redis when not running, stops them after)
 	$(PY) -m pytest -q
 
-test-unit: $(STAMP) ## only the fast tests of the pure core (no servers)
+test-unit: $(STAMP) $(NATIVE) ## only the fast tests of the pure core (no servers)
 	$(PY) -m pytest -q tests/unit
 
-test-integration: $(STAMP) ## only the tests on the real Kafka broker and Redis
+test-integration: $(STAMP) $(NATIVE) ## only the tests on the real Kafka broker and Redis
 	$(PY) -m pytest -q tests/integration
 
 FAULTS_REPORT := .run/faults-report.jsonl
-test-faults: $(STAMP) ## the fault-injection suite at scale: 200k events per scenario, figures printed
+test-faults: $(STAMP) $(NATIVE) ## the fault-injection suite at scale: 200k events per scenario, figures printed
 	@mkdir -p .run && rm -f $(FAULTS_REPORT)
 	SEGSTREAM_FAULT_ALL=1 SEGSTREAM_FAULT_EVENTS=200000 SEGSTREAM_FAULT_KILLS=4 \
 	SEGSTREAM_FAULT_REDIS_DOWN_S=30 \
@@ -65,20 +79,22 @@ infra-status: ## say whether local Kafka and Redis are running (infra-up's and t
 schemas: $(STAMP) ## regenerate the published JSON Schema files from the models
 	$(PY) -m stream.cli schemas export schemas/jsonschema
 
-bench-ingest: $(STAMP) ## ingest throughput on the real broker: arrays, singles, plain-Faust baseline
+bench-ingest: $(STAMP) $(NATIVE) ## ingest throughput on the real broker: arrays, singles, plain-Faust baseline
 	$(WITH_INFRA) $(PY) bench/bench_ingest.py
 
-bench-stream: $(STAMP) ## worker throughput vs engine and naive Faust, latency, restart (real broker+Redis)
+bench-stream: $(STAMP) $(NATIVE) ## worker throughput vs engine and naive Faust, latency, restart (real broker+Redis)
 	$(WITH_INFRA) $(PY) bench/bench_stream.py
 
-bench-engine: $(STAMP) ## offline engine throughput, latency and memory over >=1M generated events
+bench-engine: $(STAMP) $(NATIVE) ## offline engine throughput, latency and memory over >=1M generated events
 	$(PY) bench/bench_engine.py
 
-deploy-check: $(STAMP) ## validate deploy/: compose, Kubernetes, Prometheus rules (promtool), dashboard
+deploy-check: $(STAMP) $(NATIVE) ## validate deploy/: compose, Kubernetes, Prometheus rules (promtool), dashboard
 	$(PY) -m pytest -q tests/unit/test_deploy_*.py tests/integration/test_deploy.py
 
-demo: $(STAMP) ## the whole pipeline live: Kafka, Redis, worker, collector, simulator, a live view
+demo: $(STAMP) $(NATIVE) ## the whole pipeline live: Kafka, Redis, worker, collector, simulator, a live view
 	$(WITH_INFRA) deploy/local/demo.sh
 
-clean: ## remove the virtualenv and caches (not the Kafka download cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove the virtualenv, caches and the mypyc build (not the Kafka download cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find processors state -name '*.so' -delete
+	rm -f processors/native_manifest.json

@@ -17,6 +17,11 @@ spent making it is measured apart and left out of every timed figure.
 5. with ``--profile N``, profiles a replay of the first N events (cProfile, top lines; the
    replay is resumed chunk by chunk, PROFILE_CHUNK events at a time, so that the generator
    stays out of the profile).
+6. compiled vs pure Python (``--pure-sample N``, see ``compare_pure``): replays the first N
+   events through the pure-Python reference (a second copy of the core loaded from the .py
+   sources in this process, ``processors.native.import_pure_copy``) and through the loaded
+   engine (the mypyc-compiled one after ``make install``), asserts the change logs and the
+   encoded final states are byte-identical, and prints both rates and the ratio.
 
 One core, machine shared with other processes: figures are noisy, compare ratios.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import importlib
 import io
 import pstats
 import resource
@@ -37,11 +43,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from processors import native  # noqa: E402
 from processors.engine import Engine  # noqa: E402
 from processors.lang.compile import compile_catalogue  # noqa: E402
 from processors.lang.load import load_definitions  # noqa: E402
@@ -161,6 +169,58 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# --- compiled (mypyc) vs pure-Python reference -------------------------------------------------
+def _replay_log(modules: dict[str, Any], segments: Path,
+                events: list[dict[str, Any]]) -> tuple[bytes, bytes, float, float]:
+    """One replay with one copy of the core: (changes as orjson, encoded final states, wall
+    seconds, CPU seconds of this process)."""
+    catalogue = modules["processors.lang.compile"].compile_catalogue(
+        modules["processors.lang.load"].load_definitions(segments))
+    engine = modules["processors.engine"].Engine(catalogue)
+    changes: list[Any] = []
+    gc.collect()
+    t, c = time.perf_counter(), time.process_time()
+    result = modules["processors.replay"].replay(engine, events, on_change=changes.append)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    encode = modules["state.codec"].encode_state
+    states = b"".join(cid.encode() + b"\0" + encode(st) for cid, st in
+                      sorted(result.states.items()))
+    return orjson.dumps([tuple(ch) for ch in changes]), states, wall, cpu
+
+
+def compare_pure(events: list[dict[str, Any]], segments: Path, rounds: int = 2) -> float:
+    """Replay ``events`` with the pure-Python reference and with the loaded engine, alternating
+    ``rounds`` times (best of each); assert identical output; print the rates. Returns the
+    ratio of CPU rates (loaded / pure)."""
+    names = ["processors.engine", "processors.lang.compile", "processors.lang.load",
+             "processors.replay", "state.codec"]
+    pure = native.import_pure_copy(names)
+    loaded = {name: importlib.import_module(name) for name in names}
+    n = len(events)
+    best: dict[str, tuple[float, float]] = {}
+    outputs: dict[str, tuple[bytes, bytes]] = {}
+    for _ in range(rounds):
+        for label, modules in (("pure", pure), ("loaded", loaded)):
+            log, states, wall, cpu = _replay_log(modules, segments, events)
+            if label in outputs:
+                assert outputs[label] == (log, states), f"{label}: two runs differ"
+            outputs[label] = (log, states)
+            w, c = best.get(label, (wall, cpu))
+            best[label] = (min(w, wall), min(c, cpu))
+    (pure_log, pure_states), (log, states) = outputs["pure"], outputs["loaded"]
+    assert log == pure_log, "the change logs differ between pure Python and the loaded engine"
+    assert states == pure_states, "the encoded final states differ"
+    (pw, pc), (lw, lc) = best["pure"], best["loaded"]
+    print(f"\ncompiled vs pure Python ({n:,} events, best of {rounds} alternating runs; "
+          f"loaded engine: {native.describe()}):")
+    print(f"  change logs byte-identical: {len(orjson.loads(pure_log)):,} changes, "
+          f"{len(pure_log):,} B; final states byte-identical: {len(pure_states):,} B")
+    print(f"  pure Python   {n / pw:10,.0f} events/s  {n / pc:10,.0f} events/CPU-s")
+    print(f"  loaded engine {n / lw:10,.0f} events/s  {n / lc:10,.0f} events/CPU-s")
+    print(f"  ratio loaded/pure: {pw / lw:.2f}x wall, {pc / lc:.2f}x CPU")
+    return pc / lc
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_100_000)
@@ -171,12 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=int, default=200_000, metavar="N",
                     help="profile a replay of the first N events (0: skip)")
     ap.add_argument("--no-latency", action="store_true", help="skip the timed second replay")
+    ap.add_argument("--pure-sample", type=int, default=200_000, metavar="N",
+                    help="compare the loaded engine with the pure-Python reference on the "
+                         "first N events (0: skip)")
     a = ap.parse_args(argv)
 
     catalogue = load_definitions(a.segments)
     compiled = compile_catalogue(catalogue)
     print(f"catalogue: {a.segments.name} version {catalogue.version}, "
-          f"{len(catalogue.segments)} segments")
+          f"{len(catalogue.segments)} segments; engine: {native.describe()}")
 
     cfg = GeneratorConfig(customers=a.customers, events=a.events, days=a.days, seed=a.seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
@@ -258,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
               "time):")
         print("\n".join(line for line in out.getvalue().splitlines() if line.strip()
                         and not line.lstrip().startswith(("Ordered by", "List reduced"))))
+
+    if a.pure_sample:
+        compare_pure(list(source.stream(a.pure_sample)), a.segments)
     print(f"\npeak RSS of the whole run: {peak_mb():,.0f} MB")
     return 0
 

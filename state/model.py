@@ -252,7 +252,7 @@ class CustomerState:
         self.due_min = NEVER
         self.cart: CartState | None = None
         self.p_count = 0  # lifetime purchases
-        self.p_total: float = 0  # == math.fsum(p_sum): the correctly rounded exact total
+        self.p_total: float = 0.0  # == math.fsum(p_sum): the correctly rounded exact total
         self.p_sum: list[float] = []  # exact sum of the amounts as non-overlapping partials
         self.p_first: int | None = None
         self.p_last: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -28,11 +29,24 @@ COMMAND_MODULES = (
 )
 
 
+def version_line() -> str:
+    """``segstream <version> (engine: compiled (mypyc, ...) | pure Python (<why>))``."""
+    from processors import native  # noqa: PLC0415 - only what --version needs
+
+    try:
+        version = importlib.metadata.version("segstream")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"segstream {version} (engine: {native.describe()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segstream",
         description="Real-time behavioural customer segmentation on Kafka.",
     )
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the version and which engine build is loaded, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -74,6 +74,13 @@ class LocalServer:
         )
 
 
+def pytest_report_header() -> str:
+    """Which engine build the run tests: mypyc-compiled, or pure Python and why."""
+    from processors import native  # noqa: PLC0415
+
+    return f"segstream engine: {native.describe()}"
+
+
 def port_listening(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts TCP connections on host:port."""
     try:

@@ -181,28 +181,37 @@ def check_change_log(changes: Iterable[Any]) -> None:
         last[key] = v
 
 
+class _MarkForgets:
+    """The engine, with ``forget`` and ``merge`` wrapped (a wrapper, not attributes set on the
+    engine: the mypyc-compiled Engine has read-only methods)."""
+
+    def __init__(self, engine: Any, log: list[Any]) -> None:
+        self._engine = engine
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def forget(self, state: Any, event: dict[str, Any], now: int) -> Any:
+        step = self._engine.forget(state, event, now)
+        if not step.late:
+            rid = state.cid if state is not None else (
+                event.get("customer_id") or event.get("anonymous_id"))
+            self._log.append(Forgotten(rid))
+        return step
+
+    def merge(self, target: Any, source: Any, event: dict[str, Any], now: int) -> Any:
+        known, anon = self._engine.merge(target, source, event, now)
+        if not known.late:
+            self._log.append(Forgotten(source.cid))
+        return known, anon
+
+
 def mark_forgets(engine: Any, log: list[Any]) -> Any:
     """Wrap ``engine.forget`` and ``engine.merge`` so that a ``Forgotten(routing id)`` marker
     enters ``log`` when a profile ends (erased, or merged away as the anonymous side): its
     version counters end with it (see check_change_log)."""
-    inner_forget, inner_merge = engine.forget, engine.merge
-
-    def forget(state: Any, event: dict[str, Any], now: int) -> Any:
-        step = inner_forget(state, event, now)
-        if not step.late:
-            rid = state.cid if state is not None else (
-                event.get("customer_id") or event.get("anonymous_id"))
-            log.append(Forgotten(rid))
-        return step
-
-    def merge(target: Any, source: Any, event: dict[str, Any], now: int) -> Any:
-        known, anon = inner_merge(target, source, event, now)
-        if not known.late:
-            log.append(Forgotten(source.cid))
-        return known, anon
-
-    engine.forget, engine.merge = forget, merge
-    return engine
+    return _MarkForgets(engine, log)
 
 
 def fold_log(changes: Iterable[Any], t: int | None = None,
