@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import orjson
 
+from schemas.numbers import json_float, json_int
 from stream.replay_order import DEFAULT_RUN_MB, OrderStats, TimeOrder
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 1, 2, 3, 4
@@ -172,12 +173,14 @@ def parse_csv_map(spec: str | None) -> dict[str, tuple[str, str | None]]:
 def _convert(value: str, typ: str | None, field: str) -> Any:
     if typ is None:
         if field == "timestamp":
-            return int(value) if value.lstrip("-").isdigit() else value
+            digits = value[1:] if value.startswith("-") else value
+            return json_int(value) if digits.isascii() and digits.isdigit() else value
         typ = _FIELD_TYPES.get(field, "str")
+    # numbers follow JSON's rules (schemas.numbers): no inf/nan, no 1_000, no non-ASCII digits
     if typ == "int":
-        return int(value)
+        return json_int(value)
     if typ == "float":
-        return float(value)
+        return json_float(value)
     if typ == "bool":
         return value.strip().lower() in ("1", "true", "yes")
     if typ == "json":

@@ -200,3 +200,24 @@ def test_generated_sample_against_the_oracle(tmp_path: Path,
     want = {s.name: sum(s.name in segs for segs in members.values()) for s in cat.segments}
     assert got == want
     assert sum(want.values()) > 0
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "nan", "1_000", "1e999", "٣", " 0x10"])
+def test_csv_numbers_follow_json_rules(cell: str) -> None:
+    """A CSV amount or quantity that JSON would refuse is a conversion error (an invalid
+    row with its reason), not a number."""
+    from stream.cmd_replay import csv_events  # noqa: PLC0415
+
+    rows = [{"event_id": "e1", "type": "purchase", "amount": cell}]
+    ((line, out),) = list(csv_events(rows, {"amount": ("properties.amount", "float")}))
+    assert line == 2 and isinstance(out, str) and "cannot convert" in out
+    rows = [{"event_id": "e1", "type": "cart_add", "quantity": cell}]
+    ((_, out),) = list(csv_events(rows, {"quantity": ("properties.quantity", "int")}))
+    assert isinstance(out, str)
+
+
+def test_csv_timestamp_with_non_ascii_digits_is_not_a_number() -> None:
+    from stream.cmd_replay import csv_events  # noqa: PLC0415
+
+    ((_, out),) = list(csv_events([{"timestamp": "١٧٩٥"}], {}))
+    assert out["timestamp"] == "١٧٩٥"  # left as text: validation then refuses it
