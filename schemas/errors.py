@@ -43,6 +43,10 @@ class ErrorCode(StrEnum):
     #: set by the segmentation worker, not by validation: the event is older than
     #: now - allowed_lateness and was not applied
     TOO_LATE = "too_late"
+    #: set by the segmentation worker, not by validation: the customer already has
+    #: ``state.model.RATE_CAP`` events within the allowed lateness (a flood, a bot); the event
+    #: was not applied
+    RATE_LIMITED = "rate_limited"
     #: set by the agents, not by validation: processing a valid event failed unexpectedly (a
     #: bug); the event is dead-lettered with the exception text instead of stopping the stream
     INTERNAL_ERROR = "internal_error"
