@@ -134,12 +134,12 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
     app = create_app(Settings.from_env())
     agent = app.segmentation  # type: ignore[attr-defined]
     clock = Clock(sum(ends.values()), result_path)
-    handle, publish = agent.handle, agent._publish_and_commit
+    handle, commit = agent.handle, agent._commit
     counts = {"events": 0, "changes": 0, "timer_changes": 0, "batches": 0, "records": 0}
     prof = cProfile.Profile() if profile else None
 
-    async def counted_publish(seg: Any, out: Any, started: float) -> None:
-        await publish(seg, out, started)
+    async def counted_commit(seg: Any, out: Any, engine_seconds: float) -> None:
+        await commit(seg, out, engine_seconds)
         counts["events"] += out.events
         counts["changes" if out.offset is not None else "timer_changes"] += len(out.changes)
 
@@ -159,7 +159,7 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
                 prof.dump_stats(str(profile))
             clock.finish(counts["events"], dict(counts))
 
-    agent.handle, agent._publish_and_commit = timed_handle, counted_publish
+    agent.handle, agent._commit = timed_handle, counted_commit
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
