@@ -16,8 +16,14 @@ of which ~83k known customers and ~118k routing ids are active, sessions of seve
                  paced at half of rate (b) and at 500 events/s, 5 s warm-up then 30 s measured:
                  change record timestamp - produce time of its cause event (p50/p99, split into
                  produce->bundle and bundle->change, and whether latency drifted: queueing);
+                 goals, printed as met / not met: p99 <= 100 ms at 500 events/s, <= 250 ms at
+                 half of (b);
   (e) restart    Redis filled to ``--restart-states`` customer states, then a new worker process:
                  time from spawn to the first (and last) of 8 waiting bundles committed;
+  (s) scale-out  ``--scale-workers`` (2) segmentation workers of one consumer group on a fresh
+                 bundle topic; once their assignments split the partitions, the bundles of (b)
+                 are produced; combined rate (first batch of any worker to the last commit),
+                 ratio to (b), events per CPU-second summed over the workers;
   (p) profile    PartitionSegmenter.process offline over the first bundles with MemoryStore and
                  with RedisStore (the cost of Redis), and the top of a cProfile of the first.
 
@@ -53,6 +59,8 @@ from bench.common import Clock  # noqa: E402
 RAW_PARTITIONS = 4
 BUNDLE_PARTITIONS = 8
 BUNDLE_EVENTS = 500
+# (d) p99 goals (event -> change) per rate spec: printed as met / not met, never asserted
+LATENCY_GOALS_MS = {"500": 100.0, "half": 250.0}
 Event = dict[str, Any]
 
 
@@ -134,12 +142,12 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
     app = create_app(Settings.from_env())
     agent = app.segmentation  # type: ignore[attr-defined]
     clock = Clock(sum(ends.values()), result_path)
-    handle, publish = agent.handle, agent._publish_and_commit
+    handle, commit = agent.handle, agent._commit
     counts = {"events": 0, "changes": 0, "timer_changes": 0, "batches": 0, "records": 0}
     prof = cProfile.Profile() if profile else None
 
-    async def counted_publish(seg: Any, out: Any, started: float) -> None:
-        await publish(seg, out, started)
+    async def counted_commit(seg: Any, out: Any, engine_seconds: float) -> None:
+        await commit(seg, out, engine_seconds)
         counts["events"] += out.events
         counts["changes" if out.offset is not None else "timer_changes"] += len(out.changes)
 
@@ -159,7 +167,48 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
                 prof.dump_stats(str(profile))
             clock.finish(counts["events"], dict(counts))
 
-    agent.handle, agent._publish_and_commit = timed_handle, counted_publish
+    agent.handle, agent._commit = timed_handle, counted_commit
+    quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
+
+
+def run_shared_phase(stats_path: Path) -> None:
+    """(s): one of several segmentation workers of one consumer group. Writes its assigned
+    bundle partitions on every assignment (``stats_path`` with ``.assigned``), and after every
+    batch its wall-clock window (first batch start, last batch end: comparable across
+    processes), the process CPU over it and its counts; the driver stops it."""
+    import faust  # noqa: PLC0415
+
+    from stream.app import create_app  # noqa: PLC0415
+    from stream.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    agent = app.segmentation  # type: ignore[attr-defined]
+    handle, commit = agent.handle, agent._commit
+    bundles = settings.topic("bundles")
+    stats: dict[str, Any] = {"events": 0, "records": 0, "batches": 0, "first": None,
+                             "last": None, "cpu_first": 0.0, "cpu_last": 0.0}
+    assigned_path = stats_path.with_suffix(".assigned")
+
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        mine = sorted(tp.partition for tp in args[0] if tp.topic == bundles)
+        assigned_path.write_text(json.dumps(mine))
+
+    async def timed_handle(events: Any) -> None:
+        if stats["first"] is None:
+            stats["first"], stats["cpu_first"] = time.time(), Clock.cpu()
+        await handle(events)
+        stats["last"], stats["cpu_last"] = time.time(), Clock.cpu()
+        stats["batches"] += 1
+        stats["records"] += len(events)
+        stats_path.write_text(json.dumps(stats))  # noqa: ASYNC240 - a few hundred bytes
+
+    async def counted_commit(seg: Any, out: Any, engine_seconds: float) -> None:
+        await commit(seg, out, engine_seconds)
+        stats["events"] += out.events
+
+    app.on_partitions_assigned.connect(assigned, weak=False)
+    agent.handle, agent._commit = timed_handle, counted_commit
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -437,6 +486,64 @@ def step_restart(bootstrap: str, redis_url: str, env: dict[str, str], namespace:
     return {"states": states, "first": first, "all": last}
 
 
+def step_scale_out(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path,
+                   records: list[bytes], where: list[int], workers: int) -> dict[str, Any]:
+    """(s): ``workers`` segmentation worker processes of one consumer group on one bundle
+    topic. The workers start on the empty topic; once their assignments split the partitions,
+    the bundles of (b) are produced; timed from the first batch of any worker to the last
+    batch that brings every partition's applied offset (Redis) to the topic's end."""
+    prefix, namespace = f"{run}-scale-", f"{run}-scale:"
+    bundles_topic = f"{prefix}segstream-bundles"
+    common.create_topic(bootstrap, bundles_topic, BUNDLE_PARTITIONS)
+    env = common.phase_env(bootstrap, prefix, tmp, {
+        "SEGSTREAM_AGENTS": "segmentation",
+        "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
+        "SEGSTREAM_REDIS_URL": redis_url, "SEGSTREAM_REDIS_NAMESPACE": namespace,
+        "SEGSTREAM_SEGMENTS_FILE": str(defs)})
+    stats = [tmp / f"scale-{i}.json" for i in range(workers)]
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = [tmp / f"scale-{i}.log" for i in range(workers)]
+    try:
+        for i in range(workers):
+            with logs[i].open("wb") as out:
+                procs.append(subprocess.Popen(
+                    [sys.executable, str(Path(__file__)), "--phase", "shared", "--result",
+                     str(stats[i])], cwd=REPO, start_new_session=True,
+                    env={**env, "SEGSTREAM_WEB_PORT": str(17066 + os.getpid() % 1000 + i)},
+                    stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while True:  # every worker holds part of the partitions, together all of them
+            parts = [json.loads(f.read_text()) if f.exists() else []
+                     for f in (x.with_suffix(".assigned") for x in stats)]
+            if all(parts) and sorted(q for x in parts for q in x) == list(
+                    range(BUNDLE_PARTITIONS)):
+                break
+            if time.monotonic() > deadline or any(pr.poll() is not None for pr in procs):
+                raise SystemExit("(s) the workers did not split the partitions:\n"
+                                 + "\n".join(common.log_tail(x) for x in logs))
+            time.sleep(0.2)
+        print(f"(s) {workers} workers hold partitions {parts}; producing the bundles...",
+              flush=True)
+        common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where,
+                       create=False)
+        for pr, log in zip(procs, logs, strict=True):
+            wait_applied(redis_url, namespace, bootstrap, bundles_topic, 900, pr, log)
+    finally:
+        for pr in procs:
+            common.stop_worker(pr)
+    each = [json.loads(f.read_text()) for f in stats]
+    seconds = max(x["last"] for x in each) - min(x["first"] for x in each)
+    cpu = sum(x["cpu_last"] - x["cpu_first"] for x in each)
+    events = sum(x["events"] for x in each)
+    out = {"workers": workers, "events": events, "seconds": seconds, "cpu_seconds": cpu,
+           "rate": events / seconds, "per_cpu": events / max(cpu, 1e-9),
+           "split": [x["events"] for x in each]}
+    print(f"(s) {workers} workers: {out['rate']:,.0f} events/s combined ({seconds:.1f} s; "
+          f"{out['per_cpu']:,.0f} events per CPU-s, {cpu:.1f} CPU-s in all; events per worker "
+          f"{out['split']})", flush=True)
+    return out
+
+
 def step_profile(redis_url: str, run: str, compiled: Any, records: list[bytes],
                  where: list[int], n_events: int) -> dict[str, Any]:
     """(p): PartitionSegmenter.process over the first bundles of each partition, offline, with
@@ -509,9 +616,11 @@ def main() -> int:
                     help="events of the offline segmenter profile (p)")
     ap.add_argument("--profile-worker", action="store_true",
                     help="run (b) under cProfile inside the worker (slower: figures flagged)")
+    ap.add_argument("--scale-workers", type=int, default=2,
+                    help="worker processes of the scale-out step (s)")
     ap.add_argument("--skip", default="",
-                    help="steps to skip, e.g. 'c,d,e,p' ((a) and (b) always run)")
-    ap.add_argument("--phase", choices=["segment", "table"])
+                    help="steps to skip, e.g. 'c,d,e,p,s' ((a) and (b) always run)")
+    ap.add_argument("--phase", choices=["segment", "table", "shared"])
     ap.add_argument("--ends")
     ap.add_argument("--target", type=int)
     ap.add_argument("--profile-out", type=Path)
@@ -523,6 +632,9 @@ def main() -> int:
         return 0
     if a.phase == "table":
         run_table_phase(a.target, a.result)
+        return 0
+    if a.phase == "shared":
+        run_shared_phase(a.result)
         return 0
     skip = {x.strip() for x in a.skip.split(",") if x.strip()}
 
@@ -597,6 +709,10 @@ def main() -> int:
         pstats.Stats(str(tmp / "worker.prof"), stream=out).sort_stats("tottime").print_stats(30)
         print("cProfile of the worker during (b), top by own time:\n" + out.getvalue())
 
+    if "s" not in skip:  # scale-out: several workers of one group on the same bundles
+        r["s"] = step_scale_out(bootstrap, redis_url, run, tmp, defs, records, where,
+                                a.scale_workers)
+
     if "c" not in skip:  # naive Faust: one record and one table write per event
         r["c"] = step_baseline(bootstrap, run, tmp, events[: a.baseline_events])
     del events
@@ -604,8 +720,10 @@ def main() -> int:
     r["d"] = []
     for spec in (x.strip() for x in a.latency_rates.split(",") if "d" not in skip):
         rate = b["rate"] / 2 if spec == "half" else float(spec)
-        r["d"].append(step_latency(bootstrap, redis_url, f"{run}-{len(r['d'])}", tmp, defs, rate,
-                                   a.latency_seconds, a.latency_batch, 20_000, a.latency_warmup))
+        d = step_latency(bootstrap, redis_url, f"{run}-{len(r['d'])}", tmp, defs, rate,
+                         a.latency_seconds, a.latency_batch, 20_000, a.latency_warmup)
+        d["spec"], d["goal"] = spec, LATENCY_GOALS_MS.get(spec)
+        r["d"].append(d)
 
     if "e" not in skip:  # restart with --restart-states states in Redis
         r["e"] = step_restart(bootstrap, redis_url, seg_env, namespace, sample_blobs,
@@ -643,10 +761,27 @@ def summary(r: dict[str, Any]) -> None:
         ]
     for d in r["d"]:
         kept = "kept up" if d["drift"] < 250 else "DID NOT keep up (queueing)"
+        goal = d.get("goal")
+        verdict = ("no goal" if goal is None else
+                   f"goal p99 <= {goal:.0f}: {'met' if d['p99'] <= goal else 'NOT met'}")
+        label = "half of b" if d.get("spec") == "half" else f"{d['rate']:,.0f} ev/s"
         rows.append((f"(d) event->change @{d['rate']:,.0f} ev/s",
                      f"p50 {d['p50']:.0f} / p99 {d['p99']:.0f} ms",
-                     f"{kept}; max {d['max']:.0f} ms; {d['n']:,} changes; produce->bundle "
-                     f"p99 {d['ingest_p99']:.0f} ms; target p99 <= 100"))
+                     f"{label}; {verdict}; {kept}; max {d['max']:.0f} ms; {d['n']:,} changes"))
+        rows.append(("    stages p50/p99",
+                     f"{d['ingest_p50']:.0f}/{d['ingest_p99']:.0f} + "
+                     f"{d['segment_p50']:.0f}/{d['segment_p99']:.0f} ms",
+                     "produce->bundle + bundle->change"))
+    if "s" in r:
+        sc = r["s"]
+        rows += [
+            (f"(s) {sc['workers']} workers, one group", f"{sc['rate']:,.0f} ev/s",
+             f"{sc['per_cpu']:,.0f} ev/CPU-s (sum of the workers' user+sys CPU, "
+             f"{sc['cpu_seconds']:.1f} s); events per worker {sc['split']}"),
+            (f"s / b ({sc['workers']} workers / one)", f"{sc['rate'] / b['rate']:.2f}",
+             f"per CPU-s {sc['per_cpu'] / b['per_cpu']:.2f} (2 shared cores: the broker, "
+             "Redis and the driver take part of them)"),
+        ]
     if "e" in r:
         e = r["e"]
         rows.append(("(e) restart -> first bundle", f"{e['first']:.2f} s",

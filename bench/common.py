@@ -66,16 +66,18 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 def produce(bootstrap: str, topic: str, records: Sequence[bytes], partitions: int,
-            partition_of: Sequence[int] | None = None) -> None:
-    """Create ``topic`` and write ``records`` (round robin over partitions unless
-    ``partition_of[i]`` names record i's partition); returns once all are acknowledged.
+            partition_of: Sequence[int] | None = None, *, create: bool = True) -> None:
+    """Create ``topic`` (unless ``create`` is false: it exists) and write ``records`` (round
+    robin over partitions unless ``partition_of[i]`` names record i's partition); returns once
+    all are acknowledged.
 
     aiokafka, not kafka-python: without the optional ``crc32c`` module kafka-python checksums
     record batches in pure Python (about 5 MB/s here), aiokafka in C.
     """
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    create_topic(bootstrap, topic, partitions)
+    if create:
+        create_topic(bootstrap, topic, partitions)
 
     async def send_all() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,

@@ -148,9 +148,11 @@ class Settings:
         "the broker's message.max.bytes, 1 MiB by default); an encoded bundle above it is split.",
         minimum=1024)
     bundle_linger_ms: int = _f(
-        50,
+        10,
         "Longest wait, in milliseconds, for more raw records before the pending bundles are "
-        "flushed (the ingest batch window).", minimum=1)
+        "flushed (the ingest agent's batch window; event-to-change latency pays it once, "
+        "docs/benchmarks.md). Longer: fuller bundles (less work per event downstream) at the "
+        "cost of latency; under load batches fill before it runs out.", minimum=1)
     ingest_batch_records: int = _f(
         1000,
         "Most raw records the ingest agent takes in one batch before flushing its bundles. "
@@ -208,10 +210,15 @@ class Settings:
         200, "Bundle records the segmentation agent takes per batch (per-partition commits). "
         "Twice this is the bundles topic's stream buffer: the most bundle records a worker "
         "holds fetched and not yet taken (Faust pauses fetching beyond it).", minimum=1)
+    segment_linger_ms: int = _f(
+        10, "Longest wait, in milliseconds, for more bundle records before the segmentation "
+        "agent processes its batch (its batch window; latency pays it once, like "
+        "`SEGSTREAM_BUNDLE_LINGER_MS`). Under load batches fill before it runs out.", minimum=1)
     segment_batch_max_bytes: int = _f(
-        2 * 1024 * 1024, "Most bundle bytes of one partition decoded and committed together: "
-        "a batch's records of a partition are processed in chunks of at most this size, one "
-        "Redis commit each (bounds the events in memory when a backlog fills every batch).",
+        2 * 1024 * 1024, "Most bundle bytes decoded and committed together: a batch is "
+        "processed in waves of at most this many bytes and one chunk per partition (one "
+        "acknowledgement wait per wave, one Redis commit per partition chunk; bounds the events "
+        "in memory when a backlog fills every batch).",
         minimum=1)
     state_cache_max: int = _f(
         200_000, "Customer states a worker keeps in memory, shared evenly by its bundle "

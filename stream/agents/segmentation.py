@@ -1,11 +1,16 @@
-"""Segmentation agent: bundles -> engine -> segment-changes topic -> one Redis commit.
+"""Segmentation agent: bundles -> engine -> segment-changes topic -> Redis commits.
 
-Per batch of bundle records (``take_events(n, within=...)``), per partition, under that
-partition's lock: :meth:`stream.segmenter.PartitionSegmenter.process` runs the engine with the
-wall clock as "now"; the changes (keyed by customer), the late events and the unreadable bundle
-records (both to the dead-letter topic) are produced and *all* acknowledged; only then is the
-partition's commit written to Redis (states, due index, membership, applied offset: one atomic
-script). A crash before the commit re-emits the same changes with the same versions on restart
+Per batch of bundle records (``take_events(n, within=segment_linger_ms)``), in *waves* (at
+most one chunk of ``segment_batch_max_bytes`` per partition, that many bytes in all: a batch of
+a few records is one wave), under the locks of the wave's partitions:
+:meth:`stream.segmenter.PartitionSegmenter.process` runs the engine for each partition with the
+wall clock as "now"; then the changes (keyed by customer), the late events and the unreadable
+bundle records (both to the dead-letter topic) of *all* the wave's partitions are produced and
+*all* acknowledged (one wait); only then are the partitions' commits written to Redis,
+concurrently (each: states, due index, membership, applied offset in one atomic script). So
+every partition's changes are acknowledged before its commit, and a batch spread over 8
+partitions costs one acknowledgement round trip, not 8. A crash before a commit re-emits the
+same changes with the same versions on restart
 (at-least-once, deduplicated downstream by (customer, segment, version)); a crash after it
 skips the bundle (its offset is at or below the stored one). The Kafka offsets acked after the
 body returns are only a hint: the offset stored in Redis is the truth, and a partition whose
@@ -23,10 +28,11 @@ partition under the same lock: time-only ENTER/EXIT within about a second of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -126,6 +132,31 @@ def _chunks(by_partition: dict[int, list[tuple[int, bytes]]], max_bytes: int
             size += len(rec[1])
         if run:
             yield p, run
+
+
+def _waves(chunks: Iterable[tuple[int, list[tuple[int, bytes]]]], max_bytes: int
+           ) -> Iterator[list[tuple[int, list[tuple[int, bytes]]]]]:
+    """Group consecutive chunks into *waves*: at most one chunk per partition and at most
+    ``max_bytes`` of records in all (at least one chunk each). A wave's partitions are processed
+    together: one wait for the acknowledgements of all their changes, concurrent commits. So a
+    batch spread thin over many partitions costs one round trip, not one per partition, and
+    no more bundle bytes are decoded at once than before.
+
+    >>> chunks = [(0, [(1, b"ab")]), (1, [(7, b"x")]), (1, [(8, b"yz")]), (2, [(3, b"abc")])]
+    >>> [[p for p, _ in w] for w in _waves(chunks, 4)]
+    [[0, 1], [1], [2]]
+    """
+    wave: list[tuple[int, list[tuple[int, bytes]]]] = []
+    size = 0
+    for p, records in chunks:
+        n = sum(len(v) for _, v in records)
+        if wave and (size + n > max_bytes or any(q == p for q, _ in wave)):
+            yield wave
+            wave, size = [], 0
+        wave.append((p, records))
+        size += n
+    if wave:
+        yield wave
 
 
 class SegmentationAgent:
@@ -285,7 +316,7 @@ class SegmentationAgent:
             await t.maybe_declare()
         # the published definitions first, so no change is emitted under outdated ones
         await self.definitions_ready.wait()
-        within = self.settings.bundle_linger_ms / 1000.0
+        within = self.settings.segment_linger_ms / 1000.0
         n = self.settings.segment_batch_records
         async for events in cast(Stream[bytes], stream).take_events(n, within=within):
             await self.handle(events)
@@ -300,22 +331,9 @@ class SegmentationAgent:
             if m.timestamp:
                 stamps[m.partition, m.offset] = int(m.timestamp * 1000)
         try:
-            for p, part in _chunks(by_partition, self.settings.segment_batch_max_bytes):
-                async with self.locks[p]:
-                    if p in self._lost:  # fenced: its records are the new owner's
-                        self.metrics.fenced_records.inc(len(part))
-                        continue
-                    seg = await self._retrying("claim", partial(self._segmenter, p))
-                    if part[0][0] > seg.next_offset and await self._reread(seg, part):
-                        continue
-                    self._rereading.pop(p, None)
-                    started = time.perf_counter()
-                    arrived = max((stamps.get((p, o), 0) for o, _ in part), default=0) or None
-                    if arrived is not None:
-                        self._arrived[p] = max(arrived, self._arrived.get(p, 0))
-                    out = await self._retrying("state load",
-                                               partial(_process, seg, part, arrived))
-                    await self._publish_and_commit(seg, out, started)
+            for wave in _waves(_chunks(by_partition, self.settings.segment_batch_max_bytes),
+                               self.settings.segment_batch_max_bytes):
+                await self._wave(wave, stamps)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -324,6 +342,32 @@ class SegmentationAgent:
             log.critical("segmentation failed (%r): stopping the worker", exc)
             await self.app.crash(exc)
             raise
+
+    async def _wave(self, wave: list[tuple[int, list[tuple[int, bytes]]]],
+                    stamps: dict[tuple[int, int], int]) -> None:
+        """One chunk of each of several partitions: under all their locks (taken in partition
+        order; no other holder takes more than one), run the engine for each, produce all
+        their changes and await the acknowledgements once, then write their Redis commits
+        concurrently. Every partition's changes are acknowledged before its commit."""
+        async with contextlib.AsyncExitStack() as locks:
+            for p in sorted(p for p, _ in wave):
+                await locks.enter_async_context(self.locks[p])
+            done: list[tuple[PartitionSegmenter, Outcome, float]] = []
+            for p, part in wave:
+                if p in self._lost:  # fenced: its records are the new owner's
+                    self.metrics.fenced_records.inc(len(part))
+                    continue
+                seg = await self._retrying("claim", partial(self._segmenter, p))
+                if part[0][0] > seg.next_offset and await self._reread(seg, part):
+                    continue
+                self._rereading.pop(p, None)
+                started = time.perf_counter()
+                arrived = max((stamps.get((p, o), 0) for o, _ in part), default=0) or None
+                if arrived is not None:
+                    self._arrived[p] = max(arrived, self._arrived.get(p, 0))
+                out = await self._retrying("state load", partial(_process, seg, part, arrived))
+                done.append((seg, out, time.perf_counter() - started))
+            await self._publish_and_commit_all(done)
 
     async def _reread(self, seg: PartitionSegmenter, records: list[tuple[int, bytes]]) -> bool:
         """Records start beyond the stored offset: Kafka's committed offset ran ahead of Redis
@@ -388,9 +432,32 @@ class SegmentationAgent:
 
     async def _publish_and_commit(self, seg: PartitionSegmenter, out: Outcome,
                                   started: float) -> None:
+        """Publish one outcome, await its acknowledgements, then commit it (timer passes and
+        re-evaluation; the caller holds the partition's lock)."""
+        await self._publish_and_commit_all([(seg, out, time.perf_counter() - started)])
+
+    async def _publish_and_commit_all(
+            self, done: Sequence[tuple[PartitionSegmenter, Outcome, float]]) -> None:
+        """Produce every outcome's records, await *all* their acknowledgements (one wait for
+        every partition of the wave), then run the partitions' Redis commits concurrently.
+        ``done`` holds (segmenter, outcome, engine seconds); the caller holds their locks."""
+        if not done:
+            return
+        started = time.perf_counter()
+        futures: list[Awaitable[Any]] = []
+        for seg, out, _ in done:
+            futures.extend(await self._send(seg, out))
+        await asyncio.gather(*futures)
+        published = time.perf_counter() - started
+        await asyncio.gather(*(self._commit(seg, out, engine + published)
+                               for seg, out, engine in done))
+
+    async def _send(self, seg: PartitionSegmenter, out: Outcome) -> list[Awaitable[Any]]:
+        """Hand ``out``'s changes, forwards and dead letters to the producer; the futures of
+        their acknowledgements."""
         send = self.app.producer.send
         version = self.engine.catalogue.version
-        futures = [
+        futures: list[Awaitable[Any]] = [
             await send(self._changes, change_key(ch.customer_id),
                        encode_change(from_change(ch, version)), None, None, None)
             for ch in out.changes
@@ -416,16 +483,21 @@ class SegmentationAgent:
             letter = encode_dead_letter("bad_bundle", reason, b"", self._bundles,
                                         seg.partition, offset, None, now)
             futures.append(await send(self._deadletters, None, letter, None, None, None))
-        await asyncio.gather(*futures)
+        return futures
+
+    async def _commit(self, seg: PartitionSegmenter, out: Outcome, engine_seconds: float
+                      ) -> None:
+        """Write ``out``'s commit (its records are acknowledged), and record the metrics."""
         commit_started = time.perf_counter()
         hits, misses = seg.cache_hits, seg.cache_misses
+        seg.cache_hits = seg.cache_misses = 0
         # the script is atomic and idempotent: a retry after a lost reply is ALREADY_APPLIED
         result = await self._retrying("commit", lambda: seg.commit(out))
         self.metrics.cache_hits.inc(hits)
         self.metrics.cache_misses.inc(misses)
-        seg.cache_hits = seg.cache_misses = 0
-        self.metrics.record(out, result, engine_seconds=commit_started - started,
-                            commit_seconds=time.perf_counter() - commit_started, now_ms=now)
+        self.metrics.record(out, result, engine_seconds=engine_seconds,
+                            commit_seconds=time.perf_counter() - commit_started,
+                            now_ms=_now_ms())
         if result is CommitResult.FENCED:
             self.owned.pop(seg.partition, None)
             self._lost.add(seg.partition)

@@ -163,6 +163,59 @@ def test_large_commit_is_chunked(make_store: Callable[[], Awaitable[StateStore]]
     run(scenario())
 
 
+def test_packed_commit_round_trips_any_bytes_and_names(
+        make_store: Callable[[], Awaitable[StateStore]]) -> None:
+    """The commit travels as one msgpack payload: blobs with every byte value (NUL, 0xff,
+    invalid UTF-8), long blobs, non-ASCII ids and segment names, large versions and instants,
+    forgets and erasures come out of the script exactly as they went in."""
+
+    async def scenario() -> None:
+        store = await make_store()
+        epoch = await store.claim(6)
+        blobs = {"bin": bytes(range(256)) * 3, "long": b"\x00\xff" * 40_000, "empty": b"",
+                 "é-客户": "ünïcode".encode() + b"\xc3"}
+        big_due = 4_102_444_800_123  # year 2100, in ms: beyond 32 bits
+        commit = Commit(6, epoch, offset=2**40, states=blobs,
+                        due={"bin": big_due, "long": 1, "empty": None, "é-客户": 7},
+                        members=[MemberOp("é-客户", "ségment ✓", 1),
+                                 MemberOp("bin", "s", 2**31 + 1),
+                                 MemberOp("long", "s", 1)],
+                        aliases={"anon-ü": "é-客户"}, erasures={"gone": big_due})
+        assert await store.commit(commit) is CommitResult.APPLIED
+        assert await store.applied_offset(6) == 2**40
+        assert await store.load(6, list(blobs)) == list(blobs.values())
+        assert await store.due(6, 10**15, 10) == [("long", 1), ("é-客户", 7), ("bin", big_due)]
+        assert await store.segments_of(6, "é-客户") == {"ségment ✓": 1}
+        assert await store.segments_of(6, "bin") == {"s": 2**31 + 1}
+        assert await store.sizes([6]) == {"ségment ✓": 1, "s": 2}
+        assert await store.aliases(6, ["anon-ü", "x"]) == ["é-客户", None]
+        assert await store.erasures(6) == {"gone": big_due}
+        # a forget: its EXITs (as the engine emits them), then the erasure
+        again = Commit(6, epoch, offset=2**40 + 1, forgotten=["é-客户"],
+                       members=[MemberOp("é-客户", "ségment ✓", 2),
+                                MemberOp("bin", "s", 2**31 + 2)])
+        assert await store.commit(again) is CommitResult.APPLIED
+        assert await store.load(6, ["é-客户"]) == [None]
+        assert await store.segments_of(6, "é-客户") == {}
+        assert await store.sizes([6]) == {"s": 1}
+        assert await store.due(6, 10**15, 10) == [("long", 1), ("bin", big_due)]
+        assert not await store.has_state(6, "é-客户")
+
+    run(scenario())
+
+
+def test_redis_commit_sends_few_arguments_whatever_its_size() -> None:
+    """A 3,000-customer commit is 7 keys and 4 arguments (was ~6 arguments per customer:
+    packing them dominated the client's cost); every key carries the partition's hash tag."""
+    store = RedisStore(Redis(), namespace="ns:")
+    commit = Commit(5, 1, offset=9, states={f"c{i}": b"s" for i in range(3_000)},
+                    due={f"c{i}": i for i in range(3_000)},
+                    members=[MemberOp(f"c{i}", "seg", 1) for i in range(3_000)])
+    keys, args = store.commit_call(commit)
+    assert len(keys) == 7 and len(args) == 4
+    assert all(k.startswith("ns:{p5}:") for k in keys)
+
+
 def test_redis_keys_share_one_slot_per_partition() -> None:
     """Every key of a partition carries the same hash tag, so a commit is single-slot."""
     store = RedisStore(Redis(), namespace="ns:")
