@@ -145,8 +145,11 @@ class Engine:
         if key in seen or ts <= state.erased:  # a duplicate, or erased by a later forget
             return Step(state, changes, self._next_due(state), False)
         horizon = min(state.clock, now) - self.lateness
-        if seen and (seen[next(iter(seen))][0] < horizon or len(seen) >= RATE_CAP):
-            state.forget_seen_before(horizon)
+        # records older than now - lateness serve nothing: a copy of such an event is refused
+        # as late, and a forget that old erases everything
+        keep_from = now - self.lateness
+        if seen and (seen[next(iter(seen))][0] < keep_from or len(seen) >= RATE_CAP):
+            state.forget_seen_before(keep_from)
             if len(seen) >= RATE_CAP:
                 return Step(state, changes, self._next_due(state), True, RATE_LIMITED)
         rec = (ts, event["type"], event.get("properties"))
@@ -193,7 +196,7 @@ class Engine:
         self._advance(state, t, True, horizon, changes)
         t = max(t, state.clock)
         cause = f"forget:{event['event_id']}"
-        newer = [r for r in state.seen.items() if r[1][0] > ts] if ts >= horizon else []
+        newer = [r for r in state.seen.items() if r[1][0] > ts] if ts >= now - self.lateness else []
         if newer:
             return self._rebuild(state, ts, t, newer, horizon, cause, changes)
         for i, v in enumerate(state.versions):

@@ -15,6 +15,18 @@ DEFAULT_ID_KEY = b"segstream-event-id-v2"
 _SERIES_PERSON = b"segstr-series"
 
 
+def deployment_key(secret: str) -> bytes:
+    """The BLAKE2b key for a deployment's secret (``SEGSTREAM_ID_HASH_KEY``; empty: the
+    built-in default). Any length of secret gives a 32-byte key.
+
+    >>> len(deployment_key("s3cret")), deployment_key("") == DEFAULT_ID_KEY
+    (32, True)
+    """
+    if not secret:
+        return DEFAULT_ID_KEY
+    return blake2b(secret.encode(), digest_size=32, person=b"segstr-idkey").digest()
+
+
 def id_hash(event_id: str, key: bytes = DEFAULT_ID_KEY) -> int:
     """64-bit keyed hash of an event id (de-duplication; the same in every process).
 

@@ -70,6 +70,7 @@ class Outcome:
 
     changes: list[Change] = field(default_factory=list)
     late: list[Event] = field(default_factory=list)  # refused as too late: dead-letter them
+    rate_limited: list[Event] = field(default_factory=list)  # refused: over RATE_CAP
     # items the engine failed on (a bug, or an event it cannot handle): (the item as bundle
     # bytes, reason); dead-lettered as internal_error, the rest of the batch goes on
     failed: list[tuple[bytes, str]] = field(default_factory=list)
@@ -321,7 +322,7 @@ class PartitionSegmenter:
         else:
             step = engine.apply(cache.get(rid), ev, now)
         if step.late:
-            out.late.append(ev)
+            (out.rate_limited if step.reason == "rate_limited" else out.late).append(ev)
             return
         self._take(rid, step, out)
 
@@ -454,6 +455,7 @@ def _merge(out: Outcome, item: Outcome) -> None:
     """Add one item's outcome to the batch's (the careful path of ``process``)."""
     out.changes.extend(item.changes)
     out.late.extend(item.late)
+    out.rate_limited.extend(item.rate_limited)
     out.events += item.events
     out.duplicates_skipped += item.duplicates_skipped
     out.handoffs_sent += item.handoffs_sent

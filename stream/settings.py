@@ -200,6 +200,12 @@ class Settings:
     agents: str = _f(
         "ingest,segmentation", "Comma-separated agents this worker runs: `ingest` (raw events "
         "-> bundles) and/or `segmentation` (bundles -> changes, state, timers).")
+    id_hash_key: str = _secret(
+        "", "Secret key of the event-id hash used for de-duplication (keyed BLAKE2b, "
+        "docs/time-semantics.md): set one per deployment, the same on every worker, so that "
+        "nobody can craft ids that collide. Empty: a built-in key. Changing it makes the ids "
+        "kept in stored states unrecognisable: duplicates of events already applied within the "
+        "allowed lateness are then counted again once.")
     segments_file: str = _f(
         "", "Segment definitions file (YAML); empty: the packaged default catalogue "
         "(processors/catalogue.yaml).")

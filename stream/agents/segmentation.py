@@ -50,11 +50,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.engine import Engine
+from processors.hashing import deployment_key
 from processors.lang.ast import Catalogue
 from processors.lang.compile import compile_catalogue
 from processors.lang.errors import DefinitionError
 from schemas.changes import change_key, encode_change, from_change
 from schemas.deadletter import encode_dead_letter
+from state.model import RATE_CAP
 from state.redis_store import RedisStore
 from state.store import CommitResult, StateStore
 from stream.connections import kafka_kwargs, redis_for
@@ -168,7 +170,8 @@ class SegmentationAgent:
         self.settings = settings
         self.topics = topics
         self.definitions = definitions  # what the engine runs (the API shows it)
-        self.engine = Engine(compile_catalogue(definitions))
+        self.engine = Engine(compile_catalogue(definitions),
+                             deployment_key(settings.id_hash_key))
         self.metrics = SegmentMetrics.create(app.metrics_registry)
         self.owned: dict[int, PartitionSegmenter] = {}
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -249,7 +252,8 @@ class SegmentationAgent:
         if doc.version != self.engine.catalogue.version:
             try:
                 definitions = doc.catalogue()
-                engine = Engine(compile_catalogue(definitions))
+                engine = Engine(compile_catalogue(definitions),
+                                deployment_key(self.settings.id_hash_key))
             except DefinitionError as err:  # published by hand, bypassing `segments apply`
                 self.metrics.definitions_errors.inc()
                 log.error("definitions %s refused, keeping %s: %s", doc.version,
@@ -473,6 +477,12 @@ class SegmentationAgent:
                 "too_late", f"event time {ev['timestamp']} is older than now - allowed lateness "
                 f"({self.engine.lateness} ms)", orjson.dumps(ev), self._bundles, seg.partition,
                 out.offset if out.offset is not None else -1, None, now)
+            futures.append(await send(self._deadletters, None, letter, None, None, None))
+        for ev in out.rate_limited:
+            letter = encode_dead_letter(
+                "rate_limited", f"customer already has {RATE_CAP} events within the allowed "
+                f"lateness ({self.engine.lateness} ms)", orjson.dumps(ev), self._bundles,
+                seg.partition, out.offset if out.offset is not None else -1, None, now)
             futures.append(await send(self._deadletters, None, letter, None, None, None))
         for record, reason in out.failed:  # the engine failed on it: the batch went on
             letter = encode_dead_letter("internal_error", reason, record, self._bundles,

@@ -175,3 +175,28 @@ def test_event_keys_are_keyed_hashes() -> None:
     assert event_key(a) != event_key(b)
     # not the linear crc32||adler32 of before
     assert event_key(a) != (zlib.crc32(a.encode()) << 32) | zlib.adler32(a.encode())
+
+
+def test_a_flood_beyond_the_rate_cap_is_refused_with_a_reason() -> None:
+    from state.model import RATE_CAP  # noqa: PLC0415
+
+    eng = Engine(compile_catalogue(load_definitions(defs("count(page_view, 1h) >= 1"))))
+    st = None
+    for i in range(RATE_CAP):
+        step = eng.apply(st, ev(f"e{i}", "page_view", i, "c1", url="/"), T0 + i)
+        assert not step.late
+        st = step.state
+    step = eng.apply(st, ev("over", "page_view", RATE_CAP, "c1", url="/"), T0 + RATE_CAP)
+    assert step.late and step.reason == "rate_limited"
+    # once the records leave the lateness, the customer's events are taken again
+    later = T0 + 2 * HOUR
+    step = eng.apply(step.state, ev("next", "page_view", 2 * HOUR, "c1", url="/"), later)
+    assert not step.late and len(step.state.seen) == 1
+
+
+def test_a_deployment_key_changes_the_id_hash() -> None:
+    from processors.hashing import deployment_key  # noqa: PLC0415
+
+    a = event_key("e1", deployment_key("one"))
+    assert a != event_key("e1", deployment_key("two"))
+    assert a == event_key("e1", deployment_key("one"))
