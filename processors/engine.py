@@ -108,6 +108,20 @@ class Engine:
             self._handlers[typ] = (entries, ordered, frozenset(ordered), h.cart, h.purchases,
                                    trait_segs)
         self._traits = tuple(sorted(catalogue.traits))
+        # per event type: the properties its record keeps (what re-adding the event needs:
+        # filters, summed values, cart and purchase fields, identify's traits)
+        self._record_props: dict[str, tuple[str, ...]] = {}
+        for typ, h in catalogue.handlers.items():
+            need: set[str] = set()
+            for i, _m in h.series:
+                need |= specs[i].filter_props | set(specs[i].props)
+            if h.cart:
+                need |= {"product_id", "quantity", "price"}
+            if h.purchases:
+                need.add("amount")
+            if h.traits:
+                need.add("traits")
+            self._record_props[typ] = tuple(sorted(need))
         # A fresh state (first event) needs evaluating only the segments the event's type
         # affects, plus those whose value on an empty profile is true or varies with time.
         empty = self.new_state("", 0)
@@ -152,7 +166,11 @@ class Engine:
             state.forget_seen_before(keep_from)
             if len(seen) >= RATE_CAP:
                 return Step(state, changes, self._next_due(state), True, RATE_LIMITED)
-        rec = (ts, event["type"], event.get("properties"))
+        typ = event["type"]
+        need = self._record_props.get(typ)
+        props = event.get("properties")
+        rec = (ts, typ, None if need is None or not props
+               else {k: props[k] for k in need if k in props})
         if ts > now:  # ahead of the clock: enters at its own time
             pending = state.pending
             if len(pending) >= PENDING_CAP:

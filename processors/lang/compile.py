@@ -66,6 +66,7 @@ class SeriesSpec:
     window_ms: int = 0  # largest window over it (0: no timestamps kept)
     props: list[str] = field(default_factory=list)  # summed/averaged properties
     hours: bool = False  # keeps a 24-hour histogram (hour_share)
+    filter_props: frozenset[str] = frozenset()  # properties its filter reads
 
     @property
     def legacy_key(self) -> int:
@@ -955,9 +956,22 @@ class _CatalogueBuilder:
             if any(s.key == key for s in self.specs.values()):  # 64-bit: never in practice
                 raise ValueError(f"series key collision for {text!r}; rename a filter value")
             match = None if es.filter is None else filter_fn(es.filter)
-            spec = SeriesSpec(len(self.specs), key, text, es.types, match)
+            spec = SeriesSpec(len(self.specs), key, text, es.types, match,
+                              filter_props=_prop_names(es.filter))
             self.specs[text] = spec
         return spec
+
+
+def _prop_names(node: ast.Expr | None) -> frozenset[str]:
+    """The event properties a ``where`` filter reads (iterative: filters may be deep)."""
+    names: set[str] = set()
+    todo = [] if node is None else [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.PropRef):
+            names.add(n.name)
+        todo.extend(_subnodes(n))
+    return frozenset(names)
 
 
 def _junction_next(fns: list[Fn], nexts: list[NextFn | None], is_and: bool) -> NextFn:
