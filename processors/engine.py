@@ -32,6 +32,7 @@ from state.model import (
     CustomerState,
     Record,
     SeriesState,
+    record_props,
 )
 
 Event = dict[str, Any]
@@ -169,8 +170,13 @@ class Engine:
         typ = event["type"]
         need = self._record_props.get(typ)
         props = event.get("properties")
-        rec = (ts, typ, None if need is None or not props
-               else {k: props[k] for k in need if k in props})
+        flat: list[Any] = []  # the record's properties as (name, value, ...): compact
+        if need and props:
+            for k in need:
+                if k in props:
+                    flat.append(k)
+                    flat.append(props[k])
+        rec = (ts, typ, tuple(flat) if flat else None)
         if ts > now:  # ahead of the clock: enters at its own time
             pending = state.pending
             if len(pending) >= PENDING_CAP:
@@ -242,7 +248,8 @@ class Engine:
         for key, rec in sorted(newer, key=lambda kr: kr[1][0]):  # stable: arrival on ties
             st.seen[key] = rec
             if key not in pending_keys and rec[1] in self._handlers:
-                self._add(st, {"type": rec[1], "properties": rec[2]}, rec[0], t, horizon)
+                self._add(st, {"type": rec[1], "properties": record_props(rec)}, rec[0], t,
+                          horizon)
         self._evaluate(st, self._all, t, cause, None, changes)
         return Step(st, changes, self._next_due(st), False)
 
@@ -488,13 +495,14 @@ class Engine:
                    for i, (_, ev) in enumerate(released.pending)}
         drop_pending: set[int] = set()
         for k in shared:
-            ts, typ, props = rseen.pop(k)
+            rec = rseen.pop(k)
+            ts, typ = rec[0], rec[1]
             if k in pending:  # not applied yet: just drop the copy
                 drop_pending.add(pending[k])
                 continue
             handler = self._handlers.get(typ)
             if handler is not None:
-                self._subtract(released, handler, ts, typ, props or {})
+                self._subtract(released, handler, ts, typ, record_props(rec))
         if drop_pending:
             released.pending = [p for i, p in enumerate(released.pending)
                                 if i not in drop_pending]

@@ -12,9 +12,10 @@ Format version 2, a MessagePack array::
 - ``purchases``: ``[count, total partials, first, last]``: the lifetime total as the exact
   partials of ``state.model.exact_add`` (a plain number in states written before them);
 - ``versions``: flat ``[name, version, ...]`` of every segment with a version (odd = member);
-- ``seen``: flat ``[hash, offset, type, properties, ...]``, the records of the events within
-  the allowed lateness (format 1 had ``[hash, offset, ...]`` only: such records decode with no
-  type, so they de-duplicate but a late forget cannot rebuild from them);
+- ``seen``: flat ``[hash, offset, type, [name, value, ...] or None, ...]``, the records of
+  the events within the allowed lateness (format 1 had ``[hash, offset, ...]`` only: such
+  records decode with no type, so they de-duplicate but a late forget cannot rebuild from
+  them);
 - ``erased``: the instant up to which a forget erased the history (None: never);
 - the state decodes *unbound* (``layout`` = the catalogue fingerprint): the engine re-binds it
   on first use, re-evaluating only if the definitions changed.
@@ -153,7 +154,8 @@ def decode_state(data: bytes) -> CustomerState:
     if fmt == 1:
         st.seen = {seen[i]: (clock - seen[i + 1], "", None) for i in range(0, len(seen), 2)}
     else:
-        st.seen = {seen[i]: (clock - seen[i + 1], seen[i + 2], seen[i + 3])
+        st.seen = {seen[i]: (clock - seen[i + 1], seen[i + 2],
+                             None if seen[i + 3] is None else tuple(seen[i + 3]))
                    for i in range(0, len(seen), 4)}
         if raw[12] is not None:
             st.erased = raw[12]

@@ -34,8 +34,21 @@ PENDING_CAP = 256
 NEVER = 1 << 62  # "no due instant"
 
 Event = dict[str, Any]
-#: what the state remembers of a recent event: (event time, type, properties)
-Record = tuple[int, str, dict[str, Any] | None]
+#: what the state remembers of a recent event: (event time, type, properties as a flat
+#: ``(name, value, name, value, ...)`` tuple or None): a tuple costs a third of a dict
+Record = tuple[int, str, tuple[Any, ...] | None]
+
+
+def record_props(rec: Record) -> dict[str, Any]:
+    """The properties kept in a record, as the event's properties dict.
+
+    >>> record_props((0, "purchase", ("amount", 5.0, "order_id", "o1")))
+    {'amount': 5.0, 'order_id': 'o1'}
+    """
+    flat = rec[2]
+    if not flat:
+        return {}
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 # cart operation kinds
 OP_ADD, OP_REMOVE, OP_CLEAR = 0, 1, 2
