@@ -353,11 +353,13 @@ def test_overload_lag_reported_memory_bounded_catches_up(
             assert b.peak_lag.get("ingest", 0) + b.peak_lag["segmentation"] >= 20, b.peak_lag
             assert b.zero_lag_s < b.caught_up_s + 15, "lag reported long after catching up"
         # memory: the first burst also pays one-time allocations (the warm-up); after it, a
-        # burst RATIO times bigger peaks a few MiB above burst N (measured +5..10 MiB for 3N,
+        # burst RATIO times bigger peaks some MiB above burst N (measured +5..10 MiB for 3N,
         # with N = 40k and with N = 80k alike: the heap still settles; a repeated burst of the
-        # same size added ~1 MiB), while holding the extra events would take their JSON bytes
-        # as bytes (12 MiB at N = 40k) and about ten times that as the decoded events the worker
-        # works on
+        # same size added ~1 MiB; +9..18 MiB since states keep their events' records within
+        # the allowed lateness, 2026-12-07: three times the customers churn through the
+        # bounded cache with larger states), while holding the extra events would take their
+        # JSON bytes as bytes (12 MiB at N = 40k) and about ten times that as the decoded
+        # events the worker works on (64 MiB): the bound is 40% of that
         one, two = results["N"], results[f"{RATIO}N"]
         growth = two.peak_rss_mb - one.peak_rss_mb
         extra_mb = (two.raw_bytes - one.raw_bytes) / 2**20
@@ -365,7 +367,7 @@ def test_overload_lag_reported_memory_bounded_catches_up(
         print(f"peak RSS N -> {RATIO}N: {one.peak_rss_mb:.0f} -> {two.peak_rss_mb:.0f} MiB "
               f"({growth:+.1f} MiB); the extra events are {extra_mb:.1f} MiB of JSON, "
               f"{extra_decoded_mb:.0f} MiB decoded; budget {budget:.0f} MiB")
-        assert growth < 0.25 * extra_decoded_mb, (growth, extra_decoded_mb)
+        assert growth < 0.4 * extra_decoded_mb, (growth, extra_decoded_mb)
         assert max(b.hwm_mb for b in results.values()) < budget
 
         report = check_end_state(p, done, segments)
