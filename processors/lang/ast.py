@@ -241,3 +241,33 @@ class Catalogue:
     version: str
     allowed_lateness_ms: int
     segments: tuple[SegmentDef, ...]
+
+
+def subexpressions(node: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of ``node``, not the filters of its event sets."""
+    match node:
+        case Compare() | Arith():
+            return (node.left, node.right)
+        case Between():
+            return (node.value, node.low, node.high)
+        case In() | IsNull():
+            return (node.value,)
+        case And() | Or():
+            return node.items
+        case Not() | Neg():
+            return (node.item,)
+        case Within():
+            return (node.instant,)
+        case DateFunc():
+            return (node.arg,)
+    return ()
+
+
+def children(node: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of ``node``, the filters of its event sets included."""
+    match node:
+        case Aggregate() | Instant() | Since() | HourShare():
+            return (node.events.filter,) if node.events.filter is not None else ()
+        case ThenNo():
+            return tuple(es.filter for es in (node.first, node.then) if es.filter is not None)
+    return subexpressions(node)

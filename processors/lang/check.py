@@ -203,23 +203,8 @@ def _filter_nodes(node: ast.Expr) -> None:
     """A ``where`` filter looks at one event only: no now, no profile values, no calls."""
     if not isinstance(node, _FILTER_NODES):
         raise _err(node.pos, "a 'where' filter may only use the event's properties and literals")
-    for child in _children(node):
+    for child in ast.subexpressions(node):
         _filter_nodes(child)
-
-
-def _children(node: ast.Expr) -> tuple[ast.Expr, ...]:
-    match node:
-        case ast.Compare() | ast.Arith():
-            return (node.left, node.right)
-        case ast.Between():
-            return (node.value, node.low, node.high)
-        case ast.In() | ast.IsNull():
-            return (node.value,)
-        case ast.And() | ast.Or():
-            return node.items
-        case ast.Not() | ast.Neg():
-            return (node.item,)
-    return ()
 
 
 def _check_events(es: ast.EventSet) -> None:

@@ -140,29 +140,9 @@ def _memo(f: Callable[[CustomerState, int], Any]) -> Callable[[CustomerState, in
     return memo
 
 
-def _subnodes(node: ast.Expr) -> list[ast.Expr]:
-    """Direct sub-expressions (not event-set filters)."""
-    match node:
-        case ast.Compare() | ast.Arith():
-            return [node.left, node.right]
-        case ast.Between():
-            return [node.value, node.low, node.high]
-        case ast.In() | ast.IsNull():
-            return [node.value]
-        case ast.And() | ast.Or():
-            return list(node.items)
-        case ast.Not() | ast.Neg():
-            return [node.item]
-        case ast.Within():
-            return [node.instant]
-        case ast.DateFunc():
-            return [node.arg]
-    return []
-
-
 def _walk(node: ast.Expr) -> list[ast.Expr]:
     out = [node]
-    for c in _subnodes(node):
+    for c in ast.subexpressions(node):
         out += _walk(c)
     return out
 
@@ -970,7 +950,7 @@ def _prop_names(node: ast.Expr | None) -> frozenset[str]:
         n = todo.pop()
         if isinstance(n, ast.PropRef):
             names.add(n.name)
-        todo.extend(_subnodes(n))
+        todo.extend(ast.subexpressions(n))
     return frozenset(names)
 
 

@@ -459,30 +459,6 @@ class _Parser:
         return t.value
 
 
-def _children(node: ast.Expr) -> tuple[ast.Expr, ...]:
-    """The sub-expressions of ``node``, event-set filters included."""
-    match node:
-        case ast.Compare() | ast.Arith():
-            return (node.left, node.right)
-        case ast.Between():
-            return (node.value, node.low, node.high)
-        case ast.In() | ast.IsNull():
-            return (node.value,)
-        case ast.And() | ast.Or():
-            return node.items
-        case ast.Not() | ast.Neg():
-            return (node.item,)
-        case ast.Within():
-            return (node.instant,)
-        case ast.DateFunc():
-            return (node.arg,)
-        case ast.Aggregate() | ast.Instant() | ast.Since() | ast.HourShare():
-            return (node.events.filter,) if node.events.filter is not None else ()
-        case ast.ThenNo():
-            return tuple(es.filter for es in (node.first, node.then) if es.filter is not None)
-    return ()
-
-
 def depth(node: ast.Expr) -> int:
     """Levels of the syntax tree (a leaf is 1), without recursion.
 
@@ -493,7 +469,7 @@ def depth(node: ast.Expr) -> int:
     while stack:
         n, d = stack.pop()
         best = max(best, d)
-        stack.extend((c, d + 1) for c in _children(n))
+        stack.extend((c, d + 1) for c in ast.children(n))
     return best
 
 
@@ -504,7 +480,7 @@ def too_deep(node: ast.Expr, limit: int = MAX_DEPTH) -> ast.Expr | None:
         n, d = stack.pop()
         if d > limit:
             return n
-        stack.extend((c, d + 1) for c in reversed(_children(n)))
+        stack.extend((c, d + 1) for c in reversed(ast.children(n)))
     return None
 
 
