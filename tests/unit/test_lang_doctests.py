@@ -20,7 +20,7 @@ from processors import native
 MODULES = [
     "processors.lang.errors", "processors.lang.parser", "processors.lang.check",
     "processors.lang.load", "processors.lang.unparse", "processors.lang.values",
-    "processors.lang.compile_ops", "processors.lang.compile", "processors.engine",
+    "processors.lang.compile.ops", "processors.lang.compile.counts", "processors.engine",
 ]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -37,7 +37,8 @@ def run_pure(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
 
 
 def test_the_loaded_implementation_matches_the_environment() -> None:
-    import processors.engine  # noqa: F401, PLC0415 - load every compiled module
+    import processors.engine  # noqa: PLC0415 - load every compiled module
+    import processors.replay  # noqa: F401, PLC0415
     import state.codec  # noqa: F401, PLC0415
 
     files = native.loaded_files()
@@ -53,7 +54,8 @@ def test_the_loaded_implementation_matches_the_environment() -> None:
 
 
 def test_the_environment_variable_loads_the_py_sources() -> None:
-    code = ("import json, processors.engine, state.codec; from processors import native; "
+    code = ("import json, processors.engine, processors.replay, state.codec; "
+            "from processors import native; "
             "print(json.dumps([native.compiled(), native.describe(), native.loaded_files()]))")
     out = run_pure("-c", code)
     assert out.returncode == 0, out.stderr
