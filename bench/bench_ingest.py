@@ -65,10 +65,10 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
 def run_phase(phase: str, target: int, result_path: Path) -> None:
     import faust  # noqa: PLC0415
 
-    from stream.agents import ingest  # noqa: PLC0415
-    from stream.app import create_app  # noqa: PLC0415
-    from stream.cmd_worker import tune_gc  # noqa: PLC0415
+    from stream.cli.cmd_worker import tune_gc  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.agents import ingest  # noqa: PLC0415
+    from stream.worker.app import create_app  # noqa: PLC0415
 
     settings = Settings.from_env()
     app = create_app(settings, with_agents=False)

@@ -1,8 +1,9 @@
 """Streaming worker benchmark on the real broker and Redis (`make bench-stream`), in one run.
 
-Over the same generated stream (stream.generate: default 1M events from 200k customer profiles,
-of which ~83k known customers and ~118k routing ids are active, sessions of several events over
-30 days, timestamps shifted to end one minute before the wall clock; the default catalogue with
+Over the same generated stream (stream.tools.generate: default 1M events from 200k customer
+profiles, of which ~83k known customers and ~118k routing ids are active, sessions of several
+events over 30 days, timestamps shifted to end one minute before the wall clock; the default
+catalogue with
 ``allowed_lateness`` raised so the live worker's clock accepts 30-day-old events):
 
   (a) engine     processors.replay.replay over the canonical events, in this process, one core;
@@ -82,7 +83,7 @@ def definitions_text(lateness_days: int) -> str:
 def make_stream(events: int, customers: int, days: float, seed: int) -> list[Event]:
     """``events`` canonical events ending one minute before now (see the module doc)."""
     from schemas.validation import validate_event  # noqa: PLC0415
-    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
 
     cfg = GeneratorConfig(customers=customers, events=int(events * 1.06), days=days, seed=seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
@@ -136,8 +137,8 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
     """(b): the real app with the segmentation agent, timed around its batch handler."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.app import create_app  # noqa: PLC0415
 
     app = create_app(Settings.from_env())
     agent = app.segmentation  # type: ignore[attr-defined]
@@ -178,8 +179,8 @@ def run_shared_phase(stats_path: Path) -> None:
     processes), the process CPU over it and its counts; the driver stops it."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.app import create_app  # noqa: PLC0415
 
     settings = Settings.from_env()
     app = create_app(settings)
@@ -216,8 +217,8 @@ def run_table_phase(target: int, result_path: Path) -> None:
     """(c): one event per record, one Faust Table write per event (the naive design)."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.app import create_app  # noqa: PLC0415
 
     settings = Settings.from_env()
     app = create_app(settings, with_agents=False)
@@ -304,7 +305,7 @@ def step_latency(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path
 
     from schemas.bundle import EventsRecord, decode_record  # noqa: PLC0415
     from schemas.changes import decode_change  # noqa: PLC0415
-    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
 
     prefix, namespace = f"{run}-lat-", f"{run}-lat:"
     raw_topic, changes_topic = f"{prefix}segstream-events", f"{prefix}segstream-changes"
@@ -554,7 +555,7 @@ def step_profile(redis_url: str, run: str, compiled: Any, records: list[bytes],
     from schemas.bundle import decode_bundle  # noqa: PLC0415
     from state.redis_store import RedisStore  # noqa: PLC0415
     from state.store import MemoryStore, StateStore  # noqa: PLC0415
-    from stream.segmenter import PartitionSegmenter  # noqa: PLC0415
+    from stream.worker.segmenter import PartitionSegmenter  # noqa: PLC0415
 
     per: dict[int, list[bytes]] = defaultdict(list)
     budget = n_events // BUNDLE_EVENTS // BUNDLE_PARTITIONS + 1

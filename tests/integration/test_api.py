@@ -27,7 +27,7 @@ from state.codec import encode_state
 from state.model import CustomerState
 from state.redis_store import RedisStore
 from state.store import Commit, MemberOp
-from stream import cmd_redis
+from stream.cli import cmd_redis
 
 from .support import REPO, Worker, free_port, read_all
 

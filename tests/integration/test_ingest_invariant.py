@@ -17,8 +17,8 @@ from faust.types.tuples import ConsumerMessage
 from schemas.bundle import decode_bundle
 from schemas.deadletter import decode_dead_letter
 from schemas.partitioner import partition_for
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.app import create_app
 
 NOW = 1_795_000_000_000
 

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.partitioner import partition_for
 from state.store import Commit, MemberOp, MemoryStore
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.app import create_app
 
 SEGMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "live_segments.yaml"
 TOKEN = "unit-test-token-0123456789"

@@ -1,4 +1,4 @@
-"""What /ready reports (stream.api.MembershipApi.readiness), one condition at a time."""
+"""What /ready reports (stream.worker.api.MembershipApi.readiness), one condition at a time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from state.store import MemoryStore
-from stream.api import MembershipApi
 from stream.settings import Settings
+from stream.worker.api import MembershipApi
 
 
 async def _ok() -> None:

@@ -1,8 +1,9 @@
 """The dashboard and the alert rules name only metrics that segstream really exports.
 
 The exported names come from the objects themselves, not from a list: the worker app built by
-:func:`stream.app.create_app` with both agents (segstream_* and Faust's faust_* sensor metrics in
-its registry) and the collector's :class:`stream.collector.Metrics`. Every PromQL expression of
+:func:`stream.worker.app.create_app` with both agents (segstream_* and Faust's faust_* sensor
+metrics in its registry) and the collector's :class:`stream.collector.service.Metrics`. Every
+PromQL expression of
 deploy/grafana/dashboards/segstream.json and deploy/prometheus/rules/*.yml is reduced to the
 metric names it selects, each of which must be exported (or be a recording rule of ours, or
 Prometheus' own ``up``). The PromQL syntax itself is checked by promtool in
@@ -22,9 +23,9 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream.app import create_app
-from stream.collector import Metrics as CollectorMetrics
+from stream.collector.service import Metrics as CollectorMetrics
 from stream.settings import Settings
+from stream.worker.app import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"

@@ -1,6 +1,6 @@
 """deploy/k8s/probes/liveness.py: the commit-progress liveness rule, on real exposition text.
 
-The metrics page is produced by the real worker registry (stream.app.create_app with both
+The metrics page is produced by the real worker registry (stream.worker.app.create_app with both
 agents), so the probe's metric names and label handling are those the worker serves.
 tests/integration/test_deploy.py runs the script against a live worker.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.app import create_app
 
 PROBE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "probes" / "liveness.py"
 

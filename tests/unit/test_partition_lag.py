@@ -1,4 +1,4 @@
-"""segstream_partition_lag: the per-partition lag each agent reports (stream.metrics)."""
+"""segstream_partition_lag: the per-partition lag each agent reports (stream.worker.metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, cast
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from stream.metrics import PartitionLag, partition_lags
+from stream.worker.metrics import PartitionLag, partition_lags
 
 
 class FakeConsumer:

@@ -14,11 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from state.store import MemoryStore
-from stream.api import API_MAX_BODY_BYTES
-from stream.app import create_app
-from stream.cmd_collector import build
-from stream.collector import AccessLogger
+from stream.cli.cmd_collector import build
+from stream.collector.service import AccessLogger
 from stream.settings import Settings
+from stream.worker.api import API_MAX_BODY_BYTES
+from stream.worker.app import create_app
 
 TOKEN = "api-token-Sx81lq0123456789"
 REVOKED = "api-token-Rv55kw0123456789"

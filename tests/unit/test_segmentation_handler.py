@@ -24,11 +24,11 @@ from schemas.changes import decode_change
 from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.store import Commit, CommitResult, MemoryStore
-from stream.agents.segmentation import SegmentationAgent
 from stream.definitions import file_catalogue
-from stream.generate import GeneratorConfig, generate
-from stream.segmenter import Outcome, PartitionSegmenter
 from stream.settings import Settings
+from stream.tools.generate import GeneratorConfig, generate
+from stream.worker.agents.segmentation import SegmentationAgent
+from stream.worker.segmenter import Outcome, PartitionSegmenter
 
 PARTITIONS = 8
 Log = list[tuple[str, int]]

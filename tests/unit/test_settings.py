@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.app import IdempotentProducer, create_app
 from stream.settings import Settings, SettingsError, env_name, settings_markdown
+from stream.worker.app import IdempotentProducer, create_app
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -45,7 +45,7 @@ from stream.definitions import file_catalogue
 from stream.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    from stream.worker.app import SegstreamApp
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""`segstream collector`: run the HTTP event collector (stream/collector.py, docs/collector.md).
+"""`segstream collector`: run the HTTP event collector (stream/collector/,
+docs/collector.md).
 
 A process of its own, separate from the worker: it validates posted events and produces the
 valid ones to the raw topic with an idempotent, acks=all producer, answering only once Kafka
@@ -23,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.auth import scrub_http_parser_errors
-from stream.collector import AccessLogger, Collector, create_app
+from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
 from stream.settings import Settings, SettingsError
 
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stream.cmd_collector``: the same as ``segstream collector``."""
+    """``python -m stream.cli.cmd_collector``: the same as ``segstream collector``."""
     parser = argparse.ArgumentParser(prog="segstream")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["collector", *(sys.argv[1:] if argv is None else argv)])

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the worker; returns only on a configuration error (the worker exits itself)."""
     import faust  # noqa: PLC0415 - keep `segstream --help` fast; faust imports take ~1 s
 
-    from stream.app import create_app  # noqa: PLC0415 - same reason
+    from stream.worker.app import create_app  # noqa: PLC0415 - same reason
 
     try:
         settings = settings_for(args)

@@ -21,15 +21,15 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from faust.types import ProducerT
 from prometheus_client import CollectorRegistry
 
-from stream.agents import attach_agents
-from stream.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
 from stream.connections import KafkaSecurity, kafka_security, redis_auth_problem
-from stream.metrics import IngestMetrics, PartitionLag
 from stream.settings import Settings, SettingsError
 from stream.topics import Topics, declare_topics
+from stream.worker.agents import attach_agents
+from stream.worker.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
+from stream.worker.metrics import IngestMetrics, PartitionLag
 
 if TYPE_CHECKING:
-    from stream.agents.ingest import IngestAgent
+    from stream.worker.agents.ingest import IngestAgent
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "topic_disable_leader": True,  # no leader-only tasks: skip the leader topic
         # Do not wait on stop for every fetched message to be acked: after a crash (a batch
-        # withheld, see stream.agents.ingest) that wait never ends. Stopping commits what is
+        # withheld, see stream.worker.agents.ingest) that wait never ends. Stopping commits what is
         # acknowledged; the rest is re-read by the next worker (at-least-once).
         "stream_wait_empty": False,
         "web_enabled": True,
@@ -105,7 +105,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         # the API takes no request bodies: aiohttp refuses to read a larger one (413); the
-        # auth middleware also answers 413 to a declared Content-Length above it (stream.api)
+        # auth middleware also answers 413 to a declared Content-Length above it (stream.worker.api)
         "web_application_options": {"client_max_size": API_MAX_BODY_BYTES},
     }
 
@@ -140,6 +140,6 @@ def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
     app.task(check_redis_credentials)
     if with_agents:
         attach_agents(app, settings, app.segstream_topics)
-        # the membership API, its auth middleware, /health and /ready (stream.api)
+        # the membership API, its auth middleware, /health and /ready (stream.worker.api)
         app.membership_api = attach_api(app, settings)
     return app

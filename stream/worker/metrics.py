@@ -2,8 +2,8 @@
 
 The worker serves this registry on ``/metrics`` together with Faust's sensors
 (``faust.sensors.prometheus.setup_prometheus_sensors(app, registry=...)``, names ``faust_*``).
-One registry per :func:`stream.app.create_app` call, not prometheus-client's global one, so that
-several apps (tests, benchmarks) can live in one process.
+One registry per :func:`stream.worker.app.create_app` call, not prometheus-client's global one,
+so that several apps (tests, benchmarks) can live in one process.
 
 Agents count per batch in plain ints/dicts and add the totals here once per batch: a labelled
 ``inc()`` per event would cost more than the rest of the per-event work.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    from stream.worker.app import SegstreamApp
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Faust agents, one per module; ``attach_agents`` registers them on an app.
 
 Each agent module exposes ``attach(app, settings, topics) -> None``, which defines the agent on
-that app instance (agents are created per app by :func:`stream.app.create_app`, never at import
-time). Modules listed in ``AGENT_MODULES`` but not present yet are skipped, so the worker runs
-whatever agents exist.
+that app instance (agents are created per app by :func:`stream.worker.app.create_app`, never at
+import time). Modules listed in ``AGENT_MODULES`` but not present yet are skipped, so the worker
+runs whatever agents exist.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from stream.topics import Topics
 
 AGENT_MODULES: tuple[str, ...] = (
-    "stream.agents.ingest",
-    "stream.agents.segmentation",
+    "stream.worker.agents.ingest",
+    "stream.worker.agents.segmentation",
 )
 
 
@@ -28,7 +28,7 @@ def attach_agents(app: faust.App, settings: Settings, topics: Topics,
                   modules: tuple[str, ...] = AGENT_MODULES) -> list[str]:
     """Attach the agent modules that ``settings.agents`` names; returns the modules attached."""
     attached = []
-    wanted = {f"stream.agents.{name}" for name in settings.agent_names}
+    wanted = {f"stream.worker.agents.{name}" for name in settings.agent_names}
     for name in modules:
         if name not in wanted:
             continue

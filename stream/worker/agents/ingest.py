@@ -3,7 +3,7 @@
 Per batch of raw records (``stream.take_events(ingest_batch_records, within=bundle_linger)``):
 validate every record (``schemas.validation.parse_record``), dead-letter each rejected event
 with its code, message, original bytes and origin (topic, partition, offset, index), pack the
-valid ones per bundle-topic partition (``stream.bundler``: routing id -> murmur2 partition,
+valid ones per bundle-topic partition (``stream.worker.bundler``: routing id -> murmur2 partition,
 arrival order kept), send every bundle to its explicit partition and every dead letter, and let
 a task await all the delivery futures of the batch together, while the next batch is packed
 (at most ``ingest_max_inflight_batches`` batches awaiting acknowledgement).
@@ -20,8 +20,8 @@ every dead letter of its record are acknowledged by Kafka:
   (``Message.incref``); ``take_events()``' ack only drops its own. The reference is dropped
   (``Event.ack``) by the batch's confirmation task after ``asyncio.gather`` of all its delivery
   futures succeeded. The producer is idempotent with ``acks=all``
-  (:class:`stream.app.IdempotentProducer`): an acknowledged bundle is durable, and bundles of one
-  partition keep their order, also across pipelined batches (every send of a batch is issued,
+  (:class:`stream.worker.app.IdempotentProducer`): an acknowledged bundle is durable, and bundles
+  of one partition keep their order, also across pipelined batches (every send of a batch is issued,
   in order, before the body returns and the next batch is sent).
 * Cancellation (agent restart on a rebalance, shutdown) while sending: the sending runs as its
   own shielded task and is finished first, so order and the confirmation still hold.
@@ -57,13 +57,13 @@ from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import Limits, parse_record, partition_key
-from stream.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
-from stream.metrics import partition_lags, report_lag_forever
 from stream.settings import Settings
 from stream.topics import Topics
+from stream.worker.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
+from stream.worker.metrics import partition_lags, report_lag_forever
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    from stream.worker.app import SegstreamApp
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,19 @@
 """Segmentation agent: bundles -> engine -> segment-changes topic -> Redis commits.
 
-Per batch of bundle records (``take_events(n, within=segment_linger_ms)``), in *waves* (at
-most one chunk of ``segment_batch_max_bytes`` per partition, that many bytes in all: a batch of
-a few records is one wave), under the locks of the wave's partitions:
-:meth:`stream.segmenter.PartitionSegmenter.process` runs the engine for each partition with the
-wall clock as "now"; then the changes (keyed by customer), the late events and the unreadable
+Per batch of bundle records (``take_events(n, within=segment_linger_ms)``), in *waves* (at most one
+chunk of ``segment_batch_max_bytes`` per partition, that many bytes in all: a batch of a few
+records is one wave), under the locks of the wave's partitions:
+:meth:`stream.worker.segmenter.PartitionSegmenter.process` runs the engine for each partition with
+the wall clock as "now"; then the changes (keyed by customer), the late events and the unreadable
 bundle records (both to the dead-letter topic) of *all* the wave's partitions are produced and
-*all* acknowledged (one wait); only then are the partitions' commits written to Redis,
-concurrently (each: states, due index, membership, applied offset in one atomic script). So
-every partition's changes are acknowledged before its commit, and a batch spread over 8
-partitions costs one acknowledgement round trip, not 8. A crash before a commit re-emits the
-same changes with the same versions on restart
-(at-least-once, deduplicated downstream by (customer, segment, version)); a crash after it
-skips the bundle (its offset is at or below the stored one). The Kafka offsets acked after the
-body returns are only a hint: the offset stored in Redis is the truth, and a partition whose
-records arrive beyond it (Kafka's commit ran ahead of lost Redis writes) is sought back.
+*all* acknowledged (one wait); only then are the partitions' commits written to Redis, concurrently
+(each: states, due index, membership, applied offset in one atomic script). So every partition's
+changes are acknowledged before its commit, and a batch spread over 8 partitions costs one
+acknowledgement round trip, not 8. A crash before a commit re-emits the same changes with the same
+versions on restart (at-least-once, deduplicated downstream by (customer, segment, version)); a
+crash after it skips the bundle (its offset is at or below the stored one). The Kafka offsets acked
+after the body returns are only a hint: the offset stored in Redis is the truth, and a partition
+whose records arrive beyond it (Kafka's commit ran ahead of lost Redis writes) is sought back.
 
 Lag: every ``LAG_INTERVAL_S`` a task sets ``segstream_partition_lag{stage="segmentation"}`` of
 each assigned bundle partition to the consumer's high-water mark (from its last fetch response)
@@ -61,14 +60,14 @@ from state.redis_store import RedisStore
 from state.store import CommitResult, StateStore
 from stream.connections import kafka_kwargs, redis_for
 from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
-from stream.metrics import partition_lags, report_lag_forever
-from stream.segment_metrics import SegmentMetrics
-from stream.segmenter import Outcome, PartitionSegmenter
 from stream.settings import Settings
 from stream.topics import Topics
+from stream.worker.metrics import partition_lags, report_lag_forever
+from stream.worker.segment_metrics import SegmentMetrics
+from stream.worker.segmenter import Outcome, PartitionSegmenter
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    from stream.worker.app import SegstreamApp
 
 log = logging.getLogger(__name__)
 
