@@ -183,7 +183,7 @@ def main() -> int:
     for phase, (records, n_events) in inputs.items():
         prefix = f"{run_id}-{phase}-"
         t = time.perf_counter()
-        common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS)
+        common.produce(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS), records)
         print(f"[{phase}] produced {len(records)} records ({n_events} events) "
               f"in {time.perf_counter() - t:.1f}s; running the worker...", flush=True)
         results[phase] = spawn_phase(phase, n_events, phase_env(bootstrap, prefix, tmp), tmp)

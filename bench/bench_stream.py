@@ -268,7 +268,7 @@ def step_baseline(bootstrap: str, run: str, tmp: Path, events: list[Event]) -> d
     prefix = f"{run}-naive-"
     records = [orjson.dumps(ev) for ev in events]
     where = [partition_for(routing_id(ev), RAW_PARTITIONS) for ev in events]
-    common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS, where)
+    common.produce(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS), records, where)
     print(f"(c) produced {len(records):,} single-event records; running the naive Faust "
           "table worker...", flush=True)
     env = common.phase_env(bootstrap, prefix, tmp,
@@ -309,7 +309,7 @@ def step_latency(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path
 
     prefix, namespace = f"{run}-lat-", f"{run}-lat:"
     raw_topic, changes_topic = f"{prefix}segstream-events", f"{prefix}segstream-changes"
-    common.create_topic(bootstrap, raw_topic, RAW_PARTITIONS)
+    common.create_topic(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS))
     env = common.phase_env(bootstrap, prefix, tmp, {
         "SEGSTREAM_AGENTS": "ingest,segmentation",
         "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
@@ -495,7 +495,7 @@ def step_scale_out(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Pa
     batch that brings every partition's applied offset (Redis) to the topic's end."""
     prefix, namespace = f"{run}-scale-", f"{run}-scale:"
     bundles_topic = f"{prefix}segstream-bundles"
-    common.create_topic(bootstrap, bundles_topic, BUNDLE_PARTITIONS)
+    common.create_topic(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS))
     env = common.phase_env(bootstrap, prefix, tmp, {
         "SEGSTREAM_AGENTS": "segmentation",
         "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
@@ -525,8 +525,8 @@ def step_scale_out(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Pa
             time.sleep(0.2)
         print(f"(s) {workers} workers hold partitions {parts}; producing the bundles...",
               flush=True)
-        common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where,
-                       create=False)
+        common.produce(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS), records,
+                       where, create=False)
         for pr, log in zip(procs, logs, strict=True):
             wait_applied(redis_url, namespace, bootstrap, bundles_topic, 900, pr, log)
     finally:
@@ -683,7 +683,7 @@ def main() -> int:
     records, where = bundles_of(events, BUNDLE_PARTITIONS)
     t = time.perf_counter()
     bundles_topic = f"{prefix}segstream-bundles"
-    common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where)
+    common.produce(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS), records, where)
     ends = common.end_offsets(bootstrap, bundles_topic)
     print(f"(b) produced {len(records):,} bundles in {time.perf_counter() - t:.1f} s; "
           f"running the worker...", flush=True)

@@ -27,6 +27,7 @@ from stream.auth import scrub_http_parser_errors
 from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
 from stream.settings import Settings, SettingsError
+from stream.topics import topic_spec
 
 log = logging.getLogger("segstream.collector")
 
@@ -45,21 +46,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 async def ensure_raw_topic(settings: Settings) -> None:
     """Create the raw topic when it is missing (local runs; production provisions it).
     Best effort: without the right to create topics the collector still starts."""
+    spec = topic_spec(settings, "raw")
     admin = AIOKafkaAdminClient(**kafka_kwargs(settings))
     try:
         await admin.start()
-        if settings.topic("raw") in await admin.list_topics():
+        if spec.name in await admin.list_topics():
             return
-        await admin.create_topics([NewTopic(settings.topic("raw"), settings.raw_partitions,
-                                            settings.replication_factor)])
-        log.info("created topic %s (%d partitions)", settings.topic("raw"),
-                 settings.raw_partitions)
+        await admin.create_topics([NewTopic(spec.name, spec.partitions, spec.replication,
+                                            topic_configs=spec.configs())])
+        log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
     except TopicAlreadyExistsError:
         pass
     except KafkaConnectionError:
         raise  # the caller retries the whole connection
     except KafkaError as exc:
-        log.warning("could not check or create topic %s: %s", settings.topic("raw"), exc)
+        log.warning("could not check or create topic %s: %s", spec.name, exc)
     finally:
         await admin.close()
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from redis.asyncio import Redis
 
 from schemas.partitioner import partition_for
@@ -29,7 +28,7 @@ from state.redis_store import RedisStore
 from state.store import Commit, MemberOp
 from stream.cli import cmd_redis
 
-from .support import REPO, Worker, free_port, read_all
+from .support import REPO, Worker, create_topic, free_port, read_all
 
 SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
 BUNDLE_PARTITIONS = 4
@@ -100,11 +99,7 @@ def served(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
     names = {"raw": f"{unique_topic_prefix}segstream-events",
              "bundles": f"{unique_topic_prefix}segstream-bundles",
              "namespace": f"api{uuid.uuid4().hex[:8]}:", "port": str(free_port())}
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(names["raw"], 2, 1)])
-    finally:
-        admin.close()
+    assert create_topic(kafka_bootstrap, unique_topic_prefix, "raw", 2) == names["raw"]
     env = {
         "SEGSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "SEGSTREAM_REDIS_URL": redis_url,

@@ -61,7 +61,7 @@ from state.store import CommitResult, StateStore
 from stream.connections import kafka_kwargs, redis_for
 from stream.definitions import DefinitionsDoc, DefinitionsDocError, file_catalogue
 from stream.settings import Settings
-from stream.topics import Topics
+from stream.topics import DEFINITIONS_PARTITION, Topics
 from stream.worker.metrics import partition_lags, report_lag_forever
 from stream.worker.segment_metrics import SegmentMetrics
 from stream.worker.segmenter import Outcome, PartitionSegmenter
@@ -285,7 +285,7 @@ class SegmentationAgent:
                 await asyncio.sleep(2.0)
 
     async def _follow_definitions(self) -> None:
-        tp = TopicPartition(self.settings.topic("definitions"), 0)
+        tp = TopicPartition(self.settings.topic("definitions"), DEFINITIONS_PARTITION)
         await self.topics.definitions.maybe_declare()
         consumer = AIOKafkaConsumer(**kafka_kwargs(self.settings),
                                     enable_auto_commit=False, group_id=None)
