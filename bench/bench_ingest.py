@@ -68,16 +68,15 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
     from stream.cli.cmd_worker import tune_gc  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
     from stream.worker.agents import ingest  # noqa: PLC0415
-    from stream.worker.app import create_app  # noqa: PLC0415
+    from stream.worker.bootstrap import attach_ingest, build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings, with_agents=False)
-    topics = app.segstream_topics
+    worker = build_worker(settings, with_agents=False)
+    app, topics = worker.app, worker.topics
     clock = Clock(target, result_path)
 
     if phase in ("arrays", "singles"):
-        ingest.attach(app, settings, topics)
-        agent = app.ingest
+        agent = attach_ingest(worker)
         handle, confirm = agent.handle, agent._confirm
         done: dict[str, float] = {"events": 0, "bundles": 0, "records": 0, "pack_cpu": 0.0,
                                   "encode_cpu": 0.0}

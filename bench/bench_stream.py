@@ -138,12 +138,13 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
     import faust  # noqa: PLC0415
 
     from stream.settings import Settings  # noqa: PLC0415
-    from stream.worker.app import create_app  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
-    app = create_app(Settings.from_env())
-    agent = app.segmentation  # type: ignore[attr-defined]
+    worker = build_worker(Settings.from_env())
+    app, agent = worker.app, worker.segmentation
+    assert agent is not None
     clock = Clock(sum(ends.values()), result_path)
-    handle, commit = agent.handle, agent._commit
+    handle, commit = agent.handle, agent.publisher.commit
     counts = {"events": 0, "changes": 0, "timer_changes": 0, "batches": 0, "records": 0}
     prof = cProfile.Profile() if profile else None
 
@@ -168,7 +169,7 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
                 prof.dump_stats(str(profile))
             clock.finish(counts["events"], dict(counts))
 
-    agent.handle, agent._commit = timed_handle, counted_commit
+    agent.handle, agent.publisher.commit = timed_handle, counted_commit  # type: ignore[method-assign]
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -180,12 +181,13 @@ def run_shared_phase(stats_path: Path) -> None:
     import faust  # noqa: PLC0415
 
     from stream.settings import Settings  # noqa: PLC0415
-    from stream.worker.app import create_app  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings)
-    agent = app.segmentation  # type: ignore[attr-defined]
-    handle, commit = agent.handle, agent._commit
+    worker = build_worker(settings)
+    app, agent = worker.app, worker.segmentation
+    assert agent is not None
+    handle, commit = agent.handle, agent.publisher.commit
     bundles = settings.topic("bundles")
     stats: dict[str, Any] = {"events": 0, "records": 0, "batches": 0, "first": None,
                              "last": None, "cpu_first": 0.0, "cpu_last": 0.0}
@@ -209,7 +211,7 @@ def run_shared_phase(stats_path: Path) -> None:
         stats["events"] += out.events
 
     app.on_partitions_assigned.connect(assigned, weak=False)
-    agent.handle, agent._commit = timed_handle, counted_commit
+    agent.handle, agent.publisher.commit = timed_handle, counted_commit  # type: ignore[method-assign]
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -218,10 +220,11 @@ def run_table_phase(target: int, result_path: Path) -> None:
     import faust  # noqa: PLC0415
 
     from stream.settings import Settings  # noqa: PLC0415
-    from stream.worker.app import create_app  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings, with_agents=False)
+    worker = build_worker(settings, with_agents=False)
+    app = worker.app
     # keys and values are bytes (the app's raw codec): the value is JSON we encode ourselves
     table = app.Table("bench-customers", default=None, partitions=settings.raw_partitions)
     clock = Clock(target, result_path)
@@ -241,7 +244,7 @@ def run_table_phase(target: int, result_path: Path) -> None:
                 await app.producer.flush()  # the last changelog write is acknowledged
                 clock.finish(count, {})
 
-    app.agent(app.segstream_topics.raw, name="bench.naive_table")(naive)
+    app.agent(worker.topics.raw, name="bench.naive_table")(naive)
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 

@@ -1,9 +1,9 @@
 """The Kafka topics of segstream: one table of specs (:func:`topic_specs`) that every creator uses.
 
 Every topic is described once here — name (setting), partitions, replication, cleanup policy,
-retention — and created from that description by whoever creates it: the worker at start-up
-(Faust, :func:`declare_topics`), ``segstream segments apply`` (the definitions topic),
-``segstream collector`` (the raw topic, local runs), the tests' fixtures and the benchmarks
+retention — and created from that description by whoever creates it: the worker at start-up (Faust:
+:func:`stream.worker.faust_adapter.declare_topics`), ``segstream segments apply`` (the definitions
+topic), ``segstream collector`` (the raw topic, local runs), the tests' fixtures and the benchmarks
 (:func:`create_topics`). The raw topic is created by the worker or the collector only for local
 runs and tests — in production it is provisioned with the partitions the websites' traffic needs.
 
@@ -17,13 +17,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from stream.settings import Settings, TopicRole
-
-if TYPE_CHECKING:
-    import faust
-    from faust.types import TopicT
 
 #: The definitions topic's one partition (documents are totally ordered).
 DEFINITIONS_PARTITION = 0
@@ -77,18 +73,19 @@ def topic_spec(settings: Settings, role: TopicRole) -> TopicSpec:
     return topic_specs(settings)[role]
 
 
-def create_topics(client_kwargs: Mapping[str, Any], specs: Sequence[TopicSpec], *,
+def create_topics(kafka_options: Mapping[str, Any], specs: Sequence[TopicSpec], *,
                   exist_ok: bool = True, extra_configs: Mapping[str, str] | None = None,
                   request_timeout_ms: int = 30_000) -> None:
     """Create *specs* with kafka-python's admin client (blocking; short-lived commands, tests,
-    benchmarks). ``client_kwargs``: e.g. :func:`stream.connections.kafka_kwargs` or
-    ``{"bootstrap_servers": ...}``; ``extra_configs`` are added to every topic's (tests).
-    With ``exist_ok``, a topic that already exists is left as it is."""
+    benchmarks). ``kafka_options``: :func:`stream.connections.kafka_kwargs` (with the security
+    options; tests and benchmarks on the local broker: ``{"bootstrap_servers": ...}``);
+    ``extra_configs`` are added to every topic's (tests). With ``exist_ok``, a topic that
+    already exists is left as it is."""
     from kafka import KafkaAdminClient  # noqa: PLC0415 - keep `segstream --help` fast
     from kafka.admin import NewTopic  # noqa: PLC0415
     from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
-    admin = KafkaAdminClient(**client_kwargs, request_timeout_ms=request_timeout_ms)
+    admin = KafkaAdminClient(**kafka_options, request_timeout_ms=request_timeout_ms)
     try:
         for spec in specs:  # one request each: one existing topic must not hide the others
             try:
@@ -100,51 +97,3 @@ def create_topics(client_kwargs: Mapping[str, Any], specs: Sequence[TopicSpec], 
                     raise
     finally:
         admin.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topics one app uses (Faust topic descriptions, not connections)."""
-
-    raw: TopicT
-    bundles: TopicT
-    deadletters: TopicT
-    changes: TopicT
-    definitions: TopicT
-
-    def all(self) -> tuple[TopicT, ...]:
-        """Every topic, in declaration order."""
-        return (self.raw, self.bundles, self.deadletters, self.changes, self.definitions)
-
-
-def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    """Describe the app's topics from the table (no I/O: Faust creates them, when missing, when
-    the worker starts: every topic is ``internal``)."""
-    specs = topic_specs(settings)
-
-    def topic(role: TopicRole, buffer: int | None = None) -> TopicT:
-        spec = specs[role]
-        # app.conf.Topic, not app.topic(): faust-streaming 0.15 accepts app.topic(maxsize=...)
-        # but does not pass it on
-        return cast("TopicT", app.conf.Topic(
-            app,
-            topics=[spec.name],
-            partitions=spec.partitions,
-            replicas=spec.replication,
-            key_serializer="raw",
-            value_serializer="raw",
-            internal=True,
-            compacting=True if spec.compacted else None,
-            retention=None if spec.retention_ms is None else spec.retention_ms / 1000.0,
-            maxsize=buffer,  # the agent's stream buffer (records); None: Faust's 4096
-        ))
-
-    # Stream buffers of two batches (not Faust's 4096 records: 4096 full bundles are ~1 GB), so
-    # a backlog stays in Kafka, not in the worker (docs/operations.md, Overload).
-    return Topics(
-        raw=topic("raw", buffer=2 * settings.ingest_batch_records),
-        bundles=topic("bundles", buffer=2 * settings.segment_batch_records),
-        deadletters=topic("deadletters"),
-        changes=topic("changes"),
-        definitions=topic("definitions"),
-    )

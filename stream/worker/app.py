@@ -1,66 +1,27 @@
-"""The Faust app factory: ``create_app(settings)`` wires topics, agents, sensors and /metrics.
+"""The Faust app's options, derived from :class:`stream.settings.Settings` (``faust_options``).
 
-Nothing happens at import time and nothing connects in the factory: Faust connects when a worker
-starts the app. Faust is given ``env={}`` so that it reads no environment variables of its own
-(``WEB_PORT``, ``BROKER_URL``...): :class:`stream.settings.Settings` is the only configuration.
+The app itself is built by :func:`stream.worker.bootstrap.build_worker`. Faust is given
+``env={}`` so that it reads no environment variables of its own (``WEB_PORT``, ``BROKER_URL``...):
+:class:`stream.settings.Settings` is the only configuration.
 
-The producer is idempotent with ``acks=all`` (:class:`IdempotentProducer`): the ingest agent's
-at-least-once invariant relies on an acknowledged bundle being durable, and on retries neither
-duplicating nor reordering the bundles of a partition.
+The producer is idempotent with ``acks=all``
+(:class:`stream.worker.faust_adapter.IdempotentProducer`): the ingest agent's at-least-once
+invariant relies on an acknowledged bundle being durable, and on retries neither duplicating nor
+reordering the bundles of a partition.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
-from faust.types import ProducerT
-from prometheus_client import CollectorRegistry
 
-from stream.connections import KafkaSecurity, kafka_security, redis_auth_problem
-from stream.settings import Settings, SettingsError
-from stream.topics import Topics, declare_topics
-from stream.worker.agents import attach_agents
-from stream.worker.api import API_MAX_BODY_BYTES, MembershipApi, attach_api
-from stream.worker.metrics import IngestMetrics, PartitionLag
-
-if TYPE_CHECKING:
-    from stream.worker.agents.ingest import IngestAgent
-
-log = logging.getLogger(__name__)
+from stream.connections import KafkaSecurity, kafka_security
+from stream.settings import Settings
+from stream.worker.api import API_MAX_BODY_BYTES
 
 #: Kafka's default ``message.max.bytes`` (what a broker accepts in one record batch).
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
-
-
-class IdempotentProducer(AIOKafkaProducer):
-    """Faust's aiokafka producer with ``enable_idempotence=True`` and ``acks=all``.
-
-    Faust only turns idempotence on inside transactions (``_settings_extra``); we want it for
-    every send: a retried produce request can then neither duplicate nor reorder records.
-    """
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-class SegstreamApp(faust.App):
-    """``faust.App`` plus the segstream wiring (settings, topics, metrics) as attributes."""
-
-    settings: Settings
-    segstream_topics: Topics
-    metrics_registry: CollectorRegistry
-    ingest_metrics: IngestMetrics
-    partition_lag: PartitionLag  # segstream_partition_lag, set by each agent
-    ingest: IngestAgent  # set when the ingest agent is attached
-    membership_api: MembershipApi
-
-    def _new_producer(self) -> ProducerT:
-        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
@@ -108,38 +69,3 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         # auth middleware also answers 413 to a declared Content-Length above it (stream.worker.api)
         "web_application_options": {"client_max_size": API_MAX_BODY_BYTES},
     }
-
-
-def create_app(settings: Settings, *, with_agents: bool = True) -> SegstreamApp:
-    """Build the segstream Faust app for *settings* (pure construction, no I/O).
-
-    ``with_agents=False`` gives the bare app (topics, sensors, /metrics), e.g. for tools that
-    only produce.
-    """
-    app = SegstreamApp(settings.group_id, **faust_options(settings))
-    app.settings = settings
-    app.segstream_topics = declare_topics(app, settings)
-    registry = CollectorRegistry()
-    app.metrics_registry = registry
-    app.ingest_metrics = IngestMetrics.create(registry)
-    app.partition_lag = PartitionLag.create(registry)
-    # Faust's own sensors and the /metrics page, both serving *our* registry.
-    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
-
-    async def log_configuration() -> None:  # once logging is set up; secrets masked (repr)
-        log.info("segstream configuration: %r", settings)
-
-    app.task(log_configuration)
-
-    async def check_redis_credentials() -> None:  # fail fast: a refused password never heals
-        problem = await redis_auth_problem(settings)
-        if problem is not None:
-            log.critical("%s: stopping the worker", problem)
-            await app.crash(SettingsError(problem))
-
-    app.task(check_redis_credentials)
-    if with_agents:
-        attach_agents(app, settings, app.segstream_topics)
-        # the membership API, its auth middleware, /health and /ready (stream.worker.api)
-        app.membership_api = attach_api(app, settings)
-    return app

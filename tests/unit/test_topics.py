@@ -9,8 +9,9 @@ import pytest
 
 from stream.cli import cmd_segments
 from stream.settings import Settings, TopicRole
-from stream.topics import TopicSpec, declare_topics, topic_spec, topic_specs
-from stream.worker.app import create_app
+from stream.topics import TopicSpec, topic_spec, topic_specs
+from stream.worker.bootstrap import build_worker
+from stream.worker.faust_adapter import declare_topics
 
 
 def settings(**env: str) -> Settings:
@@ -51,7 +52,7 @@ def test_configs_carry_a_retention() -> None:
 
 def test_the_worker_declares_its_faust_topics_from_the_table(tmp_path: Path) -> None:
     s = settings(SEGSTREAM_DATA_DIR=str(tmp_path), SEGSTREAM_CHANGES_PARTITIONS="3")
-    app = create_app(s, with_agents=False)
+    app = build_worker(s, with_agents=False).app
     declared = declare_topics(app, s)
     for faust_topic, spec in zip(declared.all(), topic_specs(s).values(), strict=True):
         assert list(faust_topic.topics) == [spec.name]
