@@ -1,6 +1,6 @@
 """Offline engine benchmark (`make bench-engine`): throughput, latency, memory, state size.
 
-The input is never held in memory: a realistic stream (stream.generate; default 1.1M events
+The input is never held in memory: a realistic stream (stream.tools.generate; default 1.1M events
 over 150k customers, 30 days, 1% duplicates, 1% out of order) is generated and validated
 lazily, in chunks of CHUNK events, and made again from the same seed for every pass. The time
 spent making it is measured apart and left out of every timed figure.
@@ -56,12 +56,12 @@ from processors.lang.load import load_definitions  # noqa: E402
 from processors.replay import ReplayResult, replay  # noqa: E402
 from schemas.validation import validate_event  # noqa: E402
 from state.codec import decode_state, encode_state  # noqa: E402
-from stream.generate import DAY, GeneratorConfig, generate  # noqa: E402
+from stream.tools.generate import DAY, GeneratorConfig, generate  # noqa: E402
 
 SAMPLE_EVERY = 50
 CHUNK = 4_096  # events generated and validated at a time
 PROFILE_CHUNK = 50_000  # larger for the profile: each resumed replay rebuilds the timer heap
-GC_GEN0 = 50_000  # the worker's gen0 threshold (stream/cmd_worker.py)
+GC_GEN0 = 50_000  # the worker's gen0 threshold (stream/cli/cmd_worker.py)
 
 
 class TimedEngine:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GeneratorConfig(customers=a.customers, events=a.events, days=a.days, seed=a.seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
     source = Source(cfg)
-    # like the worker (stream/cmd_worker.py): freeze what exists before the loop and raise
+    # like the worker (stream/cli/cmd_worker.py): freeze what exists before the loop and raise
     # the gen0 threshold
     gc.collect()
     gc.freeze()

@@ -65,19 +65,18 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
 def run_phase(phase: str, target: int, result_path: Path) -> None:
     import faust  # noqa: PLC0415
 
-    from stream.agents import ingest  # noqa: PLC0415
-    from stream.app import create_app  # noqa: PLC0415
-    from stream.cmd_worker import tune_gc  # noqa: PLC0415
+    from stream.cli.cmd_worker import tune_gc  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.agents import ingest  # noqa: PLC0415
+    from stream.worker.bootstrap import attach_ingest, build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings, with_agents=False)
-    topics = app.segstream_topics
+    worker = build_worker(settings, with_agents=False)
+    app, topics = worker.app, worker.topics
     clock = Clock(target, result_path)
 
     if phase in ("arrays", "singles"):
-        ingest.attach(app, settings, topics)
-        agent = app.ingest
+        agent = attach_ingest(worker)
         handle, confirm = agent.handle, agent._confirm
         done: dict[str, float] = {"events": 0, "bundles": 0, "records": 0, "pack_cpu": 0.0,
                                   "encode_cpu": 0.0}
@@ -183,7 +182,7 @@ def main() -> int:
     for phase, (records, n_events) in inputs.items():
         prefix = f"{run_id}-{phase}-"
         t = time.perf_counter()
-        common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS)
+        common.produce(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS), records)
         print(f"[{phase}] produced {len(records)} records ({n_events} events) "
               f"in {time.perf_counter() - t:.1f}s; running the worker...", flush=True)
         results[phase] = spawn_phase(phase, n_events, phase_env(bootstrap, prefix, tmp), tmp)

@@ -1,8 +1,9 @@
 """Streaming worker benchmark on the real broker and Redis (`make bench-stream`), in one run.
 
-Over the same generated stream (stream.generate: default 1M events from 200k customer profiles,
-of which ~83k known customers and ~118k routing ids are active, sessions of several events over
-30 days, timestamps shifted to end one minute before the wall clock; the default catalogue with
+Over the same generated stream (stream.tools.generate: default 1M events from 200k customer
+profiles, of which ~83k known customers and ~118k routing ids are active, sessions of several
+events over 30 days, timestamps shifted to end one minute before the wall clock; the default
+catalogue with
 ``allowed_lateness`` raised so the live worker's clock accepts 30-day-old events):
 
   (a) engine     processors.replay.replay over the canonical events, in this process, one core;
@@ -82,7 +83,7 @@ def definitions_text(lateness_days: int) -> str:
 def make_stream(events: int, customers: int, days: float, seed: int) -> list[Event]:
     """``events`` canonical events ending one minute before now (see the module doc)."""
     from schemas.validation import validate_event  # noqa: PLC0415
-    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
 
     cfg = GeneratorConfig(customers=customers, events=int(events * 1.06), days=days, seed=seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
@@ -136,13 +137,14 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
     """(b): the real app with the segmentation agent, timed around its batch handler."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
-    app = create_app(Settings.from_env())
-    agent = app.segmentation  # type: ignore[attr-defined]
+    worker = build_worker(Settings.from_env())
+    app, agent = worker.app, worker.segmentation
+    assert agent is not None
     clock = Clock(sum(ends.values()), result_path)
-    handle, commit = agent.handle, agent._commit
+    handle, commit = agent.handle, agent.publisher.commit
     counts = {"events": 0, "changes": 0, "timer_changes": 0, "batches": 0, "records": 0}
     prof = cProfile.Profile() if profile else None
 
@@ -167,7 +169,7 @@ def run_segment_phase(ends: dict[int, int], result_path: Path, profile: Path | N
                 prof.dump_stats(str(profile))
             clock.finish(counts["events"], dict(counts))
 
-    agent.handle, agent._commit = timed_handle, counted_commit
+    agent.handle, agent.publisher.commit = timed_handle, counted_commit  # type: ignore[method-assign]
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -178,13 +180,14 @@ def run_shared_phase(stats_path: Path) -> None:
     processes), the process CPU over it and its counts; the driver stops it."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings)
-    agent = app.segmentation  # type: ignore[attr-defined]
-    handle, commit = agent.handle, agent._commit
+    worker = build_worker(settings)
+    app, agent = worker.app, worker.segmentation
+    assert agent is not None
+    handle, commit = agent.handle, agent.publisher.commit
     bundles = settings.topic("bundles")
     stats: dict[str, Any] = {"events": 0, "records": 0, "batches": 0, "first": None,
                              "last": None, "cpu_first": 0.0, "cpu_last": 0.0}
@@ -208,7 +211,7 @@ def run_shared_phase(stats_path: Path) -> None:
         stats["events"] += out.events
 
     app.on_partitions_assigned.connect(assigned, weak=False)
-    agent.handle, agent._commit = timed_handle, counted_commit
+    agent.handle, agent.publisher.commit = timed_handle, counted_commit  # type: ignore[method-assign]
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -216,11 +219,12 @@ def run_table_phase(target: int, result_path: Path) -> None:
     """(c): one event per record, one Faust Table write per event (the naive design)."""
     import faust  # noqa: PLC0415
 
-    from stream.app import create_app  # noqa: PLC0415
     from stream.settings import Settings  # noqa: PLC0415
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415
 
     settings = Settings.from_env()
-    app = create_app(settings, with_agents=False)
+    worker = build_worker(settings, with_agents=False)
+    app = worker.app
     # keys and values are bytes (the app's raw codec): the value is JSON we encode ourselves
     table = app.Table("bench-customers", default=None, partitions=settings.raw_partitions)
     clock = Clock(target, result_path)
@@ -240,7 +244,7 @@ def run_table_phase(target: int, result_path: Path) -> None:
                 await app.producer.flush()  # the last changelog write is acknowledged
                 clock.finish(count, {})
 
-    app.agent(app.segstream_topics.raw, name="bench.naive_table")(naive)
+    app.agent(worker.topics.raw, name="bench.naive_table")(naive)
     quiet_worker(faust.Worker(app, loglevel="warning", quiet=True)).execute_from_commandline()
 
 
@@ -267,7 +271,7 @@ def step_baseline(bootstrap: str, run: str, tmp: Path, events: list[Event]) -> d
     prefix = f"{run}-naive-"
     records = [orjson.dumps(ev) for ev in events]
     where = [partition_for(routing_id(ev), RAW_PARTITIONS) for ev in events]
-    common.produce(bootstrap, f"{prefix}segstream-events", records, RAW_PARTITIONS, where)
+    common.produce(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS), records, where)
     print(f"(c) produced {len(records):,} single-event records; running the naive Faust "
           "table worker...", flush=True)
     env = common.phase_env(bootstrap, prefix, tmp,
@@ -304,11 +308,11 @@ def step_latency(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Path
 
     from schemas.bundle import EventsRecord, decode_record  # noqa: PLC0415
     from schemas.changes import decode_change  # noqa: PLC0415
-    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
 
     prefix, namespace = f"{run}-lat-", f"{run}-lat:"
     raw_topic, changes_topic = f"{prefix}segstream-events", f"{prefix}segstream-changes"
-    common.create_topic(bootstrap, raw_topic, RAW_PARTITIONS)
+    common.create_topic(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS))
     env = common.phase_env(bootstrap, prefix, tmp, {
         "SEGSTREAM_AGENTS": "ingest,segmentation",
         "SEGSTREAM_RAW_PARTITIONS": str(RAW_PARTITIONS),
@@ -494,7 +498,7 @@ def step_scale_out(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Pa
     batch that brings every partition's applied offset (Redis) to the topic's end."""
     prefix, namespace = f"{run}-scale-", f"{run}-scale:"
     bundles_topic = f"{prefix}segstream-bundles"
-    common.create_topic(bootstrap, bundles_topic, BUNDLE_PARTITIONS)
+    common.create_topic(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS))
     env = common.phase_env(bootstrap, prefix, tmp, {
         "SEGSTREAM_AGENTS": "segmentation",
         "SEGSTREAM_BUNDLE_PARTITIONS": str(BUNDLE_PARTITIONS),
@@ -524,8 +528,8 @@ def step_scale_out(bootstrap: str, redis_url: str, run: str, tmp: Path, defs: Pa
             time.sleep(0.2)
         print(f"(s) {workers} workers hold partitions {parts}; producing the bundles...",
               flush=True)
-        common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where,
-                       create=False)
+        common.produce(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS), records,
+                       where, create=False)
         for pr, log in zip(procs, logs, strict=True):
             wait_applied(redis_url, namespace, bootstrap, bundles_topic, 900, pr, log)
     finally:
@@ -554,7 +558,7 @@ def step_profile(redis_url: str, run: str, compiled: Any, records: list[bytes],
     from schemas.bundle import decode_bundle  # noqa: PLC0415
     from state.redis_store import RedisStore  # noqa: PLC0415
     from state.store import MemoryStore, StateStore  # noqa: PLC0415
-    from stream.segmenter import PartitionSegmenter  # noqa: PLC0415
+    from stream.worker.segmenter import PartitionSegmenter  # noqa: PLC0415
 
     per: dict[int, list[bytes]] = defaultdict(list)
     budget = n_events // BUNDLE_EVENTS // BUNDLE_PARTITIONS + 1
@@ -682,7 +686,7 @@ def main() -> int:
     records, where = bundles_of(events, BUNDLE_PARTITIONS)
     t = time.perf_counter()
     bundles_topic = f"{prefix}segstream-bundles"
-    common.produce(bootstrap, bundles_topic, records, BUNDLE_PARTITIONS, where)
+    common.produce(bootstrap, common.topic(prefix, "bundles", BUNDLE_PARTITIONS), records, where)
     ends = common.end_offsets(bootstrap, bundles_topic)
     print(f"(b) produced {len(records):,} bundles in {time.perf_counter() - t:.1f} s; "
           f"running the worker...", flush=True)

@@ -1,6 +1,6 @@
 """Validation throughput: µs per event and events/s for each approach, against bare orjson.
 
-Approaches, all on the same realistic events (``stream.generate``), in one process and run:
+Approaches, all on the same realistic events (``stream.tools.generate``), in one process and run:
 
 * ``orjson.loads`` (baseline)         parse the record only, no validation at all
 * ``per-event validate_event``       orjson + ``validate_event`` per element (one
@@ -50,7 +50,7 @@ from schemas.validation import (
     parse_record,
     validate_event,
 )
-from stream.generate import GeneratorConfig, generate
+from stream.tools.generate import GeneratorConfig, generate
 
 Event = dict[str, Any]
 

@@ -17,7 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stream.settings import TopicRole
+    from stream.topics import TopicSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,21 +57,27 @@ class Clock:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create ``topic`` (it must not exist: every run uses a fresh prefix)."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-    from kafka.admin import NewTopic  # noqa: PLC0415
+def topic(prefix: str, role: TopicRole, partitions: int) -> TopicSpec:
+    """The *role* topic of a run (topic prefix *prefix*): the spec of stream.topics with
+    *partitions* and replication 1 (one local broker)."""
+    from stream.settings import Settings  # noqa: PLC0415
+    from stream.topics import topic_spec  # noqa: PLC0415
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
+    settings = Settings.from_env({"SEGSTREAM_TOPIC_PREFIX": prefix,
+                                  "SEGSTREAM_REPLICATION_FACTOR": "1"})
+    return topic_spec(settings, role).resized(partitions)
 
 
-def produce(bootstrap: str, topic: str, records: Sequence[bytes], partitions: int,
+def create_topic(bootstrap: str, spec: TopicSpec) -> None:
+    """Create the topic of *spec* (it must not exist: every run uses a fresh prefix)."""
+    from stream.topics import create_topics  # noqa: PLC0415
+
+    create_topics({"bootstrap_servers": bootstrap}, [spec], exist_ok=False)
+
+
+def produce(bootstrap: str, spec: TopicSpec, records: Sequence[bytes],
             partition_of: Sequence[int] | None = None, *, create: bool = True) -> None:
-    """Create ``topic`` (unless ``create`` is false: it exists) and write ``records`` (round
+    """Create the topic (unless ``create`` is false: it exists) and write ``records`` (round
     robin over partitions unless ``partition_of[i]`` names record i's partition); returns once
     all are acknowledged.
 
@@ -76,8 +86,9 @@ def produce(bootstrap: str, topic: str, records: Sequence[bytes], partitions: in
     """
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
+    topic, partitions = spec.name, spec.partitions
     if create:
-        create_topic(bootstrap, topic, partitions)
+        create_topic(bootstrap, spec)
 
     async def send_all() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,

@@ -2,7 +2,7 @@
 
 Every Kafka client segstream makes (Faust's, aiokafka's and kafka-python's) takes its security
 options from :func:`kafka_security` (``.client_kwargs()``: the keyword arguments both aiokafka
-and kafka-python accept; ``stream.app`` turns the same object into Faust's
+and kafka-python accept; ``stream.worker.app`` turns the same object into Faust's
 ``broker_credentials``), and every Redis client comes from :func:`redis_for` (which calls
 ``state.redis_store.redis_client``). Password files are read here, when a client is built,
 i.e. at start-up: a missing or unreadable file is a :class:`SettingsError` naming the

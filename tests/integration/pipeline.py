@@ -32,7 +32,6 @@ import orjson
 import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 from redis.asyncio import Redis
 
@@ -46,7 +45,7 @@ from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.redis_store import RedisStore, redis_client
 
-from .support import Worker, free_port, read_all, read_records
+from .support import Worker, create_topic, free_port, read_all, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 LIVE_SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
@@ -142,11 +141,7 @@ def make_pipeline(bootstrap: str, redis_url: str, prefix: str, tmp: Path, segmen
     names = {"raw": f"{prefix}segstream-events", "bundles": f"{prefix}segstream-bundles",
              "changes": f"{prefix}segstream-changes", "group": f"{prefix}segstream",
              "namespace": f"t{uuid.uuid4().hex[:8]}:"}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(names["raw"], raw_partitions, 1)])
-    finally:
-        admin.close()
+    assert create_topic(bootstrap, prefix, "raw", raw_partitions) == names["raw"]
     base = {
         "SEGSTREAM_KAFKA_BOOTSTRAP": bootstrap,
         "SEGSTREAM_REDIS_URL": redis_url,

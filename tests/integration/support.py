@@ -13,7 +13,22 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from stream.settings import Settings, TopicRole
+from stream.topics import create_topics, topic_spec
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def create_topic(bootstrap: str, prefix: str, role: TopicRole, partitions: int,
+                 **extra_configs: str) -> str:
+    """Create the *role* topic of a test run (the spec of stream.topics, with *partitions* and
+    replication 1: one local broker); returns its name. It must not exist yet."""
+    settings = Settings.from_env({"SEGSTREAM_TOPIC_PREFIX": prefix,
+                                  "SEGSTREAM_REPLICATION_FACTOR": "1"})
+    spec = topic_spec(settings, role).resized(partitions)
+    create_topics({"bootstrap_servers": bootstrap}, [spec], exist_ok=False,
+                  extra_configs=extra_configs)
+    return spec.name
 
 
 def free_port() -> int:

@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from redis.asyncio import Redis
 
 from schemas.partitioner import partition_for
@@ -27,9 +26,9 @@ from state.codec import encode_state
 from state.model import CustomerState
 from state.redis_store import RedisStore
 from state.store import Commit, MemberOp
-from stream import cmd_redis
+from stream import redis_rebuild
 
-from .support import REPO, Worker, free_port, read_all
+from .support import REPO, Worker, create_topic, free_port, read_all
 
 SEGMENTS = REPO / "tests" / "fixtures" / "live_segments.yaml"
 BUNDLE_PARTITIONS = 4
@@ -100,11 +99,7 @@ def served(kafka_bootstrap: str, redis_url: str, unique_topic_prefix: str,
     names = {"raw": f"{unique_topic_prefix}segstream-events",
              "bundles": f"{unique_topic_prefix}segstream-bundles",
              "namespace": f"api{uuid.uuid4().hex[:8]}:", "port": str(free_port())}
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(names["raw"], 2, 1)])
-    finally:
-        admin.close()
+    assert create_topic(kafka_bootstrap, unique_topic_prefix, "raw", 2) == names["raw"]
     env = {
         "SEGSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "SEGSTREAM_REDIS_URL": redis_url,
@@ -316,15 +311,15 @@ def test_rebuild_retries_when_a_commit_lands_and_gives_up_when_it_keeps_changing
             await store.commit(Commit(0, epoch, offset=1, states={
                 "a": encoded("a", {"s": 1}), "b": encoded("b", {"s": 2, "t": 1})},
                 members=[MemberOp("a", "s", 1), MemberOp("b", "s", 2), MemberOp("b", "t", 1)]))
-            consistent = await cmd_redis.rebuild_partition(client, store, 0)
+            consistent = await redis_rebuild.rebuild_partition(client, store, 0)
             assert consistent is not None and not consistent.changed and consistent.states == 2
             await client.srem(store.key(0, "m:t"), "b")  # corrupt
 
-            dry = await cmd_redis.rebuild_partition(client, store, 0, dry_run=True)
+            dry = await redis_rebuild.rebuild_partition(client, store, 0, dry_run=True)
             assert dry is not None and dry.added == {"t": 1}
             assert not await client.sismember(store.key(0, "m:t"), "b")  # nothing written
 
-            real_actual = cmd_redis._actual
+            real_actual = redis_rebuild._actual
             calls = 0
 
             async def concurrent_commit(*args: Any) -> Any:
@@ -334,12 +329,12 @@ def test_rebuild_retries_when_a_commit_lands_and_gives_up_when_it_keeps_changing
                     await client.hset(store.key(0, "state"), "a", encoded("a", {"s": 1}))
                 return await real_actual(*args)
 
-            monkeypatch.setattr(cmd_redis, "_actual", concurrent_commit)
+            monkeypatch.setattr(redis_rebuild, "_actual", concurrent_commit)
             limit = 3
-            assert await cmd_redis.rebuild_partition(client, store, 0, retries=3) is None
+            assert await redis_rebuild.rebuild_partition(client, store, 0, retries=3) is None
             assert not await client.sismember(store.key(0, "m:t"), "b")  # left as it was
             calls, limit = 0, 1
-            fixed = await cmd_redis.rebuild_partition(client, store, 0, retries=3)
+            fixed = await redis_rebuild.rebuild_partition(client, store, 0, retries=3)
             assert calls == 2 and fixed is not None and fixed.added == {"t": 1}
             assert await client.sismember(store.key(0, "m:t"), "b")
             assert await store.sizes([0]) == {"s": 1, "t": 1}

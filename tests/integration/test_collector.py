@@ -1,4 +1,4 @@
-"""The HTTP collector on the real broker: the real `python -m stream.cmd_collector` subprocess.
+"""The HTTP collector on the real broker: the real `python -m stream.cli.cmd_collector` subprocess.
 
 Each test posts batches under its own event-id prefix (and, for the rate limit, its own write
 key), then reads the raw topic and finds exactly the valid events of that prefix, in order, as
@@ -114,7 +114,7 @@ def collector(kafka_bootstrap: str, topic_prefix: str, tmp_path_factory: pytest.
         "SEGSTREAM_MAX_EVENTS_PER_RECORD": str(MAX_EVENTS),
     }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cmd_collector"], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli.cmd_collector"], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     running = Running(f"http://127.0.0.1:{port}", f"{prefix}segstream-events", kafka_bootstrap,
                       log)

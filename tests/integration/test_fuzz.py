@@ -1,5 +1,5 @@
 """Hostile input at scale on the real broker: the ingest path (a real worker running ingest and
-segmentation) and the collector (a real `python -m stream.cmd_collector`), each fed 10k+ hostile
+segmentation) and the collector (a real `python -m stream.cli.cmd_collector`), each fed 10k+ hostile
 records/events from tests/fuzz_inputs.py interleaved with 2k plain valid events.
 
 Checked for the worker: it stays up and exits 0 on SIGTERM; every valid event (the hostile-but-
@@ -225,7 +225,7 @@ def collector(kafka_bootstrap: str, unique_topic_prefix: str, tmp_path: Path
            "SEGSTREAM_COLLECTOR_WRITE_KEYS": f"fuzz={KEY}",
            "SEGSTREAM_COLLECTOR_RATE_PER_S": "0", "SEGSTREAM_LOG_LEVEL": "warning", **LIMIT_ENV}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cmd_collector"], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli.cmd_collector"], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     c = Collector(f"http://127.0.0.1:{port}", "127.0.0.1", port,
                   f"{unique_topic_prefix}segstream-events", proc, log)

@@ -23,14 +23,13 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
 from schemas.bundle import decode_bundle
 from schemas.deadletter import DeadLetter, decode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import partition_key
 
-from .support import Worker, free_port, read_all
+from .support import Worker, create_topic, free_port, read_all
 
 REPO = Path(__file__).resolve().parents[2]
 RAW_PARTITIONS = 3
@@ -56,11 +55,7 @@ def topics(kafka_bootstrap: str, unique_topic_prefix: str) -> Topics:
                    f"{unique_topic_prefix}segstream-bundles",
                    f"{unique_topic_prefix}segstream-deadletters",
                    f"{unique_topic_prefix}segstream")
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(names.raw, RAW_PARTITIONS, 1)])
-    finally:
-        admin.close()
+    assert create_topic(kafka_bootstrap, unique_topic_prefix, "raw", RAW_PARTITIONS) == names.raw
     return names
 
 
@@ -368,12 +363,9 @@ def test_sigterm_mid_stream_commits_only_what_is_out(
 def test_refused_bundle_crashes_worker_without_commit(
         kafka_bootstrap: str, topics: Topics, worker: Worker) -> None:
     # The broker refuses every bundle record (max.message.bytes below one bundle's size).
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(topics.bundles, BUNDLE_PARTITIONS, 1,
-                                      topic_configs={"max.message.bytes": "300"})])
-    finally:
-        admin.close()
+    prefix = topics.raw.removesuffix("segstream-events")
+    assert create_topic(kafka_bootstrap, prefix, "bundles", BUNDLE_PARTITIONS,
+                        **{"max.message.bytes": "300"}) == topics.bundles
     produce_dataset(kafka_bootstrap, topics.raw, seed=3, n_valid=300)
     worker.start()
     assert worker.proc is not None

@@ -17,8 +17,8 @@ from faust.types.tuples import ConsumerMessage
 from schemas.bundle import decode_bundle
 from schemas.deadletter import decode_dead_letter
 from schemas.partitioner import partition_for
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.bootstrap import build_worker
 
 NOW = 1_795_000_000_000
 
@@ -65,7 +65,8 @@ def _event(i: int, customer: str) -> dict[str, Any]:
 def setup(monkeypatch: pytest.MonkeyPatch) -> Any:
     settings = Settings(topic_prefix="inv-", agents="ingest", bundle_partitions=4,
                         bundle_max_events=3, max_future_ms=10**13)
-    app = create_app(settings)
+    worker = build_worker(settings)
+    app = worker.app
     producer = FakeProducer()
     app.producer = producer  # type: ignore[assignment]
     crashes: list[BaseException] = []
@@ -82,7 +83,7 @@ def setup(monkeypatch: pytest.MonkeyPatch) -> Any:
         msg = ConsumerMessage("inv-segstream-events", 0, offset, 0.0, 0, None, None, value, None)
         msg.incref()  # the conductor's reference (one stream)
         events.append(FakeEvent(msg, consumer))
-    return app, producer, consumer, events, crashes
+    return worker, producer, consumer, events, crashes
 
 
 def _take_events_acks(events: list[FakeEvent]) -> None:
@@ -96,8 +97,8 @@ def test_offsets_committable_only_after_every_ack(setup: Any) -> None:
 
 
 async def _offsets_committable_only_after_every_ack(setup: Any) -> None:
-    app, producer, consumer, events, crashes = setup
-    await app.ingest.handle(events)
+    worker, producer, consumer, events, crashes = setup
+    await worker.ingest.handle(events)
     _take_events_acks(events)
     await asyncio.sleep(0)
     assert consumer.committable == [], "acked before the output was acknowledged"
@@ -119,7 +120,7 @@ async def _offsets_committable_only_after_every_ack(setup: Any) -> None:
     await asyncio.sleep(0.01)
     assert sorted(consumer.committable) == [0, 1, 2, 3]
     assert crashes == []
-    assert app.metrics_registry.get_sample_value(
+    assert worker.registry.get_sample_value(
         "segstream_ingest_events_valid_total", {"type": "page_view"}) == 12.0
 
 
@@ -128,8 +129,8 @@ def test_failed_delivery_withholds_offsets_and_crashes(setup: Any) -> None:
 
 
 async def _failed_delivery_withholds_offsets_and_crashes(setup: Any) -> None:
-    app, producer, consumer, events, crashes = setup
-    await app.ingest.handle(events)
+    worker, producer, consumer, events, crashes = setup
+    await worker.ingest.handle(events)
     _take_events_acks(events)
     futures = [fut for *_, fut in producer.sent]
     futures[0].set_exception(RuntimeError("MessageSizeTooLarge"))
@@ -147,7 +148,7 @@ def test_cancel_while_sending_finishes_sending_first(setup: Any) -> None:
 
 
 async def _cancel_while_sending_finishes_sending_first(setup: Any) -> None:
-    app, producer, consumer, events, crashes = setup
+    worker, producer, consumer, events, crashes = setup
     gate = asyncio.Event()
     send = producer.send
 
@@ -156,7 +157,7 @@ async def _cancel_while_sending_finishes_sending_first(setup: Any) -> None:
         return await send(*args)
 
     producer.send = slow_send  # type: ignore[method-assign]
-    task = asyncio.ensure_future(app.ingest.handle(events))
+    task = asyncio.ensure_future(worker.ingest.handle(events))
     await asyncio.sleep(0.01)
     task.cancel()  # e.g. the agent is restarted on a rebalance
     await asyncio.sleep(0.01)

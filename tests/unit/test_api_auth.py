@@ -1,4 +1,4 @@
-"""Bearer-token authentication of the API (stream.api.TokenAuth)."""
+"""Bearer-token authentication of the API (stream.worker.api.TokenAuth)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.api import ApiError, TokenAuth
 from stream.settings import Settings, SettingsError
+from stream.worker.api import ApiError, TokenAuth
 
 GOOD = "good-token-0123456789"
 OTHER = "other-token-0123456789"

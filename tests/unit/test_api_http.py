@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.partitioner import partition_for
 from state.store import Commit, MemberOp, MemoryStore
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.bootstrap import build_worker
+from stream.worker.faust_adapter import web_application
 
 SEGMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "live_segments.yaml"
 TOKEN = "unit-test-token-0123456789"
@@ -27,13 +28,14 @@ async def _ok() -> None:
 def serve(scenario: Callable[[TestClient[Any, Any], MemoryStore], Awaitable[None]],
           **settings: Any) -> None:
     """Run ``scenario(client, store)`` against a fresh app."""
-    app = create_app(Settings(segments_file=str(SEGMENTS), bundle_partitions=4,
-                              **{"api_tokens": TOKEN, **settings}))
+    worker = build_worker(Settings(segments_file=str(SEGMENTS), bundle_partitions=4,
+                                   **{"api_tokens": TOKEN, **settings}))
     store = MemoryStore()
-    app.membership_api.use_store(store, _ok)
+    assert worker.api is not None
+    worker.api.use_store(store, _ok)
 
     async def run() -> None:
-        async with TestClient(TestServer(app.web.web_app)) as client:  # type: ignore[attr-defined]
+        async with TestClient(TestServer(web_application(worker.app))) as client:
             await scenario(client, store)
 
     asyncio.run(run())

@@ -1,4 +1,4 @@
-"""Member paging of the API (stream.api): cursor text, and walks that lose no member."""
+"""Member paging of the API (stream.worker.api): cursor text, and walks that lose no member."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from state.store import Commit, MemberOp, MemoryStore
-from stream.api import ApiError, Cursor, decode_cursor, encode_cursor, page_members
+from stream.worker.api import ApiError, Cursor, decode_cursor, encode_cursor, page_members
 
 
 @given(st.text(min_size=1, max_size=40), st.integers(0, 7), st.integers(0, 2**64 - 1),

@@ -1,4 +1,4 @@
-"""What /ready reports (stream.api.MembershipApi.readiness), one condition at a time."""
+"""What /ready reports (stream.worker.api.MembershipApi.readiness), one condition at a time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from state.store import MemoryStore
-from stream.api import MembershipApi
 from stream.settings import Settings
+from stream.worker.api import MembershipApi
 
 
 async def _ok() -> None:
@@ -23,10 +23,11 @@ async def _hangs() -> None:
     await asyncio.sleep(10)
 
 
-def reasons(ping: Any = _ok, **app_state: Any) -> list[str]:
+def reasons(ping: Any = _ok, definitions_ready: asyncio.Event | None = None,
+            **app_state: Any) -> list[str]:
     state = {"should_stop": False, "rebalancing": False, **app_state}
-    app = SimpleNamespace(**state)
-    api = MembershipApi(app, Settings())  # type: ignore[arg-type]
+    status = SimpleNamespace(**state)
+    api = MembershipApi(Settings(), status, definitions_ready=definitions_ready)
     api.use_store(MemoryStore(), ping)
     api.started = state.get("started", True)
     api.assignments = state.get("assignments", 1)
@@ -44,10 +45,9 @@ def test_each_condition_has_its_reason() -> None:
     assert reasons(rebalancing=True) == ["rebalancing"]
     assert reasons(should_stop=True) == ["stopping"]
     pending = asyncio.Event()
-    assert reasons(segmentation=SimpleNamespace(definitions_ready=pending)) == [
-        "reading the definitions topic"]
+    assert reasons(definitions_ready=pending) == ["reading the definitions topic"]
     pending.set()
-    assert reasons(segmentation=SimpleNamespace(definitions_ready=pending)) == []
+    assert reasons(definitions_ready=pending) == []
 
 
 def test_redis_down_or_slow_is_not_ready() -> None:

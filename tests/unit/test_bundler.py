@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.bundler import Bundle, Bundler, PartitionCache, RecordPacker, encode_within
+from stream.worker.bundler import Bundle, Bundler, PartitionCache, RecordPacker, encode_within
 
 
 def _partition(rid: str, n: int) -> int:

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from stream.collector import Collector, create_app
+from stream.collector.service import Collector, create_app
 from stream.settings import Settings
 
 KEY = "web-key-0123456789abcdef"
@@ -212,6 +212,6 @@ def test_client_leaving_mid_body_is_not_a_500(caplog: Any) -> None:
         finally:
             await runner.cleanup()
 
-    with caplog.at_level(logging.ERROR, logger="stream.collector"):
+    with caplog.at_level(logging.ERROR, logger="stream.collector.service"):
         asyncio.run(main())
-    assert not [r for r in caplog.records if r.name == "stream.collector"], caplog.text
+    assert not [r for r in caplog.records if r.name == "stream.collector.service"], caplog.text

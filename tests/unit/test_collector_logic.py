@@ -10,7 +10,7 @@ import pytest
 
 from schemas.errors import ErrorCode
 from schemas.validation import Rejected, parse_record
-from stream.collector import (
+from stream.collector.service import (
     CollectorError,
     RateLimiter,
     TokenBucket,

@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from state.redis_store import redis_client
-from stream.app import faust_options
 from stream.connections import kafka_kwargs, kafka_security, redis_for, redis_options
 from stream.settings import Settings, SettingsError, mask_url
+from stream.worker.app import faust_options
 
 STREAM = Path(__file__).resolve().parents[2] / "stream"
 SASL_PW = "kafka-sasl-pw-Zq81x"

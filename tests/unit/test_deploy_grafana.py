@@ -1,12 +1,12 @@
 """The dashboard and the alert rules name only metrics that segstream really exports.
 
-The exported names come from the objects themselves, not from a list: the worker app built by
-:func:`stream.app.create_app` with both agents (segstream_* and Faust's faust_* sensor metrics in
-its registry) and the collector's :class:`stream.collector.Metrics`. Every PromQL expression of
-deploy/grafana/dashboards/segstream.json and deploy/prometheus/rules/*.yml is reduced to the
-metric names it selects, each of which must be exported (or be a recording rule of ours, or
-Prometheus' own ``up``). The PromQL syntax itself is checked by promtool in
-tests/integration/test_deploy.py.
+The exported names come from the objects themselves, not from a list: the worker built by
+:func:`stream.worker.bootstrap.build_worker` with both agents (segstream_* and Faust's faust_*
+sensor metrics in its registry) and the collector's :class:`stream.collector.service.Metrics`.
+Every PromQL expression of deploy/grafana/dashboards/segstream.json and
+deploy/prometheus/rules/*.yml is reduced to the metric names it selects, each of which must be
+exported (or be a recording rule of ours, or Prometheus' own ``up``). The PromQL syntax itself is
+checked by promtool in tests/integration/test_deploy.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream.app import create_app
-from stream.collector import Metrics as CollectorMetrics
+from stream.collector.service import Metrics as CollectorMetrics
 from stream.settings import Settings
+from stream.worker.bootstrap import build_worker
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
@@ -49,8 +49,8 @@ def registry_names(registry: CollectorRegistry) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    app = create_app(Settings(api_auth="none", agents="ingest,segmentation"))
-    return registry_names(app.metrics_registry) | registry_names(CollectorMetrics().registry)
+    worker = build_worker(Settings(api_auth="none", agents="ingest,segmentation"))
+    return registry_names(worker.registry) | registry_names(CollectorMetrics().registry)
 
 
 def metric_names(expr: str) -> set[str]:

@@ -1,7 +1,7 @@
 """deploy/k8s/probes/liveness.py: the commit-progress liveness rule, on real exposition text.
 
-The metrics page is produced by the real worker registry (stream.app.create_app with both
-agents), so the probe's metric names and label handling are those the worker serves.
+The metrics page is produced by the real worker registry (stream.worker.bootstrap.build_worker
+with both agents), so the probe's metric names and label handling are those the worker serves.
 tests/integration/test_deploy.py runs the script against a live worker.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from stream.app import create_app
 from stream.settings import Settings
+from stream.worker.bootstrap import build_worker
 
 PROBE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "probes" / "liveness.py"
 
@@ -36,11 +36,12 @@ probe = load_probe()
 @cache
 def base_page() -> str:
     """The /metrics text of a fresh worker app (both agents): the real names and labels."""
-    app = create_app(Settings(api_auth="none"))
-    seg = app.segmentation.metrics  # type: ignore[attr-defined]
+    worker = build_worker(Settings(api_auth="none"))
+    assert worker.segmentation is not None
+    seg = worker.segmentation.metrics
     seg.commit_seconds.observe(0.001)  # so the histogram's series exist with a value
     seg.timer_backlog.set(0)
-    return generate_latest(app.metrics_registry).decode()
+    return generate_latest(worker.registry).decode()
 
 
 def page(*, commits: int = 0, bundles: int = 0, active: int = 0, end: int = 0,

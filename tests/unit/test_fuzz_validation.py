@@ -4,7 +4,7 @@ For any input, ``parse_record`` / ``validate_event`` raise nothing but :class:`I
 (``validate_event`` only), every rejection carries an :class:`ErrorCode`, a message and the
 original bytes, the counts add up (each array element is either a valid event or a rejection),
 and valid outputs re-validate identically. The seeded generator's 10k records get exactly the
-outcomes it predicts, also through the ingest agent's record packer (``stream.bundler``).
+outcomes it predicts, also through the ingest agent's record packer (``stream.worker.bundler``).
 
 About 10.5k hypothesis examples by default (~20 s of CPU); more with e.g.
 ``SEGSTREAM_FUZZ_EXAMPLES=200000 .venv/bin/python -m pytest -q tests/unit/test_fuzz_validation.py``
@@ -26,7 +26,7 @@ from schemas.deadletter import decode_dead_letter, encode_dead_letter
 from schemas.errors import ErrorCode, InvalidEvent
 from schemas.partitioner import partition_for
 from schemas.validation import Limits, parse_record, partition_key, validate_event
-from stream.bundler import Bundler, PartitionCache, RecordPacker
+from stream.worker.bundler import Bundler, PartitionCache, RecordPacker
 from tests.fuzz_inputs import (
     ANY_CODE,
     Case,

@@ -18,7 +18,7 @@ import pytest
 
 from processors import native
 from stream.cli import main as cli_main
-from stream.generate import GeneratorConfig, generate
+from stream.tools.generate import GeneratorConfig, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = os.environ.get(native.ENV_PURE, "") not in {"", "0"}

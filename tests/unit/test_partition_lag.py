@@ -1,4 +1,4 @@
-"""segstream_partition_lag: the per-partition lag each agent reports (stream.metrics)."""
+"""segstream_partition_lag: the per-partition lag each agent reports (stream.worker.metrics)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any, cast
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from stream.metrics import PartitionLag, partition_lags
+from stream.worker.faust_adapter import FaustCursor
+from stream.worker.metrics import PartitionLag, partition_lags
 
 
 class FakeConsumer:
-    """What partition_lags reads of Faust's consumer: assignment() and highwater(tp)."""
+    """What the cursor reads of Faust's consumer: assignment() and highwater(tp)."""
 
     def __init__(self, highwaters: dict[TP, int | None], revoked: set[TP] = frozenset()) -> None:
         self.highwaters = highwaters
@@ -28,8 +29,9 @@ class FakeConsumer:
         return self.highwaters[tp]
 
 
-def app_with(consumer: FakeConsumer) -> Any:
-    return cast(Any, SimpleNamespace(consumer=consumer))
+def app_with(consumer: FakeConsumer) -> FaustCursor:
+    """The worker's cursor (stream.worker.faust_adapter) on the fake consumer."""
+    return FaustCursor(cast(Any, SimpleNamespace(consumer=consumer)))
 
 
 def test_lag_is_highwater_minus_progress_for_the_topic_only() -> None:

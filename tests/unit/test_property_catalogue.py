@@ -94,8 +94,8 @@ def test_default_catalogue_disorder_within_lateness(data: st.DataObject) -> None
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(seed=st.integers(0, 2**32 - 1), disorder=st.booleans())
 def test_generated_streams_match_the_oracle(seed: int, disorder: bool) -> None:
-    """Realistic sessions (stream.generate) for a handful of customers over 60 days."""
-    from stream.generate import GeneratorConfig, generate  # noqa: PLC0415
+    """Realistic sessions (stream.tools.generate) for a handful of customers over 60 days."""
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
 
     cfg = GeneratorConfig(customers=6, events=150, days=60, seed=seed, forget_share=0.2,
                           duplicate_share=0.05 if disorder else 0.0,

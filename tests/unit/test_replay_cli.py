@@ -206,7 +206,7 @@ def test_generated_sample_against_the_oracle(tmp_path: Path,
 def test_csv_numbers_follow_json_rules(cell: str) -> None:
     """A CSV amount or quantity that JSON would refuse is a conversion error (an invalid
     row with its reason), not a number."""
-    from stream.cmd_replay import csv_events  # noqa: PLC0415
+    from stream.cli.cmd_replay import csv_events  # noqa: PLC0415
 
     rows = [{"event_id": "e1", "type": "purchase", "amount": cell}]
     ((line, out),) = list(csv_events(rows, {"amount": ("properties.amount", "float")}))
@@ -217,7 +217,7 @@ def test_csv_numbers_follow_json_rules(cell: str) -> None:
 
 
 def test_csv_timestamp_with_non_ascii_digits_is_not_a_number() -> None:
-    from stream.cmd_replay import csv_events  # noqa: PLC0415
+    from stream.cli.cmd_replay import csv_events  # noqa: PLC0415
 
     ((_, out),) = list(csv_events([{"timestamp": "١٧٩٥"}], {}))
     assert out["timestamp"] == "١٧٩٥"  # left as text: validation then refuses it

@@ -1,4 +1,5 @@
-"""stream.generate: valid public envelopes, realistic mix, deterministic, knobs do what they say."""
+"""stream.tools.generate: valid public envelopes, realistic mix, deterministic, knobs do what
+they say."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import Counter
 
 from schemas.errors import InvalidEvent
 from schemas.validation import validate_event
-from stream.generate import GeneratorConfig, generate
+from stream.tools.generate import GeneratorConfig, generate
 
 CLOCK = 2**53  # validator clock far ahead: generated streams may lie in the future
 

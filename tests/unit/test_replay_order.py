@@ -16,9 +16,9 @@ import pytest
 
 from processors.replay import ReplayResult, replay
 from stream.cli import main
-from stream.cmd_replay import build_engine, change_record
-from stream.generate import GeneratorConfig, generate
+from stream.cli.cmd_replay import build_engine, change_record
 from stream.replay_order import TimeOrder
+from stream.tools.generate import GeneratorConfig, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "processors" / "catalogue.yaml"

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.models import EVENT_TYPES
 from schemas.publish import build_schemas, export
-from stream import cmd_schemas
+from stream.cli import cmd_schemas
 
 COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "jsonschema"
 

@@ -14,11 +14,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from state.store import MemoryStore
-from stream.api import API_MAX_BODY_BYTES
-from stream.app import create_app
-from stream.cmd_collector import build
-from stream.collector import AccessLogger
+from stream.cli.cmd_collector import build
+from stream.collector.service import AccessLogger
 from stream.settings import Settings
+from stream.worker.api import API_MAX_BODY_BYTES
+from stream.worker.bootstrap import build_worker
+from stream.worker.faust_adapter import web_application
 
 TOKEN = "api-token-Sx81lq0123456789"
 REVOKED = "api-token-Rv55kw0123456789"
@@ -37,10 +38,11 @@ async def _ok() -> None:
 
 
 def api_app() -> web.Application:
-    app = create_app(Settings(api_tokens=f"{TOKEN},{REVOKED}", bundle_partitions=4,
-                              api_revoked_tokens=digest_hex(REVOKED)))
-    app.membership_api.use_store(MemoryStore(), _ok)
-    return app.web.web_app  # type: ignore[attr-defined, no-any-return]
+    worker = build_worker(Settings(api_tokens=f"{TOKEN},{REVOKED}", bundle_partitions=4,
+                                   api_revoked_tokens=digest_hex(REVOKED)))
+    assert worker.api is not None
+    worker.api.use_store(MemoryStore(), _ok)
+    return web_application(worker.app)
 
 
 def collector_app() -> web.Application:

@@ -24,11 +24,14 @@ from schemas.changes import decode_change
 from schemas.partitioner import partition_for
 from schemas.validation import validate_event
 from state.store import Commit, CommitResult, MemoryStore
-from stream.agents.segmentation import SegmentationAgent
 from stream.definitions import file_catalogue
-from stream.generate import GeneratorConfig, generate
-from stream.segmenter import Outcome, PartitionSegmenter
 from stream.settings import Settings
+from stream.tools.generate import GeneratorConfig, generate
+from stream.worker.agents.segmentation import SegmentationAgent
+from stream.worker.metrics import PartitionLag
+from stream.worker.ports import SystemClock
+from stream.worker.segment_metrics import SegmentMetrics
+from stream.worker.segmenter import Outcome, PartitionSegmenter
 
 PARTITIONS = 8
 Log = list[tuple[str, int]]
@@ -50,8 +53,8 @@ class FakeProducer:
         self.log = log
         self.acked = 0
 
-    async def send(self, topic: str, key: Any, value: bytes, partition: Any, timestamp: Any,
-                   headers: Any) -> asyncio.Future[None]:
+    async def send(self, topic: str, key: Any, value: bytes, *, partition: Any = None,
+                   timestamp_s: Any = None) -> asyncio.Future[None]:
         assert topic.endswith("segstream-changes"), topic  # these events make changes only
         p = partition_for(decode_change(value).customer_id, PARTITIONS)
         self.log.append(("send", p))
@@ -81,15 +84,22 @@ class SlowStore(MemoryStore):
         return result
 
 
+class CaughtUp:
+    """The cursor of a consumer at the end of every partition: timer passes use the wall
+    clock."""
+
+    def highwater(self, topic: str, partition: int) -> int:
+        return 0
+
+
 def make_agent(log: Log, **settings: Any) -> tuple[SegmentationAgent, SlowStore]:
-    app = SimpleNamespace(
-        metrics_registry=CollectorRegistry(), producer=FakeProducer(log),
-        # caught up: timer passes use the wall clock
-        consumer=SimpleNamespace(highwater=lambda tp: 0), crash=None)
-    agent = SegmentationAgent(app, Settings(bundle_partitions=PARTITIONS, **settings),  # type: ignore[arg-type]
-                              None, file_catalogue(""))  # type: ignore[arg-type]
+    registry = CollectorRegistry()
     store = SlowStore(log)
-    agent._store = store
+    agent = SegmentationAgent(
+        Settings(bundle_partitions=PARTITIONS, **settings), file_catalogue(""),
+        sink=FakeProducer(log), cursor=CaughtUp(), clock=SystemClock(),  # type: ignore[arg-type]
+        fatal=None, metrics=SegmentMetrics.create(registry),  # type: ignore[arg-type]
+        lag=PartitionLag.create(registry), store=store)
 
     async def evaluated() -> None:  # the partitions' states are evaluated with these
         for p in range(PARTITIONS):  # definitions: no re-evaluation at the claim

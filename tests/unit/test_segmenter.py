@@ -23,8 +23,8 @@ from schemas.partitioner import partition_for
 from schemas.validation import partition_key, validate_event
 from state.codec import decode_state
 from state.store import CommitResult, MemoryStore
-from stream.generate import GeneratorConfig, generate
-from stream.segmenter import Outcome, PartitionSegmenter
+from stream.tools.generate import GeneratorConfig, generate
+from stream.worker.segmenter import Outcome, PartitionSegmenter
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = REPO / "processors" / "catalogue.yaml"
@@ -313,7 +313,7 @@ def orjson_loads(data: bytes) -> Any:
 
 def test_a_failed_handoff_is_dead_lettered_as_a_replayable_bundle_record() -> None:
     from schemas.bundle import HandoffRecord, decode_record, encode_handoff  # noqa: PLC0415
-    from stream.segmenter import _item_bytes  # noqa: PLC0415
+    from stream.worker.segmenter import _item_bytes  # noqa: PLC0415
 
     ev = {"event_id": "a1", "type": "alias", "customer_id": "c1", "anonymous_id": "v1",
           "timestamp": 1, "source": "t", "schema_version": 1, "properties": {}}

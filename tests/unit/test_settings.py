@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.app import IdempotentProducer, create_app
 from stream.settings import Settings, SettingsError, env_name, settings_markdown
+from stream.worker.bootstrap import build_worker
+from stream.worker.faust_adapter import IdempotentProducer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -84,16 +85,17 @@ def test_every_field_is_documented_and_the_doc_is_current() -> None:
         "docs/configuration.md is stale: run `python -m stream.settings > docs/configuration.md`")
 
 
-def test_create_app_applies_the_settings_without_io() -> None:
+def test_build_worker_applies_the_settings_without_io() -> None:
     s = Settings.from_env({"SEGSTREAM_TOPIC_PREFIX": "u1-", "SEGSTREAM_BUNDLE_PARTITIONS": "6",
                            "SEGSTREAM_WEB_PORT": "7001", "SEGSTREAM_AGENTS": "ingest",
                            "SEGSTREAM_COMMIT_INTERVAL_MS": "250"})
-    app = create_app(s)
+    worker = build_worker(s)
+    app = worker.app
     assert app.conf.id == "u1-segstream"
     assert app.conf.web_port == 7001 and app.conf.web_bind == "127.0.0.1"
     assert app.conf.broker_commit_interval == 0.25
-    assert app.segstream_topics.bundles.get_topic_name() == "u1-segstream-bundles"
-    assert app.segstream_topics.bundles.partitions == 6
+    assert worker.topics.bundles.get_topic_name() == "u1-segstream-bundles"
+    assert worker.topics.bundles.partitions == 6
     assert list(app.agents) == ["segstream.ingest"]
     producer = app.producer  # built, not started: no connection
     assert isinstance(producer, IdempotentProducer)

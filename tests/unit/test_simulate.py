@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestServer
 from schemas.errors import InvalidEvent
 from schemas.validation import validate_event
 from stream.cli import main
-from stream.cmd_simulate import HttpSink, SimConfig, Simulation, run_paced
-from stream.collector import Collector, create_app
+from stream.collector.service import Collector, create_app
 from stream.settings import Settings
+from stream.tools.simulate import HttpSink, SimConfig, Simulation, run_paced
 
 REPO = Path(__file__).resolve().parents[2]
 START = 1_795_400_000_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.changes import SegmentChange
-from stream.cmd_watch import View, _metric_total
+from stream.tools.watch import View, _metric_total
 
 
 def change(cid: str, seg: str, action: str, version: int) -> SegmentChange:

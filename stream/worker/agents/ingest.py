@@ -3,7 +3,7 @@
 Per batch of raw records (``stream.take_events(ingest_batch_records, within=bundle_linger)``):
 validate every record (``schemas.validation.parse_record``), dead-letter each rejected event
 with its code, message, original bytes and origin (topic, partition, offset, index), pack the
-valid ones per bundle-topic partition (``stream.bundler``: routing id -> murmur2 partition,
+valid ones per bundle-topic partition (``stream.worker.bundler``: routing id -> murmur2 partition,
 arrival order kept), send every bundle to its explicit partition and every dead letter, and let
 a task await all the delivery futures of the batch together, while the next batch is packed
 (at most ``ingest_max_inflight_batches`` batches awaiting acknowledgement).
@@ -16,13 +16,15 @@ every dead letter of its record are acknowledged by Kafka:
   stops at a gap), verified in faust-streaming 0.15.3. ``take_events()`` turns automatic acking
   off and acks the batch in a ``finally`` after the loop body — also when the body raises or is
   cancelled — so it cannot be trusted alone.
+* The Faust calls below go through :class:`stream.worker.ports.BatchOffsets` (Faust's:
+  :class:`stream.worker.faust_adapter.FaustBatchOffsets`).
 * Before sending, the body takes one extra reference on each message of the batch
   (``Message.incref``); ``take_events()``' ack only drops its own. The reference is dropped
   (``Event.ack``) by the batch's confirmation task after ``asyncio.gather`` of all its delivery
   futures succeeded. The producer is idempotent with ``acks=all``
-  (:class:`stream.app.IdempotentProducer`): an acknowledged bundle is durable, and bundles of one
-  partition keep their order, also across pipelined batches (every send of a batch is issued,
-  in order, before the body returns and the next batch is sent).
+  (:class:`stream.worker.faust_adapter.IdempotentProducer`): an acknowledged bundle is durable,
+  and bundles of one partition keep their order, also across pipelined batches (every send of
+  a batch is issued, in order, before the body returns and the next batch is sent).
 * Cancellation (agent restart on a rebalance, shutdown) while sending: the sending runs as its
   own shielded task and is finished first, so order and the confirmation still hold.
 * A delivery failure (or anything else escaping the body): the batch's messages are
@@ -46,30 +48,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterable, Sequence
+from typing import Any
 
 import orjson
-from faust import Stream
-from faust.types import TP, EventT, StreamT
 
 from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import Limits, parse_record, partition_key
-from stream.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
-from stream.metrics import partition_lags, report_lag_forever
 from stream.settings import Settings
-from stream.topics import Topics
-
-if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+from stream.worker.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
+from stream.worker.metrics import IngestMetrics, PartitionLag, partition_lags, report_lag_forever
+from stream.worker.ports import (
+    Batch,
+    BatchOffsets,
+    Delivery,
+    Fatal,
+    PartitionCursor,
+    RecordSink,
+)
 
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "segstream.ingest"
-
-Batch = Sequence[EventT[bytes]]  # one take_events() batch of raw records
 
 
 def _now_ms() -> int:
@@ -112,13 +114,18 @@ def make_packer(settings: Settings) -> RecordPacker:
 
 
 class IngestAgent:
-    """The ingest agent's state and batch handler (one instance per app)."""
+    """The ingest agent's state and batch handler (one instance per worker)."""
 
-    def __init__(self, app: SegstreamApp, settings: Settings, topics: Topics) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, *, sink: RecordSink, offsets: BatchOffsets,
+                 cursor: PartitionCursor, fatal: Fatal, metrics: IngestMetrics,
+                 lag: PartitionLag) -> None:
         self.settings = settings
-        self.topics = topics
-        self.metrics = app.ingest_metrics
+        self.sink = sink
+        self.offsets = offsets
+        self.cursor = cursor
+        self.fatal = fatal
+        self.metrics = metrics
+        self.lag = lag
         self.packer = make_packer(settings)
         self._inflight: list[asyncio.Future[None]] = []  # batches sent, not yet acknowledged
         self._bundles_topic = settings.topic("bundles")
@@ -127,25 +134,20 @@ class IngestAgent:
 
     async def report_lag(self) -> None:
         """``segstream_partition_lag{stage="ingest"}``: raw records beyond the committed offset
-        (Faust's record of its last commit; a group that never committed counts from 0)."""
-        committed = self.app.consumer._committed_offset  # a defaultdict: read with .get
+        (the consumer's record of its last commit; a group that never committed counts from 0)."""
+        topic, cursor = self._raw_topic, self.cursor
 
         def done(p: int) -> int:
-            return committed.get(TP(self._raw_topic, p)) or 0
+            return cursor.committed(topic, p) or 0
 
-        self.app.partition_lag.update("ingest", partition_lags(self.app, self._raw_topic, done))
+        self.lag.update("ingest", partition_lags(cursor, topic, done))
 
     async def lag_task(self) -> None:
         """An app task: :meth:`report_lag` every ``LAG_INTERVAL_S``."""
         await report_lag_forever(self.report_lag)
 
-    async def run(self, stream: StreamT[bytes]) -> None:
-        """The Faust agent body: batch, pack, flush, repeat."""
-        await self.topics.bundles.maybe_declare()
-        await self.topics.deadletters.maybe_declare()
-        within = self.settings.bundle_linger_ms / 1000.0
-        batches = cast(Stream[bytes], stream).take_events(
-            self.settings.ingest_batch_records, within=within)
+    async def run(self, batches: AsyncIterable[Batch]) -> None:
+        """The agent body: pack, flush, repeat (``batches``: the raw topic's ``take_events``)."""
         async for events in batches:
             await self.handle(events)
 
@@ -162,8 +164,7 @@ class IngestAgent:
             m = event.message
             packer.add_record(m.value, m.topic, m.partition, m.offset)
         result = packer.finish()
-        for event in events:
-            event.message.incref()  # take_events() drops only its own reference after us
+        self.offsets.hold(events)
         sending = asyncio.ensure_future(self._send_all(result, arrival_s(events)))
         try:
             futures, sizes = await asyncio.shield(sending)
@@ -185,34 +186,33 @@ class IngestAgent:
             await asyncio.wait([self._inflight[0]])  # bounded pipeline: oldest batch first
 
     async def _send_all(self, result: BatchResult, arrived_s: float
-                        ) -> tuple[list[Any], list[int]]:
+                        ) -> tuple[list[Delivery], list[int]]:
         """Send every bundle (explicit partition) and dead letter, in order; no waiting for acks.
         Bundles carry the batch's arrival time as their record timestamp (``arrived_s``, see
         :func:`arrival_s`): the segmentation agent measures lateness against it.
 
         Returns the delivery futures and the number of events of each bundle record.
         """
-        send = self.app.producer.send
+        send = self.sink.send
         max_bytes = self.settings.bundle_max_bytes
         futures = []
         sizes = []
         for bundle in result.bundles:
             for n_events, data in encode_within(bundle.events, max_bytes, encode_bundle):
                 sizes.append(n_events)
-                futures.append(await send(
-                    self._bundles_topic, None, data, bundle.partition, arrived_s, None))
+                futures.append(await send(self._bundles_topic, None, data,
+                                          partition=bundle.partition, timestamp_s=arrived_s))
         topic = self._deadletters_topic
-        futures.extend([await send(topic, None, letter, None, None, None)
-                        for letter in result.dead_letters])
+        futures.extend([await send(topic, None, letter) for letter in result.dead_letters])
         return futures, sizes
 
-    def _confirm_later(self, events: Batch, result: BatchResult, futures: list[Any],
+    def _confirm_later(self, events: Batch, result: BatchResult, futures: list[Delivery],
                        sizes: list[int], started: float) -> None:
         task = asyncio.ensure_future(self._confirm(events, result, futures, sizes, started))
         self._inflight.append(task)
         task.add_done_callback(self._inflight.remove)
 
-    async def _confirm(self, events: Batch, result: BatchResult, futures: list[Any],
+    async def _confirm(self, events: Batch, result: BatchResult, futures: list[Delivery],
                        sizes: list[int], started: float) -> None:
         """Await every acknowledgement of a batch, then release its messages for commit."""
         try:
@@ -222,11 +222,7 @@ class IngestAgent:
         except Exception as exc:
             await self._fail(events, exc)
             return
-        on_message_out = self.app.sensors.on_message_out
-        for event in events:
-            if event.ack():  # drops our reference: the offset may now be committed
-                m = event.message  # (take_events() did not report it: it was not the last ref)
-                on_message_out(m.tp, m.offset, m)
+        self.offsets.release(events)
         self.metrics.record_batch(
             records=result.records, valid_by_type=result.valid_by_type,
             invalid_by_code=result.invalid_by_code, bundle_sizes=sizes,
@@ -234,17 +230,8 @@ class IngestAgent:
 
     async def _fail(self, events: Batch, exc: BaseException) -> None:
         """Withhold the batch's offsets from every future commit, then crash the app."""
-        for event in events:
-            event.message.acked = True  # Message.ack() now skips it: never enters _acked
+        self.offsets.withhold(events)  # never committed, also once later batches are acked
         log.critical(
             "ingest batch of %d records could not be flushed (%r): offsets withheld, "
             "stopping the worker; a restart re-reads from the last commit", len(events), exc)
-        await self.app.crash(exc)
-
-
-def attach(app: SegstreamApp, settings: Settings, topics: Topics) -> None:
-    """Define the ingest agent on *app* (reads ``topics.raw``)."""
-    agent = IngestAgent(app, settings, topics)
-    app.ingest = agent
-    app.agent(topics.raw, name=AGENT_NAME)(agent.run)
-    app.task(agent.lag_task)
+        await self.fatal.crash(exc)

@@ -1,6 +1,7 @@
 """`segstream` command line: one entry point, one module per sub-command.
 
-Each sub-command lives in ``stream/cmd_<name>.py`` and exposes
+Each sub-command lives in ``stream/cli/cmd_<name>.py`` (the demo tools' commands in
+``stream/tools/``: simulate, watch) and exposes
 ``register(subparsers: argparse._SubParsersAction) -> None``; the parser it adds sets
 ``func`` (called with the parsed namespace, returns the exit code).
 """
@@ -18,14 +19,14 @@ from stream.settings import SettingsError
 # Sub-command modules, in the order `segstream --help` lists them. A module that is not
 # present yet (feature not built) is skipped, so the CLI always starts.
 COMMAND_MODULES = (
-    "stream.cmd_worker",
-    "stream.cmd_collector",
-    "stream.cmd_replay",
-    "stream.cmd_schemas",
-    "stream.cmd_segments",
-    "stream.cmd_simulate",
-    "stream.cmd_watch",
-    "stream.cmd_redis",
+    "stream.cli.cmd_worker",
+    "stream.cli.cmd_collector",
+    "stream.cli.cmd_replay",
+    "stream.cli.cmd_schemas",
+    "stream.cli.cmd_segments",
+    "stream.tools.simulate",
+    "stream.tools.watch",
+    "stream.cli.cmd_redis",
 )
 
 

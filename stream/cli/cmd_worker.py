@@ -1,4 +1,4 @@
-"""`segstream worker`: run the Faust worker of ``create_app(Settings.from_env())``.
+"""`segstream worker`: run the Faust worker of ``build_worker(Settings.from_env())``.
 
 Configuration comes from the ``SEGSTREAM_*`` environment (docs/configuration.md); the few flags
 here override it for one run. The worker exits with a non-zero status when the app crashes (for
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the worker; returns only on a configuration error (the worker exits itself)."""
     import faust  # noqa: PLC0415 - keep `segstream --help` fast; faust imports take ~1 s
 
-    from stream.app import create_app  # noqa: PLC0415 - same reason
+    from stream.worker.bootstrap import build_worker  # noqa: PLC0415 - same reason
 
     try:
         settings = settings_for(args)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        app = create_app(settings)  # reads the password files, builds the TLS contexts
+        app = build_worker(settings).app  # reads the password files, builds the TLS contexts
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2

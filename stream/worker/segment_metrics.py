@@ -1,11 +1,11 @@
 """Prometheus metrics of the segmentation agent (registered in the app's own registry).
 
-Updated once per processed batch or timer pass from the :class:`stream.segmenter.Outcome`
+Updated once per processed batch or timer pass from the :class:`stream.worker.segmenter.Outcome`
 totals, never per event.
 
 >>> from prometheus_client import CollectorRegistry
 >>> from state.store import CommitResult
->>> from stream.segmenter import Outcome
+>>> from stream.worker.segmenter import Outcome
 >>> m = SegmentMetrics.create(CollectorRegistry())
 >>> m.record(Outcome(events=3), CommitResult.APPLIED, engine_seconds=0.001,
 ...          commit_seconds=0.002, now_ms=0)
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from state.store import CommitResult
-from stream.segmenter import Outcome
+from stream.worker.segmenter import Outcome
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

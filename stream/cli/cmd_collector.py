@@ -1,4 +1,5 @@
-"""`segstream collector`: run the HTTP event collector (stream/collector.py, docs/collector.md).
+"""`segstream collector`: run the HTTP event collector (stream/collector/,
+docs/collector.md).
 
 A process of its own, separate from the worker: it validates posted events and produces the
 valid ones to the raw topic with an idempotent, acks=all producer, answering only once Kafka
@@ -23,9 +24,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.auth import scrub_http_parser_errors
-from stream.collector import AccessLogger, Collector, create_app
+from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
 from stream.settings import Settings, SettingsError
+from stream.topics import topic_spec
 
 log = logging.getLogger("segstream.collector")
 
@@ -44,21 +46,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 async def ensure_raw_topic(settings: Settings) -> None:
     """Create the raw topic when it is missing (local runs; production provisions it).
     Best effort: without the right to create topics the collector still starts."""
+    spec = topic_spec(settings, "raw")
     admin = AIOKafkaAdminClient(**kafka_kwargs(settings))
     try:
         await admin.start()
-        if settings.topic("raw") in await admin.list_topics():
+        if spec.name in await admin.list_topics():
             return
-        await admin.create_topics([NewTopic(settings.topic("raw"), settings.raw_partitions,
-                                            settings.replication_factor)])
-        log.info("created topic %s (%d partitions)", settings.topic("raw"),
-                 settings.raw_partitions)
+        await admin.create_topics([NewTopic(spec.name, spec.partitions, spec.replication,
+                                            topic_configs=spec.configs())])
+        log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
     except TopicAlreadyExistsError:
         pass
     except KafkaConnectionError:
         raise  # the caller retries the whole connection
     except KafkaError as exc:
-        log.warning("could not check or create topic %s: %s", settings.topic("raw"), exc)
+        log.warning("could not check or create topic %s: %s", spec.name, exc)
     finally:
         await admin.close()
 
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stream.cmd_collector``: the same as ``segstream collector``."""
+    """``python -m stream.cli.cmd_collector``: the same as ``segstream collector``."""
     parser = argparse.ArgumentParser(prog="segstream")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["collector", *(sys.argv[1:] if argv is None else argv)])

@@ -2,8 +2,8 @@
 
 The worker serves this registry on ``/metrics`` together with Faust's sensors
 (``faust.sensors.prometheus.setup_prometheus_sensors(app, registry=...)``, names ``faust_*``).
-One registry per :func:`stream.app.create_app` call, not prometheus-client's global one, so that
-several apps (tests, benchmarks) can live in one process.
+One registry per worker (:func:`stream.worker.bootstrap.build_worker`), not prometheus-client's
+global one, so that several apps (tests, benchmarks) can live in one process.
 
 Agents count per batch in plain ints/dicts and add the totals here once per batch: a labelled
 ``inc()`` per event would cost more than the rest of the per-event work.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    from stream.worker.ports import PartitionCursor
 
 log = logging.getLogger(__name__)
 
@@ -139,24 +139,18 @@ class PartitionLag:
         shown.update(lags)
 
 
-def partition_lags(app: SegstreamApp, topic: str,
+def partition_lags(cursor: PartitionCursor, topic: str,
                    done: Callable[[int], int | None]) -> dict[int, int]:
     """``partition -> high-water mark - done(partition)`` for the partitions of *topic* this
     worker is assigned, with the high-water mark the consumer got with its last fetch
     response (no request: cheap enough to run every few seconds). Partitions not fetched yet
     (no high-water mark) or with no known progress (``done`` gives None) are left out."""
-    consumer = app.consumer
     lags: dict[int, int] = {}
-    for tp in consumer.assignment():
-        if tp.topic != topic:
-            continue
-        try:
-            high = consumer.highwater(tp)
-        except AssertionError:  # revoked since assignment() (aiokafka asserts it is assigned)
-            continue
-        at = done(tp.partition)
+    for p in cursor.assigned(topic):
+        high = cursor.highwater(topic, p)  # None: not fetched yet, or revoked since
+        at = done(p)
         if high is not None and at is not None:
-            lags[tp.partition] = max(0, high - at)
+            lags[p] = max(0, high - at)
     return lags
 
 

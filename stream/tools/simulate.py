@@ -1,6 +1,6 @@
 """`segstream simulate`: a shopper simulator that feeds a running segstream, or writes a file.
 
-Realistic content comes from :mod:`stream.generate` (sessions that browse, fill a cart and
+Realistic content comes from :mod:`stream.tools.generate` (sessions that browse, fill a cart and
 abandon it or buy; email campaigns with opens and clicks; identify and alias; a few forgets);
 this module re-stamps those events in *real time* and paces them at ``--rate`` events per
 second, sent in small JSON arrays:
@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from stream.generate import GeneratorConfig, generate, malform
+from stream.tools.generate import GeneratorConfig, generate, malform
 
 PROGRESS_EVERY_S = 5.0
 DUPLICATE_MAX_GAP = 20  # a duplicate is re-sent within this many events of the original

@@ -18,7 +18,7 @@ Disorder knobs (shares of events): ``duplicate_share`` (a copy delivered again a
 ``late_share`` (delivered ``late_delay_ms`` late, beyond lateness), ``malformed_share``
 (a broken envelope replaces the event). The same config and seed give the same stream.
 
-Run ``python -m stream.generate --events 1000 --customers 50 > events.jsonl`` for a file.
+Run ``python -m stream.tools.generate --events 1000 --customers 50 > events.jsonl`` for a file.
 
 >>> evs = list(generate(GeneratorConfig(customers=20, events=300, seed=7)))
 >>> len(evs) > 250 and all(a["timestamp"] <= b["timestamp"] for a, b in zip(evs, evs[1:]))
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     """Write a generated stream as JSON lines to stdout."""
     import orjson  # noqa: PLC0415 - only the CLI needs it
 
-    ap = argparse.ArgumentParser(prog="python -m stream.generate", description=__doc__.split(
+    ap = argparse.ArgumentParser(prog="python -m stream.tools.generate", description=__doc__.split(
         "\n")[0])
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--customers", type=int, default=1_000)

@@ -1,7 +1,7 @@
-"""`segstream redis-rebuild`: rebuild membership keys from the stored customer states.
+"""Rebuild membership keys from the stored customer states (``segstream redis-rebuild``).
 
 The customer states (``NS{pP}:state``) are the truth: each one carries, per segment, the
-version of the customer's last change (odd: member). From them this command recomputes, per
+version of the customer's last change (odd: member). From them :func:`rebuild` recomputes, per
 partition, the membership keys that the worker's commit script keeps beside them
 (``NS{pP}:m:SEG`` sets, ``NS{pP}:c:CID`` hashes, ``NS{pP}:sizes``), prints the differences and
 writes the corrections.
@@ -9,67 +9,28 @@ writes the corrections.
 Each partition is rebuilt in one optimistic transaction: ``WATCH`` on the partition's state
 hash, epoch and offset, read everything, ``MULTI`` with the corrections, ``EXEC``. Every worker
 commit that changes membership also writes the state hash, so a commit that lands meanwhile
-aborts the transaction, which is retried (``--retries``); a partition that keeps changing is
+aborts the transaction, which is retried (``retries``); a partition that keeps changing is
 reported and left as it was (exit status 1): stop the segmentation agents, or retry when the
-load is low. ``--dry-run`` only prints. A standalone Redis only (``redis+cluster://`` URLs are
+load is low. ``dry_run`` only prints. A standalone Redis only (``redis+cluster://`` URLs are
 refused: WATCH across a cluster pipeline is not supported by the client here).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from state.codec import CodecError, decode_state
 from state.redis_store import RedisStore
 from stream.connections import redis_for
-from stream.settings import Settings, SettingsError, mask_url
+from stream.settings import Settings
 
 _GLOB_SPECIAL = "*?[]\\"
 _CHUNK = 1000
-
-
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``redis-rebuild`` sub-command."""
-    parser = subparsers.add_parser(
-        "redis-rebuild",
-        help="rebuild membership keys (segment sets, customer versions, sizes) from states",
-        description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--partitions", default="",
-                        help="partitions to rebuild, e.g. `0,3,5-7` (default: all "
-                             "SEGSTREAM_BUNDLE_PARTITIONS)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the differences, write nothing")
-    parser.add_argument("--retries", type=int, default=5,
-                        help="attempts per partition when workers commit meanwhile (default 5)")
-    parser.set_defaults(func=run)
-
-
-def parse_partitions(text: str, count: int) -> list[int]:
-    """``"0,3,5-7"`` -> [0, 3, 5, 6, 7] (all of ``range(count)`` when empty).
-
-    >>> parse_partitions("0,3,5-7", 8), parse_partitions("", 3)
-    ([0, 3, 5, 6, 7], [0, 1, 2])
-    """
-    if not text.strip():
-        return list(range(count))
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise ValueError(f"--partitions: {part.strip()!r} is not N or N-M") from None
-        if not 0 <= a <= b < count:
-            raise ValueError(f"--partitions: {part.strip()!r} is outside 0-{count - 1}")
-        out.update(range(a, b + 1))
-    return sorted(out)
 
 
 @dataclass
@@ -256,19 +217,3 @@ async def rebuild(settings: Settings, partitions: list[int], *, dry_run: bool = 
     finally:
         await client.aclose()
     return status
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_env()
-        partitions = parse_partitions(args.partitions, settings.bundle_partitions)
-    except (SettingsError, ValueError) as exc:
-        print(f"segstream redis-rebuild: {exc}")
-        return 2
-    try:
-        return asyncio.run(rebuild(settings, partitions, dry_run=args.dry_run,
-                                   retries=args.retries))
-    except RedisError as exc:  # e.g. AuthenticationError: its text never holds the password
-        print(f"segstream redis-rebuild: Redis at {mask_url(settings.redis_url)}: "
-              f"{type(exc).__name__}: {exc}")
-        return 1

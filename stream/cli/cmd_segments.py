@@ -21,6 +21,7 @@ from processors.lang.load import load_definitions
 from stream.connections import kafka_kwargs
 from stream.definitions import DOCUMENT_KEY, DefinitionsDoc, diff, file_catalogue
 from stream.settings import Settings
+from stream.topics import DEFINITIONS_PARTITION, create_topics, topic_spec
 
 EXIT_OK, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 2, 3, 4
 TIMEOUT_MS = 15_000
@@ -139,20 +140,9 @@ def _show(args: argparse.Namespace) -> int:
 
 # --- Kafka (kafka-python: a short-lived command, no event loop) ---------------------------------
 def ensure_topic(settings: Settings) -> None:
-    """Create the definitions topic (1 partition, compacted) if missing."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415 - keep `segstream --help` fast
-    from kafka.admin import NewTopic  # noqa: PLC0415
-    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
-
-    admin = KafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=TIMEOUT_MS)
-    try:
-        admin.create_topics([NewTopic(settings.topic("definitions"), 1,
-                                      settings.replication_factor,
-                                      topic_configs={"cleanup.policy": "compact"})])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
+    """Create the definitions topic (its spec: stream.topics) if missing."""
+    create_topics(kafka_kwargs(settings), [topic_spec(settings, "definitions")],
+                  request_timeout_ms=TIMEOUT_MS)
 
 
 def read_published(settings: Settings) -> DefinitionsDoc | None:
@@ -160,7 +150,7 @@ def read_published(settings: Settings) -> DefinitionsDoc | None:
     from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
 
     ensure_topic(settings)
-    tp = TopicPartition(settings.topic("definitions"), 0)
+    tp = TopicPartition(settings.topic("definitions"), DEFINITIONS_PARTITION)
     consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False,
                              request_timeout_ms=TIMEOUT_MS)
     try:

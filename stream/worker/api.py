@@ -21,11 +21,10 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
-from faust.types import TP
 
 from processors.lang import ast
 from schemas.partitioner import partition_for
@@ -43,9 +42,10 @@ from stream.auth import (
 from stream.connections import redis_for
 from stream.definitions import file_catalogue
 from stream.settings import Settings, SettingsError
+from stream.worker.faust_adapter import on_rebalance, web_application
 
 if TYPE_CHECKING:
-    from stream.app import SegstreamApp
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -211,16 +211,38 @@ async def page_members(store: StateStore, segment: str, partitions: int, start: 
 
 
 # --- the API ----------------------------------------------------------------------------------
+def _returning(catalogue: ast.Catalogue) -> Callable[[], ast.Catalogue]:
+    return lambda: catalogue
+
+
+class WorkerStatus(Protocol):
+    """What readiness reads of the worker (the Faust app has both)."""
+
+    @property
+    def should_stop(self) -> bool: ...
+
+    @property
+    def rebalancing(self) -> bool: ...
+
+
 class MembershipApi:
     """The route logic, independent of HTTP (the views below only parse and format)."""
 
-    def __init__(self, app: SegstreamApp, settings: Settings, *,
+    def __init__(self, settings: Settings, status: WorkerStatus, *,
+                 definitions: Callable[[], ast.Catalogue] | None = None,
+                 definitions_ready: asyncio.Event | None = None,
                  store: StateStore | None = None,
                  ping: Callable[[], Awaitable[Any]] | None = None) -> None:
-        self.app = app
+        """``definitions``: what the segmentation agent runs now (None: a worker without it
+        serves the definitions file); ``definitions_ready``: set once it read the definitions
+        topic (None: nothing to wait for)."""
+        self.status = status
         self.settings = settings
         self.partitions = settings.bundle_partitions
-        self._file_definitions = file_catalogue(settings.segments_file)
+        self.definitions: Callable[[], ast.Catalogue] = (
+            definitions if definitions is not None
+            else _returning(file_catalogue(settings.segments_file)))
+        self._definitions_ready = definitions_ready
         self._store = store
         self._ping = ping
         self._client: Any = None
@@ -242,12 +264,6 @@ class MembershipApi:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-
-    def definitions(self) -> ast.Catalogue:
-        """The definitions the segmentation agent runs (a runtime change included), else the
-        definitions file (a worker without the segmentation agent)."""
-        agent = getattr(self.app, "segmentation", None)
-        return agent.definitions if agent is not None else self._file_definitions
 
     async def customer_segments(self, customer_id: str) -> dict[str, Any]:
         _check_id("customer id", customer_id)
@@ -288,16 +304,16 @@ class MembershipApi:
     async def readiness(self) -> list[str]:
         """Why the worker is not ready (empty: ready); see docs/api.md."""
         reasons: list[str] = []
-        if self.app.should_stop:
+        if self.status.should_stop:
             reasons.append("stopping")
         elif not self.started:
             reasons.append("starting: the Faust app has not finished starting")
         elif self.assignments == 0:
             reasons.append("waiting for the first partition assignment of the consumer group")
-        elif self.app.rebalancing:
+        elif self.status.rebalancing:
             reasons.append("rebalancing")
-        pending = getattr(getattr(self.app, "segmentation", None), "definitions_ready", None)
-        if isinstance(pending, asyncio.Event) and not pending.is_set():
+        pending = self._definitions_ready
+        if pending is not None and not pending.is_set():
             reasons.append("reading the definitions topic")
         try:
             _ = self.store
@@ -357,15 +373,19 @@ def auth_middleware(auth: TokenAuth) -> Any:
     return middleware
 
 
-def attach_api(app: SegstreamApp, settings: Settings) -> MembershipApi:
-    """Add the API routes and the auth middleware to ``app``'s web server (no I/O here)."""
+def attach_api(app: faust.App, settings: Settings, *,
+               definitions: Callable[[], ast.Catalogue] | None = None,
+               definitions_ready: asyncio.Event | None = None) -> MembershipApi:
+    """Add the API routes and the auth middleware to ``app``'s web server (no I/O here); see
+    :class:`MembershipApi` for ``definitions`` and ``definitions_ready``."""
     auth = TokenAuth.from_settings(settings)
     scrub_http_parser_errors()  # aiohttp would log bytes of a malformed request (a token)
     if auth.insecure:
         log.warning("SEGSTREAM_API_AUTH=none: the membership API is open to anyone who can "
                     "reach %s:%d", settings.web_host, settings.web_port)
-    api = MembershipApi(app, settings)
-    web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver's Application
+    api = MembershipApi(settings, app, definitions=definitions,
+                        definitions_ready=definitions_ready)
+    web_app = web_application(app)
     web_app.middlewares.append(auth_middleware(auth))
 
     async def close(_: web.Application) -> None:
@@ -378,10 +398,10 @@ def attach_api(app: SegstreamApp, settings: Settings) -> MembershipApi:
 
     app.task(started)
 
-    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+    async def assigned(_: set[int]) -> None:
         api.assignments += 1
 
-    app.on_partitions_assigned.connect(assigned, weak=False)  # type: ignore[arg-type]
+    on_rebalance(app, None, assigned=assigned)
 
     @app.page("/health", name="segstream.health")
     async def health(view: Any, request: Any) -> Any:

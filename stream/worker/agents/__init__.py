@@ -1,0 +1,2 @@
+"""The worker's two agents: ingest (raw records -> bundles) and segmentation (bundles -> engine
+-> changes and Redis commits). They are built and wired by :mod:`stream.worker.bootstrap`."""
