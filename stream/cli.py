@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "stream.cmd_simulate",
     "stream.cmd_watch",
     "stream.cmd_redis",
+    "stream.deliver.command",  # `segstream deliver` (its register() is add_parser)
 )
 
 
