@@ -115,6 +115,8 @@ class _Checker:
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw  # a bare number is milliseconds
+        elif raw == "0":
+            value = 0
         elif isinstance(raw, str):
             try:
                 value = parse_duration(raw)
