@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.app import create_app
 from stream.collector import Metrics as CollectorMetrics
+from stream.deliver.metrics import DeliverMetrics
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ def registry_names(registry: CollectorRegistry) -> set[str]:
 
 def exported_names() -> set[str]:
     app = create_app(Settings(api_auth="none", agents="ingest,segmentation"))
-    return registry_names(app.metrics_registry) | registry_names(CollectorMetrics().registry)
+    return (registry_names(app.metrics_registry) | registry_names(CollectorMetrics().registry)
+            | registry_names(DeliverMetrics.create().registry))
 
 
 def metric_names(expr: str) -> set[str]:
