@@ -5,7 +5,8 @@ reads the changes topic; each record goes to the lanes of the destinations whose
 filter takes it, and its offset is committed only once every one of them has delivered or
 dead-lettered it (:mod:`stream.deliver.offsets`): at-least-once. While a lane holds more
 than its limit of changes (``10 * max_changes``, at least 1,000), consumption pauses (the
-consumer stays in its group), so a receiver that is down costs Kafka lag, not memory.
+consumer is not polled, then paused after 30 s so it stays in its group) until every lane is
+below half its limit: a receiver that is down costs Kafka lag, not memory.
 
 On a revocation (rebalance), queued changes of the revoked partitions are dropped (the new
 owner reads them again from the committed offset), the batches in flight that hold some are
@@ -48,6 +49,8 @@ REVOKE_WAIT_S = 20.0
 SHUTDOWN_WAIT_S = 10.0
 LAG_INTERVAL_S = 1.0
 MIN_QUEUE_LIMIT = 1_000
+HOLD_BEFORE_PAUSE_S = 30.0
+COMMIT_INTERVAL_S = 0.2
 
 
 def group_id(settings: Settings) -> str:
@@ -89,6 +92,8 @@ class Deliverer:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._paused = False
+        self._held_since: float | None = None
+        self._last_commit = 0.0
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letter(self, dest: Destination, items: list[Item], reason: str,
@@ -157,17 +162,35 @@ class Deliverer:
             self.committed.pop(p, None)
         log.info("revoked partitions %s", sorted(partitions))
 
-    def backpressure(self) -> None:
+    def backpressure(self) -> bool:
+        """True: a lane is full, do not fetch now. A lane is full at its limit and until it
+        is below half of it. For a short hold the consumer is simply not polled (aiokafka
+        prefetches at most one response per partition); after :data:`HOLD_BEFORE_PAUSE_S`
+        its partitions are paused and it is polled again (empty answers), so it stays in
+        its group (``max_poll_interval_ms``). Pausing is not the first step because every
+        resume costs about 100 ms before aiokafka fetches again."""
         assert self.consumer is not None
-        full = any(lane.pending() >= queue_limit(lane.dest) for lane in self.lanes)
-        if full:  # every time: a rebalance may have assigned partitions since
+        held = self._held_since is not None
+        full = any(lane.pending() >= (queue_limit(lane.dest) // 2 if held
+                                      else queue_limit(lane.dest)) for lane in self.lanes)
+        now = time.monotonic()
+        if not full:
+            if self._paused:
+                self.consumer.resume(*self.consumer.paused())
+                log.info("consumption resumed")
+            self._paused = False
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        if self._paused or now - self._held_since >= HOLD_BEFORE_PAUSE_S:
+            # every time: a rebalance may have assigned partitions since
             self.consumer.pause(*self.consumer.assignment())
             if not self._paused:
                 log.info("a destination is behind: consumption paused")
-        elif self._paused:
-            self.consumer.resume(*self.consumer.paused())
-            log.info("consumption resumed")
-        self._paused = full
+            self._paused = True
+            return False
+        return True
 
     async def report_lag(self) -> None:
         assert self.consumer is not None
@@ -264,12 +287,16 @@ class Deliverer:
         next_lag = 0.0
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for tp, records in batches.items():
-                    for r in records:
-                        self.dispatch(tp.partition, r.offset, r.value, r.timestamp)
-                await self.commit()
-                self.backpressure()
+                if self.backpressure():
+                    await asyncio.sleep(0.005)  # let the lanes drain
+                else:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                    for tp, records in batches.items():
+                        for r in records:
+                            self.dispatch(tp.partition, r.offset, r.value, r.timestamp)
+                if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                    await self.commit()
+                    self._last_commit = time.monotonic()
                 if time.monotonic() >= next_lag:
                     await self.report_lag()
                     next_lag = time.monotonic() + LAG_INTERVAL_S

@@ -277,3 +277,52 @@ def test_a_revocation_drops_the_queued_changes_of_the_revoked_partitions() -> No
         assert metrics.registry.get_sample_value(
             "segstream_deliver_pending_changes", {"destination": "d"}) == 3
     asyncio.run(go())
+
+
+class FakeConsumer:
+    """What backpressure() uses of aiokafka's consumer."""
+
+    def __init__(self) -> None:
+        self.assigned = {0, 1}
+        self.held: set[int] = set()
+
+    def assignment(self) -> set[int]:
+        return set(self.assigned)
+
+    def paused(self) -> set[int]:
+        return set(self.held)
+
+    def pause(self, *tps: int) -> None:
+        self.held |= set(tps)
+
+    def resume(self, *tps: int) -> None:
+        self.held -= set(tps)
+
+
+def test_backpressure_holds_then_pauses_and_resumes_below_half(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        import stream.deliver.runner as runner  # noqa: PLC0415
+
+        deliverer = Deliverer(Settings(), [], DeliverMetrics.create())
+        consumer = FakeConsumer()
+        deliverer.consumer = consumer  # type: ignore[assignment]
+        lane, _ = lane_of(dest(max_changes=10, max_wait_ms=10_000), Script())
+        deliverer.lanes = [lane]
+        assert runner.queue_limit(lane.dest) == 1000
+        for it in items(999):
+            lane.put(it)
+        assert deliverer.backpressure() is False  # below the limit: fetch
+        lane.put(items(1)[0])
+        assert deliverer.backpressure() is True  # full: hold (do not poll), not paused yet
+        assert consumer.held == set()
+        monkeypatch.setattr(runner, "HOLD_BEFORE_PAUSE_S", 0.0)
+        assert deliverer.backpressure() is False  # held too long: paused, polled again
+        assert consumer.held == {0, 1}
+        for _ in range(400):
+            lane.queue.popleft()
+        assert deliverer.backpressure() is False and consumer.held == {0, 1}  # 600 >= 500
+        for _ in range(101):
+            lane.queue.popleft()
+        assert deliverer.backpressure() is False and consumer.held == set()  # resumed
+    asyncio.run(go())
