@@ -13,7 +13,7 @@ NATIVE_SRC := build_native.py $(wildcard processors/*.py processors/lang/*.py) s
               state/codec.py
 
 .PHONY: help install native test test-unit test-integration test-faults lint fmt infra-up infra-down \
-        infra-status bench-ingest bench-engine bench-stream schemas deploy-check demo clean
+        infra-status bench-ingest bench-engine bench-stream bench-deliver schemas deploy-check demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ bench-ingest: $(STAMP) $(NATIVE) ## ingest throughput on the real broker: arrays
 
 bench-stream: $(STAMP) $(NATIVE) ## worker throughput vs engine and naive Faust, latency, restart (real broker+Redis)
 	$(WITH_INFRA) $(PY) bench/bench_stream.py
+
+bench-deliver: $(STAMP) $(NATIVE) ## webhook deliveries/s of segstream deliver vs raw aiohttp POSTs (real broker)
+	$(WITH_INFRA) $(PY) bench/bench_deliver.py
 
 bench-engine: $(STAMP) $(NATIVE) ## offline engine throughput, latency and memory over >=1M generated events
 	$(PY) bench/bench_engine.py

@@ -285,6 +285,19 @@ class Settings:
         10_000, "Longest wait, in milliseconds, for Kafka to acknowledge a request's events "
         "before the collector answers 503 (the client retries; duplicates are dropped "
         "downstream by event id).", minimum=100)
+    # --- webhook delivery (`segstream deliver`; per-destination options: the destinations file)
+    destinations_file: str = _f(
+        "", "The destinations file of `segstream deliver` (YAML: URLs, secrets, filters, "
+        "batching, retries; docs/destinations.md); `--destinations FILE` overrides it.")
+    deliver_group: str = _f(
+        "segstream-deliver", "Kafka consumer group of `segstream deliver` on the changes topic "
+        "(with the topic prefix); its own, so the workers' offsets are never touched.")
+    deliver_deadletters_topic: str = _f(
+        "segstream-deliver-deadletters", "Batches a destination refused (4xx) or that failed "
+        "`max_tries` times: one topic for every destination, keyed by the destination name.")
+    deliver_port: int = _f(
+        6067, "Port of the `/metrics` and `/health` endpoints of `segstream deliver` (on "
+        "`SEGSTREAM_WEB_HOST`).", minimum=1)
     # --- process -----------------------------------------------------------------------------
     web_host: str = _f(
         "127.0.0.1", "Address the worker's web server (/metrics, API) binds to.")

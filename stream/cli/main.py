@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "stream.tools.simulate",
     "stream.tools.watch",
     "stream.cli.cmd_redis",
+    "stream.deliver.command",  # `segstream deliver` (its register() is add_parser)
 )
 
 

@@ -23,6 +23,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from stream.collector.service import Metrics as CollectorMetrics
+from stream.deliver.metrics import DeliverMetrics
 from stream.settings import Settings
 from stream.worker.bootstrap import build_worker
 
@@ -50,7 +51,8 @@ def registry_names(registry: CollectorRegistry) -> set[str]:
 
 def exported_names() -> set[str]:
     worker = build_worker(Settings(api_auth="none", agents="ingest,segmentation"))
-    return registry_names(worker.registry) | registry_names(CollectorMetrics().registry)
+    return (registry_names(worker.registry) | registry_names(CollectorMetrics().registry)
+            | registry_names(DeliverMetrics.create().registry))
 
 
 def metric_names(expr: str) -> set[str]:

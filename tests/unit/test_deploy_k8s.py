@@ -96,7 +96,7 @@ def mounted_files(name: str) -> dict[str, tuple[str, str, str]]:
 
 def test_kustomize_builds_every_piece() -> None:
     kinds = sorted(d["kind"] for d in built())
-    assert kinds.count("Deployment") == 2 and kinds.count("Service") == 4
+    assert kinds.count("Deployment") == 3 and kinds.count("Service") == 5
     assert {"Namespace", "ConfigMap", "Secret", "PodDisruptionBudget"} <= set(kinds)
     for doc in built():
         if doc["kind"] != "Namespace":
@@ -204,7 +204,7 @@ def test_pods_are_hardened_and_sized() -> None:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
             assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
             assert c["image"] == "segstream:0.1.0"
-            assert c["args"][0] in {"worker", "collector"}
+            assert c["args"][0] in {"worker", "collector", "deliver"}
 
 
 def test_prometheus_dns_names_are_the_headless_services() -> None:
