@@ -141,88 +141,59 @@ def combo_of(node: ast.Expr) -> Combo | None:
 
 
 
-WALK_CAP = 64  # expiry instants walked before waking early (at the instant reached)
-
 
 def monotone_next(terms: tuple[tuple[int, int, int], ...], const: int,
-                  pred: Callable[[float], bool], floor: float) -> NextFn:
-    """Next change of ``pred(const + sum(w * count(E_i, W_i)))`` with every ``w > 0``: with no
-    new event the sum only falls, one expiry instant at a time, so walk the expiries of the
-    series in time order (merged, ties removed together) until ``pred`` flips. Once the sum
-    is below ``floor`` (the smallest constant compared with) ``pred`` cannot change again.
-    No list is built: a few steps per call, usually none (a sum already below every constant,
-    or a flip at the first expiries). Past ``WALK_CAP`` instants the instant reached is
-    returned: early (an evaluation that changes nothing), never late."""
-    one = len(terms) == 1
+                  pred: Callable[[float], bool], cuts: tuple[float, ...],
+                  several: NextFn) -> NextFn:
+    """Next change of ``pred(const + sum(w * count(E_i, W_i)))`` with every ``w > 0`` and
+    ``pred`` an interval test (or its negation) on the constants ``cuts``: with no new event
+    the sum only falls, one expiry instant at a time. Once it is below every constant
+    ``pred`` cannot change again. No list is built:
+
+    - one series in its window (most customers): the flip can only be where the sum reaches
+      or passes a constant, ``m = ceil((v - c) / w)`` or ``floor((v - c) / w) + 1`` expiries
+      on, so a few candidates are checked (events at one instant expire together);
+    - several: ``several`` (the shared expiry schedule of the sum, memoised per epoch).
+
+    Measured in pure Python on the default catalogue, a merged walk of several series without
+    a schedule was slower (a customer with page views and email clicks walks tens of
+    expiries for each of the three engagement segments) than the shared schedule."""
+    floor = min(cuts)
 
     def nxt(st: CustomerState, now: int) -> int:
         series = st.series
         v = const
-        for i, win, w in terms:
+        live = 0
+        last = 0
+        for j, (i, win, w) in enumerate(terms):
             ts = series[i].ts
             if ts:
                 cut = now - win
-                v += w * (len(ts) if ts[0] > cut else len(ts) - bisect_right(ts, cut))
-        if v < floor:
+                n = len(ts) if ts[0] > cut else len(ts) - bisect_right(ts, cut)
+                if n:
+                    v += w * n
+                    live += 1
+                    last = j
+        if v < floor or live == 0:
             return NEVER
         p0 = pred(v)
-        if one:
-            i, win, w = terms[0]
+        if live == 1:
+            i, win, w = terms[last]
             ts = series[i].ts
-            n = len(ts)
-            k = n - (v - const) // w  # the first in-window event
-            steps = 0
-            while k < n:
-                t = ts[k]
-                while k < n and ts[k] == t:  # events at one instant expire together
-                    v -= w
-                    k += 1
-                if pred(v) != p0:
-                    return t + win
-                if v < floor:
-                    return NEVER
-                steps += 1
-                if steps >= WALK_CAP:
-                    return t + win
-            return NEVER
-        # several series: the heads of their in-window parts, merged by expiry instant
-        tss: list[list[int]] = []
-        ks: list[int] = []
-        wins: list[int] = []
-        ws: list[int] = []
-        for i, win, w in terms:
-            ts = series[i].ts
-            if ts:
-                cut = now - win
-                k = 0 if ts[0] > cut else bisect_right(ts, cut)
-                if k < len(ts):
-                    tss.append(ts)
-                    ks.append(k)
-                    wins.append(win)
-                    ws.append(w)
-        m = len(tss)
-        steps = 0
-        while True:
-            t = NEVER
-            for j in range(m):
-                if ks[j] < len(tss[j]):
-                    e = tss[j][ks[j]] + wins[j]
-                    if e < t:  # noqa: PLR1730 - hot loop
-                        t = e
-            if t >= NEVER:
-                return NEVER
-            for j in range(m):
-                ts, k, win = tss[j], ks[j], wins[j]
-                while k < len(ts) and ts[k] + win == t:
-                    v -= ws[j]
-                    k += 1
-                ks[j] = k
-            if pred(v) != p0:
-                return t
-            if v < floor:
-                return NEVER
-            steps += 1
-            if steps >= WALK_CAP:
-                return t
+            k = len(ts) - (v - const) // w  # the first in-window event
+            best = NEVER
+            for c in cuts:
+                d = v - c
+                for m in (math.ceil(d / w), math.floor(d / w) + 1):
+                    if m < 1 or k + m - 1 >= len(ts):
+                        continue
+                    t = ts[k + m - 1]
+                    if t + win >= best:
+                        continue
+                    gone = bisect_right(ts, t) - k  # all events at t expire together
+                    if pred(v - w * gone) != p0:
+                        best = t + win
+            return best
+        return several(st, now)
 
     return nxt

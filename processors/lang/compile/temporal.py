@@ -6,7 +6,7 @@ the calendar functions. :class:`AtomCompiler` is the base of the segment compile
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -136,18 +136,20 @@ class AtomCompiler:
         terms = tuple((self.cat.series(a.events).index, a.window_ms, w) for a, w in combo[0])
         const = combo[1]
 
-        if all(w > 0 for _, _, w in terms):  # the sum only falls with time: walk expiries
-            nxt = monotone_next(terms, const, pred, min(lo_k, hi_k))
-        else:
-            nxt = self._scheduled_next(terms, const, pred)
+        monotone = all(w > 0 for _, _, w in terms)  # the sum only falls with time
+        nxt = self._scheduled_next(terms, const, pred, (lo_k, hi_k), monotone)
+        if monotone:
+            nxt = monotone_next(terms, const, pred, (lo_k, hi_k), nxt)
         self.producers.append(nxt)
         f = value.fn
         return V(lambda st, now: pred(f(st, now)), "bool")
 
     def _scheduled_next(self, terms: tuple[tuple[int, int, int], ...], const: int,
-                        pred: Callable[[float], bool]) -> NextFn:
-        """Next change of a weighted count sum with a negative weight (it may rise with
-        time): the first expiry in the shared, memoised schedule where ``pred`` flips."""
+                        pred: Callable[[float], bool], cuts: tuple[float, float],
+                        monotone: bool) -> NextFn:
+        """Next change of a weighted count sum compared with constants: the first expiry in
+        the shared, memoised schedule where ``pred`` flips (with positive weights only the
+        expiries where the sum reaches a constant are candidates)."""
         skey = (terms, const)
         schedule = self.cat.schedules.get(skey)
         if schedule is None:
@@ -160,6 +162,14 @@ class AtomCompiler:
             if not removed:
                 return instants[0] if instants else NEVER
             p0 = pred(v)
+            if monotone:  # the value only falls: the flip is where it reaches a constant
+                cands = [j for c in cuts for j in (bisect_left(removed, v - c),
+                                                   bisect_right(removed, v - c))]
+                cands.sort()
+                for j in cands:
+                    if j < len(instants) and pred(v - removed[j]) != p0:
+                        return instants[j]
+                return NEVER
             for j, t in enumerate(instants):
                 if pred(v - removed[j]) != p0:
                     return t
