@@ -3,12 +3,23 @@ of aliases and forget, late counting, until) independently of the real engine.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from processors.replay import replay
-from processors.types import Change, Step
+from processors.types import Change
+
+
+class Step(NamedTuple):
+    """The fake engine's step: the fields the driver reads of processors.types.Step, whose
+    ``state`` must be a CustomerState (the fake's states are dicts)."""
+
+    state: Any
+    changes: list[Change]
+    next_due: int | None
+    late: bool
+    reason: str = ""
 
 W = 10  # the fake segment: some event in (now - W, now]
 LATENESS = 5
