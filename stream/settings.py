@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from schemas.errors import SegstreamError
+
 ENV_PREFIX = "SEGSTREAM_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DEFAULT_DATA_DIR = Path(".run/data")
@@ -32,7 +34,7 @@ _FALSE = ("0", "false", "no", "off")
 TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
 
 
-class SettingsError(ValueError):
+class SettingsError(SegstreamError, ValueError):
     """An environment variable holds a value the settings cannot accept."""
 
 

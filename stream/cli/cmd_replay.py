@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import orjson
 
+from schemas.errors import SegstreamError
 from schemas.numbers import json_float, json_int
 from stream.replay_order import DEFAULT_RUN_MB, OrderStats, TimeOrder
 
@@ -44,7 +45,7 @@ _ENVELOPE = ("event_id", "type", "customer_id", "anonymous_id", "timestamp", "so
              "schema_version")
 
 
-class UsageError(Exception):
+class UsageError(SegstreamError):
     """A bad option value (exit code 2)."""
 
 

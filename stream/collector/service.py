@@ -29,7 +29,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from schemas.errors import ErrorCode
+from schemas.errors import ErrorCode, SegstreamError
 from schemas.validation import Limits, Rejected, parse_record, partition_key
 from stream.auth import (
     SECRET_MIN_LENGTH,
@@ -54,7 +54,7 @@ MAX_SOURCE_CHARS = 128  # the event contract's id limit
 UNKNOWN_SOURCE = "unknown"  # what validation fills in for an event without a source
 
 
-class CollectorError(Exception):
+class CollectorError(SegstreamError):
     """A whole-request failure answered as ``{"error": {"code", "message"}}``."""
 
     def __init__(self, status: int, code: str, message: str,

@@ -36,6 +36,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from schemas.errors import SegstreamError
 from stream.tools.generate import GeneratorConfig, generate, malform
 
 PROGRESS_EVERY_S = 5.0
@@ -45,7 +46,7 @@ HTTP_RETRIES = 5
 READY_TIMEOUT_S = 120.0
 
 
-class SimulationError(Exception):
+class SimulationError(SegstreamError):
     """A failure that stops the simulation (bad option, refused write key)."""
 
 

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from processors.lang import ast
+from schemas.errors import SegstreamError
 from schemas.partitioner import partition_for
 from state.redis_store import RedisStore
 from state.store import StateStore
@@ -62,7 +63,7 @@ API_MAX_BODY_BYTES = 16 * 1024
 _CURSOR_VERSION = 1
 
 
-class ApiError(Exception):
+class ApiError(SegstreamError):
     """An error answered as ``{"error": {"code", "message"}}`` with HTTP ``status``."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
