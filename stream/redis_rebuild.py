@@ -196,13 +196,13 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
 async def rebuild(settings: Settings, partitions: list[int], *, dry_run: bool = False,
                   retries: int = 5, out: Any = print) -> int:
     """Rebuild ``partitions``; prints a report per partition; the exit status."""
-    if settings.redis_url.startswith("redis+cluster://"):
+    if settings.redis.url.startswith("redis+cluster://"):
         out("redis-rebuild: Redis Cluster URLs are not supported (see --help)")
         return 2
     client = redis_for(settings)
     status = 0
     try:
-        store = RedisStore(client, namespace=settings.redis_namespace)
+        store = RedisStore(client, namespace=settings.redis.namespace)
         for p in partitions:
             report = await rebuild_partition(client, store, p, dry_run=dry_run, retries=retries)
             if report is None:

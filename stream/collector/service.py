@@ -83,9 +83,9 @@ class WriteKeys:
     def from_settings(cls, settings: Settings) -> WriteKeys:
         """Keys from the settings and the keys file; :class:`SettingsError` if unusable (the
         message counts bad entries, it never shows one)."""
-        entries = [e.strip() for e in settings.collector_write_keys.split(",") if e.strip()]
-        if settings.collector_write_keys_file:
-            entries += read_secret_lines(settings.collector_write_keys_file,
+        entries = list(settings.collector.write_keys)
+        if settings.collector.write_keys_file:
+            entries += read_secret_lines(settings.collector.write_keys_file,
                                          "SEGSTREAM_COLLECTOR_WRITE_KEYS_FILE")
         pairs: list[tuple[bytes, str]] = []
         malformed = short = 0
@@ -103,9 +103,9 @@ class WriteKeys:
                 f"SEGSTREAM_COLLECTOR_WRITE_KEYS(_FILE): {malformed} entrie(s) not "
                 f"`source=key` (source 1..{MAX_SOURCE_CHARS} characters), {short} key(s) "
                 f"shorter than {SECRET_MIN_LENGTH} characters")
-        revoked = parse_revoked(settings.collector_revoked_keys,
+        revoked = parse_revoked(settings.collector.revoked_keys,
                                 "SEGSTREAM_COLLECTOR_REVOKED_KEYS")
-        return cls(tuple(pairs), revoked, insecure=settings.collector_auth == "none")
+        return cls(tuple(pairs), revoked, insecure=settings.collector.auth == "none")
 
     def check(self, key: str) -> tuple[bytes, str]:
         """(the key's digest, its source) or :class:`CollectorError`: 401 missing or unknown
@@ -287,13 +287,13 @@ class Collector:
         self.settings = settings
         self.topic = settings.topic("raw")
         self.keys = WriteKeys.from_settings(settings)
-        self.limits = Limits(max_event_bytes=settings.max_event_bytes,
-                             max_record_bytes=settings.max_record_bytes,
-                             max_events_per_record=settings.max_events_per_record,
-                             max_future_ms=settings.max_future_ms)
-        self.record_bytes = min(settings.max_record_bytes, PRODUCE_MAX_BYTES)
-        self.limiter = RateLimiter(settings.collector_rate_per_s, settings.collector_rate_burst)
-        origins = {o.strip() for o in settings.collector_cors_origins.split(",") if o.strip()}
+        self.limits = Limits(max_event_bytes=settings.ingest.max_event_bytes,
+                             max_record_bytes=settings.ingest.max_record_bytes,
+                             max_events_per_record=settings.ingest.max_events_per_record,
+                             max_future_ms=settings.ingest.max_future_ms)
+        self.record_bytes = min(settings.ingest.max_record_bytes, PRODUCE_MAX_BYTES)
+        self.limiter = RateLimiter(settings.collector.rate_per_s, settings.collector.rate_burst)
+        origins = set(settings.collector.cors_origins)
         self.any_origin = "*" in origins
         self.origins = frozenset(origins - {"*"})
         self.producer = producer
@@ -332,7 +332,7 @@ class Collector:
         key = partition_key(events[0]).encode()
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.collector_produce_timeout_ms / 1000):
+            async with asyncio.timeout(self.settings.collector.produce_timeout_ms / 1000):
                 # send() calls in order (same key, same partition: order kept), then one wait
                 futures = [await self.producer.send(self.topic, value, key)
                            for value in pack_records(events, self.record_bytes)]

@@ -409,12 +409,12 @@ async def simulate(args: argparse.Namespace) -> int:
         raise SimulationError(str(exc)) from None
     live: KafkaSink | HttpSink
     if target == "kafka":
-        live = KafkaSink(settings.kafka_bootstrap, settings.topic("raw"),
+        live = KafkaSink(",".join(settings.kafka.bootstrap), settings.topic("raw"),
                          security=security)
     else:
         key = args.write_key
-        if key is None and settings.collector_write_keys:
-            key = settings.collector_write_keys.split(",")[0].partition("=")[2].strip()
+        if key is None and settings.collector.write_keys:
+            key = settings.collector.write_keys[0].partition("=")[2].strip()
         live = HttpSink(target, key or None)
     try:
         await live.start()

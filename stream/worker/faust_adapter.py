@@ -103,8 +103,8 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     # Stream buffers of two batches (not Faust's 4096 records: 4096 full bundles are ~1 GB), so
     # a backlog stays in Kafka, not in the worker (docs/operations.md, Overload).
     return Topics(
-        raw=topic("raw", buffer=2 * settings.ingest_batch_records),
-        bundles=topic("bundles", buffer=2 * settings.segment_batch_records),
+        raw=topic("raw", buffer=2 * settings.ingest.batch_records),
+        bundles=topic("bundles", buffer=2 * settings.segmentation.batch_records),
         deadletters=topic("deadletters"),
         changes=topic("changes"),
         definitions=topic("definitions"),
