@@ -11,8 +11,9 @@ hash, epoch and offset, read everything, ``MULTI`` with the corrections, ``EXEC`
 commit that changes membership also writes the state hash, so a commit that lands meanwhile
 aborts the transaction, which is retried (``retries``); a partition that keeps changing is
 reported and left as it was (exit status 1): stop the segmentation agents, or retry when the
-load is low. ``dry_run`` only prints. A standalone Redis only (``redis+cluster://`` URLs are
-refused: WATCH across a cluster pipeline is not supported by the client here).
+load is low. ``dry_run`` only prints. A standalone Redis only (``redis+cluster://`` and
+``rediss+cluster://`` URLs are refused: WATCH across a cluster pipeline is not supported by the
+client here).
 """
 
 from __future__ import annotations
@@ -180,10 +181,11 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
             await pipe.watch(*watched)
             desired = await _desired(client, store, p, report)
             stored = await _actual(client, store, p)
+            # redis-py's asyncio Pipeline.multi/reset carry no annotations (redis 8.1)
             pipe.multi()  # type: ignore[no-untyped-call]
             _queue_fixes(pipe, store, desired, stored, report)
             if dry_run or not report.changed:
-                await pipe.reset()  # type: ignore[no-untyped-call]
+                await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated, as above
                 return report
             try:
                 await pipe.execute()
@@ -196,10 +198,11 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
 async def rebuild(settings: Settings, partitions: list[int], *, dry_run: bool = False,
                   retries: int = 5, out: Any = print) -> int:
     """Rebuild ``partitions``; prints a report per partition; the exit status."""
-    if settings.redis.url.startswith("redis+cluster://"):
+    if settings.redis.url.startswith(("redis+cluster://", "rediss+cluster://")):
         out("redis-rebuild: Redis Cluster URLs are not supported (see --help)")
         return 2
     client = redis_for(settings)
+    assert isinstance(client, Redis), "a standalone URL gives a standalone client"
     status = 0
     try:
         store = RedisStore(client, namespace=settings.redis.namespace)

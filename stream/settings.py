@@ -464,6 +464,7 @@ class Settings:
                 raise TypeError(f"unknown setting {key!r} (not a key of stream.settings)")
             groups.setdefault(specs[key].group, {})[specs[key].name] = value
         kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        # default_factory is typed "callable or MISSING"; every group field has a factory
         return cls(**{g: kinds[g](**v) for g, v in groups.items()})  # type: ignore[operator]
 
     @classmethod

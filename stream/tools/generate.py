@@ -50,7 +50,7 @@ COUNTRIES = (("US", ("New York", "Chicago", "Austin")), ("GB", ("London", "Leeds
              ("FR", ("Paris", "Lyon")), ("DE", ("Berlin", "Munich")), ("NL", ("Amsterdam",)),
              ("ES", ("Madrid", "Valencia")), ("IT", ("Milan", "Rome")), ("SE", ("Stockholm",)))
 CURRENCY = {"US": "USD", "GB": "GBP", "SE": "SEK"}
-PLATFORMS = (  # (weight, [(device, os)])
+PLATFORMS: tuple[tuple[float, tuple[tuple[str, str], ...]], ...] = (  # (weight, [(device, os)])
     (0.35, (("iphone", "ios"), ("mac", "macos"), ("ipad", "ios"))),
     (0.40, (("android", "android"), ("windows", "windows"))),
     (0.20, (("windows", "windows"), ("android", "android"))),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from processors.lang import ast
 from schemas.errors import SegstreamError
@@ -352,14 +353,14 @@ def auth_middleware(auth: TokenAuth) -> Any:
     token in logs)."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if (request.content_length or 0) > API_MAX_BODY_BYTES:
                 raise ApiError(413, "payload_too_large",
                                f"request bodies are limited to {API_MAX_BODY_BYTES} bytes")
             if request.path not in EXEMPT_PATHS:
                 auth.check(request.headers.get("Authorization"))
-            return await handler(request)  # type: ignore[no-any-return]
+            return await handler(request)
         except ApiError as err:
             return error_response(err)
         except web.HTTPException as exc:
