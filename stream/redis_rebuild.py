@@ -133,13 +133,21 @@ async def _actual(client: Redis, store: RedisStore, p: int) -> Stored:
 
 def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]],
                  stored: Stored, report: Report) -> None:
-    """Queue on ``pipe`` the writes that turn ``stored`` into what ``desired`` implies."""
-    p, members, versions, sizes = report.partition, stored.members, stored.versions, stored.sizes
+    """Queue on ``pipe`` the writes that turn ``stored`` into what ``desired`` implies:
+    membership sets, then per-customer versions, then the size hash."""
     want_members: dict[str, set[str]] = defaultdict(set)
     for cid, v in desired.items():
         for seg, ver in v.items():
             if ver % 2:
                 want_members[seg].add(cid)
+    _queue_members(pipe, store, want_members, stored.members, report)
+    _queue_versions(pipe, store, desired, stored.versions, report)
+    _queue_sizes(pipe, store, want_members, stored.sizes, report)
+
+
+def _queue_members(pipe: Any, store: RedisStore, want_members: dict[str, set[str]],
+                   members: dict[str, set[str]], report: Report) -> None:
+    p = report.partition
     for seg in sorted(set(want_members) | set(members)):
         key = store.key(p, f"m:{seg}")
         add = sorted(want_members.get(seg, set()) - members.get(seg, set()))
@@ -152,6 +160,11 @@ def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]
             pipe.sadd(key, *add[i:i + _CHUNK])
         for i in range(0, len(rem), _CHUNK):
             pipe.srem(key, *rem[i:i + _CHUNK])
+
+
+def _queue_versions(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]],
+                    versions: dict[str, dict[str, int]], report: Report) -> None:
+    p = report.partition
     for cid, v in desired.items():
         if versions.get(cid) != v:
             report.rewritten += 1
@@ -160,6 +173,11 @@ def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]
     for cid in versions.keys() - desired.keys():
         report.stale += 1
         pipe.delete(store.key(p, f"c:{cid}"))
+
+
+def _queue_sizes(pipe: Any, store: RedisStore, want_members: dict[str, set[str]],
+                 sizes: dict[str, int], report: Report) -> None:
+    p = report.partition
     want_sizes = {seg: len(m) for seg, m in want_members.items() if m}
     current = {seg: n for seg, n in sizes.items() if n}
     if want_sizes != current:
