@@ -163,7 +163,7 @@ def main() -> int:
 
     from stream.settings import Settings  # noqa: PLC0415
 
-    bootstrap = Settings.from_env().kafka_bootstrap
+    bootstrap = ",".join(Settings.from_env().kafka.bootstrap)
     run_id = f"bench{int(time.time())}-{os.getpid()}"
     tmp = REPO / ".run" / run_id
     tmp.mkdir(parents=True, exist_ok=True)

@@ -226,7 +226,7 @@ def run_table_phase(target: int, result_path: Path) -> None:
     worker = build_worker(settings, with_agents=False)
     app = worker.app
     # keys and values are bytes (the app's raw codec): the value is JSON we encode ourselves
-    table = app.Table("bench-customers", default=None, partitions=settings.raw_partitions)
+    table = app.Table("bench-customers", default=None, partitions=settings.topics.raw_partitions)
     clock = Clock(target, result_path)
     count = 0
 
@@ -650,7 +650,7 @@ def main() -> int:
     from stream.settings import Settings  # noqa: PLC0415
 
     env_settings = Settings.from_env()
-    bootstrap, redis_url = env_settings.kafka_bootstrap, env_settings.redis_url
+    bootstrap, redis_url = ",".join(env_settings.kafka.bootstrap), env_settings.redis.url
     run = f"bstream{int(time.time())}-{os.getpid()}"
     tmp = REPO / ".run" / run
     tmp.mkdir(parents=True, exist_ok=True)

@@ -31,13 +31,15 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from schemas.errors import SegstreamError
+
 Event = dict[str, Any]
 
 #: the only bundle format version this code reads and writes
 BUNDLE_VERSION: Final = 1
 
 
-class BundleError(ValueError):
+class BundleError(SegstreamError, ValueError):
     """A bundle-topic record is malformed or of an unknown version or kind."""
 
 

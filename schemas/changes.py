@@ -22,6 +22,8 @@ from typing import Annotated, Final, Literal, Protocol
 import msgspec
 from msgspec import Meta, Struct
 
+from schemas.errors import SegstreamError
+
 
 class SegmentChange(Struct, frozen=True, kw_only=True):
     """A customer entered or left a segment at instant ``at`` (epoch ms, event time)."""
@@ -56,7 +58,7 @@ class ChangeLike(Protocol):
     def cause(self) -> str: ...
 
 
-class ChangeError(ValueError):
+class ChangeError(SegstreamError, ValueError):
     """A segment-change record is malformed."""
 
 

@@ -11,7 +11,7 @@ Wire format (UTF-8 JSON)::
 element's position in the record's JSON array, or null for a single object or a whole-record
 rejection.
 
->>> data = encode_dead_letter("unparsable", "not JSON", b"\\xff{", "raw", 0, 7, None, 1)
+>>> data = encode_dead_letter(ErrorCode.UNPARSABLE, "not JSON", b"\\xff{", "raw", 0, 7, None, 1)
 >>> letter = decode_dead_letter(data)
 >>> letter.raw, letter.code, orjson.loads(data)["raw_encoding"]
 (b'\\xff{', 'unparsable', 'base64')
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+
+from schemas.errors import ErrorCode
 
 DEAD_LETTER_VERSION: Final = 1
 
@@ -43,7 +45,7 @@ class DeadLetter:
 
 
 def encode_dead_letter(  # noqa: PLR0917 - positional signature agreed with the callers
-    code: str,
+    code: ErrorCode,
     message: str,
     raw: bytes,
     source_topic: str,
@@ -52,7 +54,7 @@ def encode_dead_letter(  # noqa: PLR0917 - positional signature agreed with the 
     index: int | None,
     received_at_ms: int,
 ) -> bytes:
-    """Encode one dead letter; ``code`` is an :class:`~schemas.errors.ErrorCode` value."""
+    """Encode one dead letter; every ``code`` is an :class:`~schemas.errors.ErrorCode`."""
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

@@ -1,4 +1,12 @@
-"""Error codes of rejected events, and the exception that carries one.
+"""The project's error root, the error codes of rejected events, and the exception that
+carries one.
+
+Every exception segstream defines derives from :class:`SegstreamError` (and, where it always
+did, from a builtin such as ``ValueError``, so ``except ValueError`` callers keep working).
+``retriable`` says whether the same operation may succeed if tried again (aiokafka's
+``errors.py`` is the model): False on the root, True on the subclasses that mean "transient".
+Third-party exceptions that are transient (Redis connection loss, failover) are listed in one
+place, ``stream.errors``, which also answers :func:`stream.errors.is_retriable` for any exception.
 
 Every rejected event is dead-lettered with exactly one :class:`ErrorCode` (a snake_case string,
 stable: dashboards and alerts key on it) and a human message that names the offending field.
@@ -7,6 +15,24 @@ stable: dashboards and alerts key on it) and a human message that names the offe
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
+
+
+class SegstreamError(Exception):
+    """The root of every exception segstream defines.
+
+    >>> issubclass(InvalidEvent, SegstreamError), InvalidEvent.retriable
+    (True, False)
+    """
+
+    #: whether the failed operation may succeed when tried again (class-wide, never per instance)
+    retriable: ClassVar[bool] = False
+
+
+class RetriableError(SegstreamError):
+    """A transient failure: the same operation may succeed when tried again."""
+
+    retriable: ClassVar[bool] = True
 
 
 class ErrorCode(StrEnum):
@@ -50,9 +76,12 @@ class ErrorCode(StrEnum):
     #: set by the agents, not by validation: processing a valid event failed unexpectedly (a
     #: bug); the event is dead-lettered with the exception text instead of stopping the stream
     INTERNAL_ERROR = "internal_error"
+    #: set by the segmentation worker, not by validation: a record of the bundles topic could
+    #: not be decoded (not written by the ingest agent, or corrupted); it is skipped
+    BAD_BUNDLE = "bad_bundle"
 
 
-class InvalidEvent(Exception):  # noqa: N818 - the name is the public API the callers use
+class InvalidEvent(SegstreamError):  # noqa: N818 - the name is the public API the callers use
     """An event failed validation: ``code`` says why, ``message`` names the field."""
 
     __slots__ = ("code", "message")

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.errors import SegstreamError
 from state.model import NEVER, CartLine, CartState, CustomerState, SeriesState
 
 FORMAT_VERSION = 2
@@ -39,7 +40,7 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 
 
-class CodecError(ValueError):
+class CodecError(SegstreamError, ValueError):
     """The bytes are not an encoded CustomerState of a known format version."""
 
 

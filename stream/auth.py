@@ -72,16 +72,14 @@ def read_secret_lines(path: str, variable: str) -> list[str]:
     return [t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#")]
 
 
-def parse_revoked(text: str, variable: str) -> tuple[bytes, ...]:
-    """Comma-separated SHA-256 hex digests (any case) of revoked secrets.
+def parse_revoked(entries: tuple[str, ...], variable: str) -> tuple[bytes, ...]:
+    """SHA-256 hex digests (any case) of revoked secrets (a list setting, already split).
 
-    >>> len(parse_revoked(" , " + "AB" * 32, "X")[0])
+    >>> len(parse_revoked(("AB" * 32,), "X")[0])
     32
     """
     revoked: list[bytes] = []
-    for entry in (d.strip().lower() for d in text.split(",")):
-        if not entry:
-            continue
+    for entry in (d.strip().lower() for d in entries):
         try:
             value = bytes.fromhex(entry)
         except ValueError:

@@ -11,7 +11,7 @@ variable, never showing a secret.
 >>> from stream.settings import Settings
 >>> kafka_security(Settings()).client_kwargs()
 {'security_protocol': 'PLAINTEXT'}
->>> sec = kafka_security(Settings(kafka_security_protocol="sasl_plaintext",
+>>> sec = kafka_security(Settings.build(kafka_security_protocol="sasl_plaintext",
 ...                               kafka_sasl_username="app", kafka_sasl_password="pw"))
 >>> sorted(sec.client_kwargs().items())  # doctest: +NORMALIZE_WHITESPACE
 [('sasl_mechanism', 'PLAIN'), ('sasl_plain_password', 'pw'), ('sasl_plain_username', 'app'),
@@ -144,24 +144,24 @@ def kafka_security(settings: Settings) -> KafkaSecurity:
     """The Kafka security options of ``settings`` (reads the password file, builds the TLS
     context); :class:`SettingsError` when a file is missing or unusable."""
     scrub_kafka_client_logs()
-    protocol = settings.kafka_security_protocol.upper()
+    protocol = settings.kafka.security_protocol.upper()
     ctx = None
     if protocol in ("SSL", "SASL_SSL"):
-        ctx = tls_context(settings.kafka_ssl_cafile, settings.kafka_ssl_certfile,
-                          settings.kafka_ssl_keyfile, settings.kafka_ssl_check_hostname,
+        ctx = tls_context(settings.kafka.ssl_cafile, settings.kafka.ssl_certfile,
+                          settings.kafka.ssl_keyfile, settings.kafka.ssl_check_hostname,
                           "kafka_ssl_")
     if not protocol.startswith("SASL_"):
         return KafkaSecurity(protocol, ssl_context=ctx)
-    password = settings.kafka_sasl_password or read_secret_file(
-        settings.kafka_sasl_password_file, "kafka_sasl_password_file")
-    return KafkaSecurity(protocol, settings.kafka_sasl_mechanism.upper(),
-                         settings.kafka_sasl_username, password, ctx)
+    password = settings.kafka.sasl_password or read_secret_file(
+        settings.kafka.sasl_password_file, "kafka_sasl_password_file")
+    return KafkaSecurity(protocol, settings.kafka.sasl_mechanism.upper(),
+                         settings.kafka.sasl_username, password, ctx)
 
 
 def kafka_kwargs(settings: Settings) -> dict[str, Any]:
     """``bootstrap_servers`` and the security options: what every aiokafka / kafka-python
     client of segstream is built with (add the client's own options)."""
-    return {"bootstrap_servers": settings.kafka_bootstrap,
+    return {"bootstrap_servers": list(settings.kafka.bootstrap),
             **kafka_security(settings).client_kwargs()}
 
 
@@ -169,26 +169,26 @@ def redis_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of :func:`state.redis_store.redis_client` for ``settings``: user,
     password (from the setting or its file) and, for TLS URLs, the certificate options."""
     options: dict[str, Any] = {}
-    if settings.redis_username:
-        options["username"] = settings.redis_username
-    if settings.redis_password:
-        options["password"] = settings.redis_password
-    elif settings.redis_password_file:
-        options["password"] = read_secret_file(settings.redis_password_file,
+    if settings.redis.username:
+        options["username"] = settings.redis.username
+    if settings.redis.password:
+        options["password"] = settings.redis.password
+    elif settings.redis.password_file:
+        options["password"] = read_secret_file(settings.redis.password_file,
                                                "redis_password_file")
-    if settings.redis_url.startswith(("rediss://", "rediss+cluster://")):
+    if settings.redis.url.startswith(("rediss://", "rediss+cluster://")):
         for name in ("cafile", "certfile", "keyfile"):
-            value = getattr(settings, f"redis_ssl_{name}")
+            value = getattr(settings.redis, f"ssl_{name}")
             if value:
                 key = "ssl_ca_certs" if name == "cafile" else f"ssl_{name}"
                 options[key] = _existing(value, f"redis_ssl_{name}")
-        options["ssl_check_hostname"] = settings.redis_ssl_check_hostname
+        options["ssl_check_hostname"] = settings.redis.ssl_check_hostname
     return options
 
 
 def redis_for(settings: Settings) -> Redis | RedisCluster:
     """The Redis (or Redis Cluster) client of ``settings``: URL, AUTH and TLS options."""
-    return redis_client(settings.redis_url, **redis_options(settings))
+    return redis_client(settings.redis.url, **redis_options(settings))
 
 
 REDIS_AUTH_CHECK_TIMEOUT_S = 10.0
@@ -199,7 +199,7 @@ async def redis_auth_problem(settings: Settings) -> str | None:
     None: accepted, or Redis not reachable now (retried by the agents, not a configuration
     error). The worker checks this once at start-up and stops on a refusal."""
     client = redis_for(settings)
-    where = mask_url(settings.redis_url)
+    where = mask_url(settings.redis.url)
     try:
         async with asyncio.timeout(REDIS_AUTH_CHECK_TIMEOUT_S):
             await client.ping()
@@ -207,11 +207,11 @@ async def redis_auth_problem(settings: Settings) -> str | None:
         text = str(exc)
         if isinstance(exc, ResponseError) and not text.startswith(("NOAUTH", "WRONGPASS")):
             return None
-        given = "a password" if (settings.redis_password or settings.redis_password_file
-                                 or url_has_password(settings.redis_url)) else "no password"
+        given = "a password" if (settings.redis.password or settings.redis.password_file
+                                 or url_has_password(settings.redis.url)) else "no password"
         return (f"Redis at {where} refused the credentials ({type(exc).__name__}: "
                 f"{text.split(chr(10), maxsplit=1)[0][:200]}); this process gave {given}"
-                f"{' as user ' + repr(settings.redis_username) if settings.redis_username else ''}"
+                f"{' as user ' + repr(settings.redis.username) if settings.redis.username else ''}"
                 ": check SEGSTREAM_REDIS_PASSWORD / SEGSTREAM_REDIS_PASSWORD_FILE / "
                 "SEGSTREAM_REDIS_USERNAME")
     except (RedisError, OSError, TimeoutError):

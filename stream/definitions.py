@@ -23,11 +23,12 @@ import orjson
 
 from processors.lang.ast import Catalogue
 from processors.lang.load import load_definitions
+from schemas.errors import SegstreamError
 
 DOCUMENT_KEY = b"catalogue"
 
 
-class DefinitionsDocError(ValueError):
+class DefinitionsDocError(SegstreamError, ValueError):
     """A definitions-topic record that is not a definitions document."""
 
 

@@ -11,8 +11,9 @@ hash, epoch and offset, read everything, ``MULTI`` with the corrections, ``EXEC`
 commit that changes membership also writes the state hash, so a commit that lands meanwhile
 aborts the transaction, which is retried (``retries``); a partition that keeps changing is
 reported and left as it was (exit status 1): stop the segmentation agents, or retry when the
-load is low. ``dry_run`` only prints. A standalone Redis only (``redis+cluster://`` URLs are
-refused: WATCH across a cluster pipeline is not supported by the client here).
+load is low. ``dry_run`` only prints. A standalone Redis only (``redis+cluster://`` and
+``rediss+cluster://`` URLs are refused: WATCH across a cluster pipeline is not supported by the
+client here).
 """
 
 from __future__ import annotations
@@ -132,13 +133,21 @@ async def _actual(client: Redis, store: RedisStore, p: int) -> Stored:
 
 def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]],
                  stored: Stored, report: Report) -> None:
-    """Queue on ``pipe`` the writes that turn ``stored`` into what ``desired`` implies."""
-    p, members, versions, sizes = report.partition, stored.members, stored.versions, stored.sizes
+    """Queue on ``pipe`` the writes that turn ``stored`` into what ``desired`` implies:
+    membership sets, then per-customer versions, then the size hash."""
     want_members: dict[str, set[str]] = defaultdict(set)
     for cid, v in desired.items():
         for seg, ver in v.items():
             if ver % 2:
                 want_members[seg].add(cid)
+    _queue_members(pipe, store, want_members, stored.members, report)
+    _queue_versions(pipe, store, desired, stored.versions, report)
+    _queue_sizes(pipe, store, want_members, stored.sizes, report)
+
+
+def _queue_members(pipe: Any, store: RedisStore, want_members: dict[str, set[str]],
+                   members: dict[str, set[str]], report: Report) -> None:
+    p = report.partition
     for seg in sorted(set(want_members) | set(members)):
         key = store.key(p, f"m:{seg}")
         add = sorted(want_members.get(seg, set()) - members.get(seg, set()))
@@ -151,6 +160,11 @@ def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]
             pipe.sadd(key, *add[i:i + _CHUNK])
         for i in range(0, len(rem), _CHUNK):
             pipe.srem(key, *rem[i:i + _CHUNK])
+
+
+def _queue_versions(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]],
+                    versions: dict[str, dict[str, int]], report: Report) -> None:
+    p = report.partition
     for cid, v in desired.items():
         if versions.get(cid) != v:
             report.rewritten += 1
@@ -159,6 +173,11 @@ def _queue_fixes(pipe: Any, store: RedisStore, desired: dict[str, dict[str, int]
     for cid in versions.keys() - desired.keys():
         report.stale += 1
         pipe.delete(store.key(p, f"c:{cid}"))
+
+
+def _queue_sizes(pipe: Any, store: RedisStore, want_members: dict[str, set[str]],
+                 sizes: dict[str, int], report: Report) -> None:
+    p = report.partition
     want_sizes = {seg: len(m) for seg, m in want_members.items() if m}
     current = {seg: n for seg, n in sizes.items() if n}
     if want_sizes != current:
@@ -180,10 +199,11 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
             await pipe.watch(*watched)
             desired = await _desired(client, store, p, report)
             stored = await _actual(client, store, p)
+            # redis-py's asyncio Pipeline.multi/reset carry no annotations (redis 8.1)
             pipe.multi()  # type: ignore[no-untyped-call]
             _queue_fixes(pipe, store, desired, stored, report)
             if dry_run or not report.changed:
-                await pipe.reset()  # type: ignore[no-untyped-call]
+                await pipe.reset()  # type: ignore[no-untyped-call]  # unannotated, as above
                 return report
             try:
                 await pipe.execute()
@@ -196,13 +216,14 @@ async def rebuild_partition(client: Redis, store: RedisStore, p: int, *, dry_run
 async def rebuild(settings: Settings, partitions: list[int], *, dry_run: bool = False,
                   retries: int = 5, out: Any = print) -> int:
     """Rebuild ``partitions``; prints a report per partition; the exit status."""
-    if settings.redis_url.startswith("redis+cluster://"):
+    if settings.redis.url.startswith(("redis+cluster://", "rediss+cluster://")):
         out("redis-rebuild: Redis Cluster URLs are not supported (see --help)")
         return 2
     client = redis_for(settings)
+    assert isinstance(client, Redis), "a standalone URL gives a standalone client"
     status = 0
     try:
-        store = RedisStore(client, namespace=settings.redis_namespace)
+        store = RedisStore(client, namespace=settings.redis.namespace)
         for p in partitions:
             report = await rebuild_partition(client, store, p, dry_run=dry_run, retries=retries)
             if report is None:

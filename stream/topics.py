@@ -54,14 +54,14 @@ def topic_specs(settings: Settings) -> dict[TopicRole, TopicSpec]:
     """THE table: every segstream topic, by role, for *settings*."""
 
     def spec(role: TopicRole, partitions: int, *, compacted: bool = False) -> TopicSpec:
-        return TopicSpec(role, settings.topic(role), partitions, settings.replication_factor,
+        return TopicSpec(role, settings.topic(role), partitions, settings.topics.replication_factor,
                          compacted=compacted)
 
     return {
-        "raw": spec("raw", settings.raw_partitions),
-        "bundles": spec("bundles", settings.bundle_partitions),
-        "deadletters": spec("deadletters", settings.deadletter_partitions),
-        "changes": spec("changes", settings.changes_partitions),
+        "raw": spec("raw", settings.topics.raw_partitions),
+        "bundles": spec("bundles", settings.topics.bundle_partitions),
+        "deadletters": spec("deadletters", settings.topics.deadletter_partitions),
+        "changes": spec("changes", settings.topics.changes_partitions),
         # One partition, compacted: the documents are totally ordered and the latest one (key
         # "catalogue", see stream.definitions) is all a worker needs.
         "definitions": spec("definitions", 1, compacted=True),

@@ -19,8 +19,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from schemas.errors import SegstreamError
 
-class DefinitionError(ValueError):
+
+class DefinitionError(SegstreamError, ValueError):
     """A segment definition (or the definitions file) is invalid.
 
     ``segment`` is the segment name (None for file-level problems), ``pos`` the 0-based offset

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -81,7 +80,7 @@ def build(settings: Settings) -> web.Application:
         while True:
             producer = AIOKafkaProducer(
                 **kafka, acks="all",
-                enable_idempotence=True, linger_ms=settings.producer_linger_ms,
+                enable_idempotence=True, linger_ms=settings.kafka.producer_linger_ms,
                 client_id="segstream-collector")
             try:
                 await ensure_raw_topic(settings)
@@ -89,12 +88,12 @@ def build(settings: Settings) -> web.Application:
             except KafkaError as exc:
                 await producer.stop()
                 log.warning("Kafka at %s not reachable (%s); retrying in %.1f s",
-                            settings.kafka_bootstrap, type(exc).__name__, delay)
+                            ",".join(settings.kafka.bootstrap), type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
                 continue
             state["producer"] = collector.producer = producer
-            log.info("connected to Kafka at %s", settings.kafka_bootstrap)
+            log.info("connected to Kafka at %s", ",".join(settings.kafka.bootstrap))
             return
 
     async def start(_: web.Application) -> None:
@@ -118,20 +117,20 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         overrides = {k: v for k, v in (("collector_host", args.host),
                                        ("collector_port", args.port)) if v is not None}
-        settings = replace(settings, **overrides)
+        settings = settings.but(**overrides)
         app = build(settings)
     except SettingsError as exc:
         print(f"segstream collector: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
+    logging.basicConfig(level=settings.process.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.collector_auth == "none":
+    if settings.collector.auth == "none":
         log.warning("SEGSTREAM_COLLECTOR_AUTH=none: anyone who can reach %s:%d may post events",
-                    settings.collector_host, settings.collector_port)
-    web.run_app(app, host=settings.collector_host, port=settings.collector_port,
+                    settings.collector.host, settings.collector.port)
+    web.run_app(app, host=settings.collector.host, port=settings.collector.port,
                 access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                 print=lambda _: log.info("collector listening on http://%s:%d%s (topic %s)",
-                                         settings.collector_host, settings.collector_port,
+                                         settings.collector.host, settings.collector.port,
                                          "/v1/events", settings.topic("raw")))
     return 0
 

@@ -56,7 +56,7 @@ def parse_partitions(text: str, count: int) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
-        partitions = parse_partitions(args.partitions, settings.bundle_partitions)
+        partitions = parse_partitions(args.partitions, settings.topics.bundle_partitions)
     except (SettingsError, ValueError) as exc:
         print(f"segstream redis-rebuild: {exc}")
         return 2
@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(rebuild(settings, partitions, dry_run=args.dry_run,
                                    retries=args.retries))
     except RedisError as exc:  # e.g. AuthenticationError: its text never holds the password
-        print(f"segstream redis-rebuild: Redis at {mask_url(settings.redis_url)}: "
+        print(f"segstream redis-rebuild: Redis at {mask_url(settings.redis.url)}: "
               f"{type(exc).__name__}: {exc}")
         return 1

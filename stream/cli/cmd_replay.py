@@ -22,11 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from schemas.errors import SegstreamError
 from schemas.numbers import json_float, json_int
 from stream.replay_order import DEFAULT_RUN_MB, OrderStats, TimeOrder
 
@@ -44,7 +46,7 @@ _ENVELOPE = ("event_id", "type", "customer_id", "anonymous_id", "timestamp", "so
              "schema_version")
 
 
-class UsageError(Exception):
+class UsageError(SegstreamError):
     """A bad option value (exit code 2)."""
 
 
@@ -322,20 +324,57 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """The command line's values, checked (a :class:`UsageError` names a bad one)."""
+
+    until: int | None
+    clock: int
+    run_bytes: int
+    mapping: dict[str, tuple[str, str | None]]
+    fmt: str
+
+
+def _options(args: argparse.Namespace) -> _Options:
+    from schemas.validation import DEFAULT_LIMITS  # noqa: PLC0415
+
+    until = parse_instant(args.until, "--until") if args.until else None
+    clock = (parse_instant(args.clock, "--clock") if args.clock
+             else int(time.time() * 1000))
+    if clock > INSTANT_MAX - DEFAULT_LIMITS.max_future_ms:  # accepted events must print
+        raise UsageError(f"--clock: {args.clock!r} is out of range: at most "
+                         f"{INSTANT_MAX - DEFAULT_LIMITS.max_future_ms} epoch ms")
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "csv" if str(args.events).lower().endswith(".csv") else "jsonl"
+    return _Options(until, clock, parse_megabytes(args.sort_buffer_mb, "--sort-buffer-mb"),
+                    parse_csv_map(args.csv_map), fmt)
+
+
+def _open(args: argparse.Namespace, stack: ExitStack
+          ) -> tuple[IO[bytes], IO[bytes] | None, IO[bytes] | None]:
+    """The events source, the changes output and the invalid-records output (OSError).
+    The files are closed by the caller's ``stack`` (hence the SIM115 exemptions)."""
+    if args.events == "-":
+        source: IO[bytes] = sys.stdin.buffer
+    else:
+        source = stack.enter_context(Path(args.events).open("rb"))  # noqa: SIM115
+    out = None
+    if args.out == "-":
+        out = sys.stdout.buffer
+    elif args.out:
+        out = stack.enter_context(Path(args.out).open("wb"))  # noqa: SIM115
+    invalid_out = (stack.enter_context(Path(args.invalid_out).open("wb"))  # noqa: SIM115
+                   if args.invalid_out else None)
+    return source, out, invalid_out
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of the sub-command; returns the exit code."""
     from processors.lang.errors import DefinitionError  # noqa: PLC0415
-    from schemas.validation import DEFAULT_LIMITS  # noqa: PLC0415
 
     try:
-        until = parse_instant(args.until, "--until") if args.until else None
-        clock = (parse_instant(args.clock, "--clock") if args.clock
-                 else int(time.time() * 1000))
-        if clock > INSTANT_MAX - DEFAULT_LIMITS.max_future_ms:  # accepted events must print
-            raise UsageError(f"--clock: {args.clock!r} is out of range: at most "
-                             f"{INSTANT_MAX - DEFAULT_LIMITS.max_future_ms} epoch ms")
-        run_bytes = parse_megabytes(args.sort_buffer_mb, "--sort-buffer-mb")
-        mapping = parse_csv_map(args.csv_map)
+        opts = _options(args)
     except UsageError as e:
         return _fail(EXIT_USAGE, str(e))
     try:
@@ -344,26 +383,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail(EXIT_DEFINITIONS, f"invalid definitions in {args.segments}:\n{e}")
     except OSError as e:
         return _fail(EXIT_IO, f"cannot read definitions {args.segments}: {e.strerror or e}")
-    fmt = args.format
-    if fmt == "auto":
-        fmt = "csv" if str(args.events).lower().endswith(".csv") else "jsonl"
+    until = opts.until
     with ExitStack() as stack:
         try:
-            if args.events == "-":
-                source: IO[bytes] = sys.stdin.buffer
-            else:
-                source = stack.enter_context(Path(args.events).open("rb"))
-            out = None
-            if args.out == "-":
-                out = sys.stdout.buffer
-            elif args.out:
-                out = stack.enter_context(Path(args.out).open("wb"))
-            invalid_out = (stack.enter_context(Path(args.invalid_out).open("wb"))
-                           if args.invalid_out else None)
+            source, out, invalid_out = _open(args, stack)
         except OSError as e:
             return _fail(EXIT_IO, f"{e.filename}: {e.strerror or e}")
         bar = _progress(args.quiet, stack)
-        reader = Reader(source, fmt, mapping=mapping, clock=clock, invalid_out=invalid_out,
+        reader = Reader(source, opts.fmt, mapping=opts.mapping, clock=opts.clock,
+                        invalid_out=invalid_out,
                         progress=bar.update if bar is not None else None)
         actions: Counter[str] = Counter()
 
@@ -379,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
         events: Iterable[dict[str, Any]] = reader
         if not args.arrival_order:
             sorter = stack.enter_context(TimeOrder(
-                reader, run_bytes=run_bytes, lateness_ms=catalogue.allowed_lateness_ms,
+                reader, run_bytes=opts.run_bytes, lateness_ms=catalogue.allowed_lateness_ms,
                 until=until, tmp_dir=args.tmp_dir))
             events, order = sorter, sorter.stats
         try:

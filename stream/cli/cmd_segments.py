@@ -83,11 +83,13 @@ def _apply(args: argparse.Namespace) -> int:
     try:
         current = read_published(settings)
     except Exception as err:  # any client error: Kafka unreachable or refusing
-        print(f"error: cannot read the definitions topic at {settings.kafka_bootstrap}: {err}",
+        where = ",".join(settings.kafka.bootstrap)
+        print(f"error: cannot read the definitions topic at {where}: {err}",
               file=sys.stderr)
         return EXIT_IO
     # what the workers run now: the published document, else their definitions file
-    old = current.catalogue() if current is not None else file_catalogue(settings.segments_file)
+    old = (current.catalogue() if current is not None
+           else file_catalogue(settings.segmentation.segments_file))
     if current is not None and current.version == doc.version:
         if current.text == doc.text:
             print(f"version {doc.version!r} is already published: nothing to do")

@@ -9,7 +9,6 @@ committed offsets.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 from typing import Any
 
@@ -42,7 +41,7 @@ def settings_for(args: argparse.Namespace, environ: dict[str, str] | None = None
         overrides["web_host"] = args.web_host
     if args.loglevel is not None:
         overrides["log_level"] = args.loglevel
-    return dataclasses.replace(settings, **overrides)
+    return settings.but(**overrides)
 
 
 #: Young-generation GC threshold of a worker (CPython's default is 700). An ingest batch
@@ -71,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.process.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         app = build_worker(settings).app  # reads the password files, builds the TLS contexts
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2
-    worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.data_dir))
+    worker = faust.Worker(app, loglevel=settings.process.log_level,
+                          workdir=str(settings.process.data_dir))
     tune_gc()
     worker.execute_from_commandline()  # exits the process (status 0, or non-zero on a crash)

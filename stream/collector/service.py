@@ -26,10 +26,11 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from schemas.errors import ErrorCode
+from schemas.errors import ErrorCode, SegstreamError
 from schemas.validation import Limits, Rejected, parse_record, partition_key
 from stream.auth import (
     SECRET_MIN_LENGTH,
@@ -54,7 +55,7 @@ MAX_SOURCE_CHARS = 128  # the event contract's id limit
 UNKNOWN_SOURCE = "unknown"  # what validation fills in for an event without a source
 
 
-class CollectorError(Exception):
+class CollectorError(SegstreamError):
     """A whole-request failure answered as ``{"error": {"code", "message"}}``."""
 
     def __init__(self, status: int, code: str, message: str,
@@ -83,9 +84,9 @@ class WriteKeys:
     def from_settings(cls, settings: Settings) -> WriteKeys:
         """Keys from the settings and the keys file; :class:`SettingsError` if unusable (the
         message counts bad entries, it never shows one)."""
-        entries = [e.strip() for e in settings.collector_write_keys.split(",") if e.strip()]
-        if settings.collector_write_keys_file:
-            entries += read_secret_lines(settings.collector_write_keys_file,
+        entries = list(settings.collector.write_keys)
+        if settings.collector.write_keys_file:
+            entries += read_secret_lines(settings.collector.write_keys_file,
                                          "SEGSTREAM_COLLECTOR_WRITE_KEYS_FILE")
         pairs: list[tuple[bytes, str]] = []
         malformed = short = 0
@@ -103,9 +104,9 @@ class WriteKeys:
                 f"SEGSTREAM_COLLECTOR_WRITE_KEYS(_FILE): {malformed} entrie(s) not "
                 f"`source=key` (source 1..{MAX_SOURCE_CHARS} characters), {short} key(s) "
                 f"shorter than {SECRET_MIN_LENGTH} characters")
-        revoked = parse_revoked(settings.collector_revoked_keys,
+        revoked = parse_revoked(settings.collector.revoked_keys,
                                 "SEGSTREAM_COLLECTOR_REVOKED_KEYS")
-        return cls(tuple(pairs), revoked, insecure=settings.collector_auth == "none")
+        return cls(tuple(pairs), revoked, insecure=settings.collector.auth == "none")
 
     def check(self, key: str) -> tuple[bytes, str]:
         """(the key's digest, its source) or :class:`CollectorError`: 401 missing or unknown
@@ -287,13 +288,13 @@ class Collector:
         self.settings = settings
         self.topic = settings.topic("raw")
         self.keys = WriteKeys.from_settings(settings)
-        self.limits = Limits(max_event_bytes=settings.max_event_bytes,
-                             max_record_bytes=settings.max_record_bytes,
-                             max_events_per_record=settings.max_events_per_record,
-                             max_future_ms=settings.max_future_ms)
-        self.record_bytes = min(settings.max_record_bytes, PRODUCE_MAX_BYTES)
-        self.limiter = RateLimiter(settings.collector_rate_per_s, settings.collector_rate_burst)
-        origins = {o.strip() for o in settings.collector_cors_origins.split(",") if o.strip()}
+        self.limits = Limits(max_event_bytes=settings.ingest.max_event_bytes,
+                             max_record_bytes=settings.ingest.max_record_bytes,
+                             max_events_per_record=settings.ingest.max_events_per_record,
+                             max_future_ms=settings.ingest.max_future_ms)
+        self.record_bytes = min(settings.ingest.max_record_bytes, PRODUCE_MAX_BYTES)
+        self.limiter = RateLimiter(settings.collector.rate_per_s, settings.collector.rate_burst)
+        origins = set(settings.collector.cors_origins)
         self.any_origin = "*" in origins
         self.origins = frozenset(origins - {"*"})
         self.producer = producer
@@ -332,7 +333,7 @@ class Collector:
         key = partition_key(events[0]).encode()
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.collector_produce_timeout_ms / 1000):
+            async with asyncio.timeout(self.settings.collector.produce_timeout_ms / 1000):
                 # send() calls in order (same key, same partition: order kept), then one wait
                 futures = [await self.producer.send(self.topic, value, key)
                            for value in pack_records(events, self.record_bytes)]
@@ -369,45 +370,61 @@ def _error(status: int, code: str, message: str, headers: dict[str, str]) -> web
     return resp
 
 
-def create_app(collector: Collector) -> web.Application:
-    """The aiohttp application of ``collector`` (no I/O; the caller starts the producer)."""
-    max_body = collector.limits.max_record_bytes
+class _Handlers:
+    """The collector's HTTP handlers and its middleware's work (:func:`create_app` routes them)."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        cors = _cors_headers(collector, request)
+    __slots__ = ("collector", "max_body")
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self.max_body = collector.limits.max_record_bytes
+
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The middleware: origin check, JSON errors, CORS headers, the request counter."""
+        cors = _cors_headers(self.collector, request)
         try:
             origin = request.headers.get("Origin")
             if origin and not cors and request.path == EVENTS_PATH:
                 raise CollectorError(403, "origin_not_allowed", "this origin may not post "
                                      "events (SEGSTREAM_COLLECTOR_CORS_ORIGINS)")
-            resp: web.StreamResponse = await handler(request)
+            resp = await handler(request)
         except CollectorError as err:
             resp = _error(err.status, err.code, err.message, {**err.headers, **cors})
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = {404: "not_found", 405: "method_not_allowed",
-                    413: "oversized"}.get(exc.status, "http_error")
-            message = (f"body exceeds {max_body} bytes" if exc.status == 413 else exc.reason)
-            resp = _error(exc.status, code, message, cors)
+            resp = self._http_error(exc, cors)
         except Exception:
             log.exception("collector request %s %s failed", request.method, request.path)
             resp = _error(500, "internal_error", "internal error (logged)", cors)
         else:
             resp.headers.update(cors)
         if request.path == EVENTS_PATH and request.method == "POST":
-            collector.metrics.requests.labels(str(resp.status)).inc()
+            self.collector.metrics.requests.labels(str(resp.status)).inc()
         return resp
 
-    async def post_events(request: web.Request) -> web.Response:
+    def _http_error(self, exc: web.HTTPException, cors: dict[str, str]) -> web.Response:
+        """aiohttp's own 4xx/5xx (no route, wrong method, body too long) as a JSON error."""
+        code = {404: "not_found", 405: "method_not_allowed",
+                413: "oversized"}.get(exc.status, "http_error")
+        message = (f"body exceeds {self.max_body} bytes" if exc.status == 413 else exc.reason)
+        return _error(exc.status, code, message, cors)
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        max_body = self.max_body
         if request.content_length is not None and request.content_length > max_body:
             raise CollectorError(413, "oversized", f"body of {request.content_length} bytes "
                                  f"exceeds {max_body} bytes")
         key = request_key(request.headers, request.query)
-        collector.keys.check(key)  # before reading the body: no work for strangers
+        self.collector.keys.check(key)  # before reading the body: no work for strangers
+        body = await self._read_body(request)
+        status, result = await self.collector.post_events(key, body)
+        return json_response(result, status)
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> bytes:
         try:
-            body = await request.read()
+            return await request.read()
         except RequestPayloadError:  # e.g. `Content-Encoding: gzip` on a body that is not
             # The rest cannot be read: end the body, so that aiohttp does not try to drain it
             # after the answer (it would fail again and log an unhandled exception).
@@ -419,12 +436,10 @@ def create_app(collector: Collector) -> web.Application:
         except ConnectionResetError:  # the client left before sending the whole body
             raise CollectorError(400, "unparsable", "the connection closed before the whole "
                                  "body arrived") from None
-        status, result = await collector.post_events(key, body)
-        return json_response(result, status)
 
-    async def preflight(request: web.Request) -> web.Response:
+    async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
-        if not collector.origin_allowed(origin):
+        if not self.collector.origin_allowed(origin):
             raise CollectorError(403, "origin_not_allowed", "this origin may not post events "
                                  "(SEGSTREAM_COLLECTOR_CORS_ORIGINS)")
         return web.Response(status=204, headers={
@@ -432,24 +447,33 @@ def create_app(collector: Collector) -> web.Application:
             "Access-Control-Allow-Headers": ALLOWED_HEADERS,
             "Access-Control-Max-Age": PREFLIGHT_MAX_AGE_S})
 
-    async def health(request: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})  # liveness: the process answers
 
-    async def ready(request: web.Request) -> web.Response:
-        if collector.producer is None:
+    async def ready(self, request: web.Request) -> web.Response:
+        if self.collector.producer is None:
             return json_response({"status": "not_ready",
                                   "reasons": ["not connected to Kafka yet"]}, 503)
         return json_response({"status": "ready"})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(collector.metrics.registry),
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.collector.metrics.registry),
                             content_type="text/plain", charset="utf-8")
 
+
+def create_app(collector: Collector) -> web.Application:
+    """The aiohttp application of ``collector`` (no I/O; the caller starts the producer)."""
+    h = _Handlers(collector)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await h.guard(request, handler)
+
     # client_max_size: aiohttp refuses (413) a longer body without buffering it all
-    app = web.Application(middlewares=[middleware], client_max_size=max_body)
-    app.router.add_post(EVENTS_PATH, post_events)
-    app.router.add_route("OPTIONS", EVENTS_PATH, preflight)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics)
+    app = web.Application(middlewares=[middleware], client_max_size=h.max_body)
+    app.router.add_post(EVENTS_PATH, h.post_events)
+    app.router.add_route("OPTIONS", EVENTS_PATH, h.preflight)
+    app.router.add_get("/health", h.health)
+    app.router.add_get("/ready", h.ready)
+    app.router.add_get("/metrics", h.metrics)
     return app

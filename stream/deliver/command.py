@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         return _fail(str(exc), 2)
-    if not settings.deliver_group.strip():
+    if not settings.deliver.group.strip():
         return _fail("SEGSTREAM_DELIVER_GROUP must not be empty", 2)
-    path = args.destinations or settings.destinations_file
+    path = args.destinations or settings.deliver.destinations_file
     if not path:
         return _fail("no destinations file: give --destinations FILE or set "
                      "SEGSTREAM_DESTINATIONS_FILE", 2)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         for dest in destinations:
             print(f"  {describe(dest)}")
         return 0
-    logging.basicConfig(level=settings.log_level.upper(),
+    logging.basicConfig(level=settings.process.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings, destinations))
@@ -118,10 +118,10 @@ async def serve(settings: Settings, destinations: list[Destination]) -> None:
     app.router.add_get("/health", health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, settings.deliver_port)
+    site = web.TCPSite(runner, settings.process.web_host, settings.deliver.port)
     await site.start()
     log.info("metrics on http://%s:%d/metrics; group %s; dead letters to %s",
-             settings.web_host, settings.deliver_port, group_id(settings),
+             settings.process.web_host, settings.deliver.port, group_id(settings),
              deadletters_topic(settings))
     for dest in destinations:
         log.info("destination %s", describe(dest))

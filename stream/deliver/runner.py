@@ -54,11 +54,11 @@ COMMIT_INTERVAL_S = 0.2
 
 
 def group_id(settings: Settings) -> str:
-    return settings.topic_prefix + settings.deliver_group
+    return settings.topics.prefix + settings.deliver.group
 
 
 def deadletters_topic(settings: Settings) -> str:
-    return settings.topic_prefix + settings.deliver_deadletters_topic
+    return settings.topics.prefix + settings.deliver.deadletters_topic
 
 
 def queue_limit(dest: Destination) -> int:
@@ -221,8 +221,8 @@ class Deliverer:
                                              client_id="segstream-deliver")
             self.consumer = AIOKafkaConsumer(
                 **kafka, group_id=group_id(self.settings), enable_auto_commit=False,
-                auto_offset_reset=self.settings.auto_offset_reset,
-                session_timeout_ms=self.settings.session_timeout_ms,
+                auto_offset_reset=self.settings.kafka.auto_offset_reset,
+                session_timeout_ms=self.settings.kafka.session_timeout_ms,
                 client_id="segstream-deliver")
             try:
                 await self._ensure_deadletters_topic(kafka)
@@ -232,7 +232,7 @@ class Deliverer:
                 await self.producer.stop()
                 await self.consumer.stop()
                 log.warning("Kafka at %s not reachable (%s); retrying in %.1f s",
-                            self.settings.kafka_bootstrap, type(exc).__name__, delay)
+                            self.settings.kafka.bootstrap, type(exc).__name__, delay)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await stop.wait()
@@ -247,8 +247,9 @@ class Deliverer:
         try:
             await admin.start()
             if topic not in await admin.list_topics():
-                await admin.create_topics([NewTopic(topic, self.settings.deadletter_partitions,
-                                                    self.settings.replication_factor)])
+                t = self.settings.topics
+                await admin.create_topics([NewTopic(topic, t.deadletter_partitions,
+                                                    t.replication_factor)])
                 log.info("created topic %s", topic)
         except TopicAlreadyExistsError:
             pass
@@ -259,7 +260,7 @@ class Deliverer:
         finally:
             await admin.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> None:  # noqa: C901 - the one consume loop (fetch, route to lanes, pause/resume, commit) kept whole so its order reads in one place
         """Deliver until ``stop`` is set, then finish the batches in flight (bounded), commit
         and close."""
         if not await self._connect(stop):

@@ -50,7 +50,7 @@ COUNTRIES = (("US", ("New York", "Chicago", "Austin")), ("GB", ("London", "Leeds
              ("FR", ("Paris", "Lyon")), ("DE", ("Berlin", "Munich")), ("NL", ("Amsterdam",)),
              ("ES", ("Madrid", "Valencia")), ("IT", ("Milan", "Rome")), ("SE", ("Stockholm",)))
 CURRENCY = {"US": "USD", "GB": "GBP", "SE": "SEK"}
-PLATFORMS = (  # (weight, [(device, os)])
+PLATFORMS: tuple[tuple[float, tuple[tuple[str, str], ...]], ...] = (  # (weight, [(device, os)])
     (0.35, (("iphone", "ios"), ("mac", "macos"), ("ipad", "ios"))),
     (0.40, (("android", "android"), ("windows", "windows"))),
     (0.20, (("windows", "windows"), ("android", "android"))),
@@ -270,20 +270,14 @@ def malform(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return bad
 
 
-def generate(cfg: GeneratorConfig) -> Iterator[dict[str, Any]]:
-    """Yield the events of ``cfg`` in delivery order (time order unless disorder is asked)."""
-    gen = _Gen(cfg)
-    rng = gen.rng
-    profiles = [gen.profile(i) for i in range(cfg.customers)]
-    visitors = int(cfg.customers * cfg.visitor_share)
-    guests = [gen.profile(cfg.customers + j) for j in range(visitors)]
-    for j, g in enumerate(guests):  # anonymous-only: never log in, never get mail
-        g.anon, g.anon_sessions, g.forget = f"visitor-{j:07d}", 1 << 62, False
+def _session_starts(cfg: GeneratorConfig, rng: random.Random, profiles: list[_Profile],
+                    visitors: int) -> list[tuple[int, int]]:
+    """The sessions as (start, profile index or -1 - visitor), in time order."""
     weights = list(itertools.accumulate(p.weight for p in profiles))
     total_w = weights[-1] if weights else 0.0
     span = max(1, int(cfg.days * DAY))
     n_sessions = max(1, cfg.events // 5)
-    starts: list[tuple[int, int]] = []  # (start, profile index or -1 - visitor)
+    starts: list[tuple[int, int]] = []
     for _ in range(n_sessions):
         if visitors and rng.random() < visitors / (cfg.customers + visitors):
             who = -1 - rng.randrange(visitors)
@@ -297,6 +291,19 @@ def generate(cfg: GeneratorConfig) -> Iterator[dict[str, Any]]:
         if at < span:
             starts.append((cfg.start + at, who))
     starts.sort()
+    return starts
+
+
+def generate(cfg: GeneratorConfig) -> Iterator[dict[str, Any]]:
+    """Yield the events of ``cfg`` in delivery order (time order unless disorder is asked)."""
+    gen = _Gen(cfg)
+    rng = gen.rng
+    profiles = [gen.profile(i) for i in range(cfg.customers)]
+    visitors = int(cfg.customers * cfg.visitor_share)
+    guests = [gen.profile(cfg.customers + j) for j in range(visitors)]
+    for j, g in enumerate(guests):  # anonymous-only: never log in, never get mail
+        g.anon, g.anon_sessions, g.forget = f"visitor-{j:07d}", 1 << 62, False
+    starts = _session_starts(cfg, rng, profiles, visitors)
     last_seen = {who: s for s, who in starts}
     pending: list[tuple[int, int, dict[str, Any]]] = []  # (delivery time, seq, event)
     seq = itertools.count()

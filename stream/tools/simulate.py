@@ -36,6 +36,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from schemas.errors import SegstreamError
 from stream.tools.generate import GeneratorConfig, generate, malform
 
 PROGRESS_EVERY_S = 5.0
@@ -45,7 +46,7 @@ HTTP_RETRIES = 5
 READY_TIMEOUT_S = 120.0
 
 
-class SimulationError(Exception):
+class SimulationError(SegstreamError):
     """A failure that stops the simulation (bad option, refused write key)."""
 
 
@@ -408,12 +409,12 @@ async def simulate(args: argparse.Namespace) -> int:
         raise SimulationError(str(exc)) from None
     live: KafkaSink | HttpSink
     if target == "kafka":
-        live = KafkaSink(settings.kafka_bootstrap, settings.topic("raw"),
+        live = KafkaSink(",".join(settings.kafka.bootstrap), settings.topic("raw"),
                          security=security)
     else:
         key = args.write_key
-        if key is None and settings.collector_write_keys:
-            key = settings.collector_write_keys.split(",")[0].partition("=")[2].strip()
+        if key is None and settings.collector.write_keys:
+            key = settings.collector.write_keys[0].partition("=")[2].strip()
         live = HttpSink(target, key or None)
     try:
         await live.start()

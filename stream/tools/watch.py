@@ -126,13 +126,13 @@ def _run(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - keep --help fast
 
     settings = Settings.from_env()
-    api = args.api or f"http://{settings.web_host}:{settings.web_port}"
+    api = args.api or f"http://{settings.process.web_host}:{settings.process.web_port}"
     token = args.token or next(iter(_tokens(settings)), None)
     topic = settings.topic("changes")
     consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     view = View()
     urls = [f"API:     {api}/segments   {api}/customers/<id>/segments",
-            f"metrics: {api}/metrics", f"topic:   {topic} on {settings.kafka_bootstrap}"]
+            f"metrics: {api}/metrics", f"topic:   {topic} on {','.join(settings.kafka.bootstrap)}"]
     deadline = None if args.once is None else time.monotonic() + args.once
     try:
         parts = None
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
                 break
             time.sleep(1)
         if not parts:
-            print(f"error: topic {topic} not found on {settings.kafka_bootstrap}",
+            print(f"error: topic {topic} not found on {','.join(settings.kafka.bootstrap)}",
                   file=sys.stderr)
             return 1
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -177,4 +177,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _tokens(settings: Settings) -> list[str]:
-    return [t.strip() for t in settings.api_tokens.split(",") if t.strip()]
+    return list(settings.api.tokens)

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from processors.lang import ast
+from schemas.errors import SegstreamError
 from schemas.partitioner import partition_for
 from state.redis_store import RedisStore
 from state.store import StateStore
@@ -62,7 +64,7 @@ API_MAX_BODY_BYTES = 16 * 1024
 _CURSOR_VERSION = 1
 
 
-class ApiError(Exception):
+class ApiError(SegstreamError):
     """An error answered as ``{"error": {"code", "message"}}`` with HTTP ``status``."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -95,16 +97,16 @@ class TokenAuth:
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenAuth:
         """Tokens from the settings and the tokens file; :class:`SettingsError` if unusable."""
-        tokens = [t.strip() for t in settings.api_tokens.split(",") if t.strip()]
-        if settings.api_tokens_file:
-            tokens += read_secret_lines(settings.api_tokens_file, "SEGSTREAM_API_TOKENS_FILE")
+        tokens = list(settings.api.tokens)
+        if settings.api.tokens_file:
+            tokens += read_secret_lines(settings.api.tokens_file, "SEGSTREAM_API_TOKENS_FILE")
         short = sum(1 for t in tokens if len(t) < TOKEN_MIN_LENGTH)
         if short:  # never echo a token, not even a bad one
             raise SettingsError(f"{short} API token(s) shorter than {TOKEN_MIN_LENGTH} "
                                 "characters (SEGSTREAM_API_TOKENS / SEGSTREAM_API_TOKENS_FILE)")
-        revoked = parse_revoked(settings.api_revoked_tokens, "SEGSTREAM_API_REVOKED_TOKENS")
+        revoked = parse_revoked(settings.api.revoked_tokens, "SEGSTREAM_API_REVOKED_TOKENS")
         return cls(tuple(digest(t) for t in tokens), revoked,
-                   insecure=settings.api_auth == "none")
+                   insecure=settings.api.auth == "none")
 
     def check(self, authorization: str | None) -> None:
         """Raise :class:`ApiError` unless ``authorization`` carries an accepted token.
@@ -238,10 +240,10 @@ class MembershipApi:
         topic (None: nothing to wait for)."""
         self.status = status
         self.settings = settings
-        self.partitions = settings.bundle_partitions
+        self.partitions = settings.topics.bundle_partitions
         self.definitions: Callable[[], ast.Catalogue] = (
             definitions if definitions is not None
-            else _returning(file_catalogue(settings.segments_file)))
+            else _returning(file_catalogue(settings.segmentation.segments_file)))
         self._definitions_ready = definitions_ready
         self._store = store
         self._ping = ping
@@ -253,7 +255,7 @@ class MembershipApi:
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
             self._client = redis_for(self.settings)
-            self._store = RedisStore(self._client, namespace=self.settings.redis_namespace)
+            self._store = RedisStore(self._client, namespace=self.settings.redis.namespace)
             self._ping = self._client.ping
         return self._store
 
@@ -351,14 +353,14 @@ def auth_middleware(auth: TokenAuth) -> Any:
     token in logs)."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             if (request.content_length or 0) > API_MAX_BODY_BYTES:
                 raise ApiError(413, "payload_too_large",
                                f"request bodies are limited to {API_MAX_BODY_BYTES} bytes")
             if request.path not in EXEMPT_PATHS:
                 auth.check(request.headers.get("Authorization"))
-            return await handler(request)  # type: ignore[no-any-return]
+            return await handler(request)
         except ApiError as err:
             return error_response(err)
         except web.HTTPException as exc:
@@ -382,7 +384,7 @@ def attach_api(app: faust.App, settings: Settings, *,
     scrub_http_parser_errors()  # aiohttp would log bytes of a malformed request (a token)
     if auth.insecure:
         log.warning("SEGSTREAM_API_AUTH=none: the membership API is open to anyone who can "
-                    "reach %s:%d", settings.web_host, settings.web_port)
+                    "reach %s:%d", settings.process.web_host, settings.process.web_port)
     api = MembershipApi(settings, app, definitions=definitions,
                         definitions_ready=definitions_ready)
     web_app = web_application(app)

@@ -61,7 +61,7 @@ class Worker:
 def build_worker(settings: Settings, *, with_agents: bool = True) -> Worker:
     """Build the worker for *settings* (pure construction, no I/O). ``with_agents=False``
     gives the bare app (topics, sensors, /metrics), e.g. for tools that only produce; the
-    agents ``settings.agents`` names otherwise, and the membership API.
+    agents ``settings.process.agents`` names otherwise, and the membership API.
     :class:`SettingsError` when a security file (password, CA) cannot be used."""
     check_version()
     app = SegstreamApp(settings.group_id, **faust_options(settings))
@@ -72,9 +72,9 @@ def build_worker(settings: Settings, *, with_agents: bool = True) -> Worker:
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
     _add_startup_tasks(worker)
     if with_agents:
-        if "ingest" in settings.agent_names:
+        if "ingest" in settings.process.agents:
             attach_ingest(worker)
-        if "segmentation" in settings.agent_names:
+        if "segmentation" in settings.process.agents:
             attach_segmentation(worker)
         attach_membership_api(worker)
     return worker
@@ -104,8 +104,8 @@ def attach_ingest(worker: Worker) -> IngestAgent:
                         cursor=FaustCursor(app), fatal=app, metrics=worker.ingest_metrics,
                         lag=worker.lag)
     define_batch_agent(app, topics.raw, ingest.AGENT_NAME, agent.run,
-                       batch_records=settings.ingest_batch_records,
-                       within_s=settings.bundle_linger_ms / 1000.0,
+                       batch_records=settings.ingest.batch_records,
+                       within_s=settings.ingest.bundle_linger_ms / 1000.0,
                        declare=(topics.bundles, topics.deadletters))
     app.task(agent.lag_task)
     worker.ingest = agent
@@ -119,13 +119,13 @@ def attach_segmentation(worker: Worker, definitions: Catalogue | None = None
     app, settings, topics = worker.app, worker.settings, worker.topics
     agent = SegmentationAgent(
         settings, definitions if definitions is not None
-        else file_catalogue(settings.segments_file),
+        else file_catalogue(settings.segmentation.segments_file),
         sink=FaustSink(app), cursor=FaustCursor(app), clock=SystemClock(), fatal=app,
         metrics=SegmentMetrics.create(worker.registry), lag=worker.lag,
         declare_definitions=topics.definitions.maybe_declare)
     define_batch_agent(app, topics.bundles, segmentation.AGENT_NAME, agent.run,
-                       batch_records=settings.segment_batch_records,
-                       within_s=settings.segment_linger_ms / 1000.0,
+                       batch_records=settings.segmentation.batch_records,
+                       within_s=settings.segmentation.linger_ms / 1000.0,
                        declare=(topics.changes, topics.deadletters))
     app.task(agent.timers)
     app.task(agent.follow_definitions)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.errors import ErrorCode
+
 Event = dict[str, Any]
 
 #: Bytes added to each event's share of its raw record in the size estimate: the canonical form
@@ -188,10 +190,6 @@ def encode_within(events: Sequence[Event], max_bytes: int,
 
 # --- one ingest batch: raw records in, bundles + dead letters out -----------------------------
 
-#: Dead-letter code for an event that broke our own code (never the sender's fault).
-INTERNAL_ERROR = "internal_error"
-
-
 @dataclass(slots=True)
 class BatchResult:
     """What one ingest batch must produce before its raw offsets may be committed."""
@@ -245,11 +243,11 @@ class RecordPacker:
             valid, rejected = self._parse(value)
         except Exception as exc:  # a validator bug must not kill the agent
             self._log("validator failed on %s[%d]@%d: %r", topic, partition, offset, exc)
-            self._dead_letter(INTERNAL_ERROR, f"validator failed: {exc!r}", raw,
+            self._dead_letter(ErrorCode.INTERNAL_ERROR, f"validator failed: {exc!r}", raw,
                               (topic, partition, offset), None)
             return
         for r in rejected:
-            self._dead_letter(str(r.code), r.message, r.raw, (topic, partition, offset),
+            self._dead_letter(r.code, r.message, r.raw, (topic, partition, offset),
                               r.index)
         if not valid:
             return
@@ -257,7 +255,7 @@ class RecordPacker:
         failures = self._bundler.add_events(valid, self._routing_id, size, self._counts)
         for event, error in failures:  # one bad event must not kill the agent
             self._log("packing failed on %s[%d]@%d: %r", topic, partition, offset, error)
-            self._dead_letter(INTERNAL_ERROR, f"packing failed: {error!r}",
+            self._dead_letter(ErrorCode.INTERNAL_ERROR, f"packing failed: {error!r}",
                               self._safe_json(event), (topic, partition, offset), None)
 
     def finish(self) -> BatchResult:
@@ -267,7 +265,7 @@ class RecordPacker:
         self._reset()
         return result
 
-    def _dead_letter(self, code: str, message: str, raw: bytes,
+    def _dead_letter(self, code: ErrorCode, message: str, raw: bytes,
                      origin: tuple[str, int, int], index: int | None) -> None:
         self._invalid[code] = self._invalid.get(code, 0) + 1
         topic, partition, offset = origin

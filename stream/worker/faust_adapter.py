@@ -103,8 +103,8 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     # Stream buffers of two batches (not Faust's 4096 records: 4096 full bundles are ~1 GB), so
     # a backlog stays in Kafka, not in the worker (docs/operations.md, Overload).
     return Topics(
-        raw=topic("raw", buffer=2 * settings.ingest_batch_records),
-        bundles=topic("bundles", buffer=2 * settings.segment_batch_records),
+        raw=topic("raw", buffer=2 * settings.ingest.batch_records),
+        bundles=topic("bundles", buffer=2 * settings.segmentation.batch_records),
         deadletters=topic("deadletters"),
         changes=topic("changes"),
         definitions=topic("definitions"),
@@ -146,7 +146,8 @@ class FaustCursor:
 
     def committed(self, topic: str, partition: int) -> int | None:
         # FAUST INTERNAL (0.15.3): Consumer._committed_offset, a defaultdict(lambda: None) of
-        # the offsets the consumer last committed (read with .get: no insertion)
+        # the offsets the consumer last committed (read with .get: no insertion); not in the
+        # Consumer type, hence the ignore
         committed: Mapping[TP, int | None] = self.app.consumer._committed_offset  # type: ignore[attr-defined]
         return committed.get(TP(topic, partition))
 
@@ -207,7 +208,8 @@ def define_batch_agent(app: faust.App, topic: TopicT, name: str,
 # --- web server and rebalances -----------------------------------------------------------------
 def web_application(app: faust.App) -> web.Application:
     """The aiohttp Application of the app's web server (middlewares, cleanup hooks)."""
-    # FAUST INTERNAL (0.15.3): the aiohttp web driver keeps its Application as .web_app
+    # FAUST INTERNAL (0.15.3): the aiohttp web driver keeps its Application as .web_app (not
+    # on faust's Web base type, hence the ignore)
     return cast(web.Application, app.web.web_app)  # type: ignore[attr-defined]
 
 

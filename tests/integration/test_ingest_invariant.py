@@ -63,8 +63,8 @@ def _event(i: int, customer: str) -> dict[str, Any]:
 
 @pytest.fixture
 def setup(monkeypatch: pytest.MonkeyPatch) -> Any:
-    settings = Settings(topic_prefix="inv-", agents="ingest", bundle_partitions=4,
-                        bundle_max_events=3, max_future_ms=10**13)
+    settings = Settings.build(topic_prefix="inv-", agents=("ingest",), bundle_partitions=4,
+                              bundle_max_events=3, max_future_ms=10**13)
     worker = build_worker(settings)
     app = worker.app
     producer = FakeProducer()

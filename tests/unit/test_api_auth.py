@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, env_name
 from stream.worker.api import ApiError, TokenAuth
 
 GOOD = "good-token-0123456789"
@@ -20,7 +20,8 @@ def sha(token: str) -> str:
 
 
 def auth(**kw: str) -> TokenAuth:
-    return TokenAuth.from_settings(Settings(**kw))  # type: ignore[arg-type]
+    """Settings from these environment values (by key): lists are parsed as in production."""
+    return TokenAuth.from_settings(Settings.from_env({env_name(k): v for k, v in kw.items()}))
 
 
 def status(a: TokenAuth, header: str | None) -> tuple[int, str] | None:
@@ -78,4 +79,4 @@ def test_unusable_configuration_is_refused_without_echoing_tokens(
 
 
 def test_tokens_stay_out_of_the_settings_repr() -> None:
-    assert GOOD not in repr(Settings(api_tokens=GOOD))
+    assert GOOD not in repr(Settings.build(api_tokens=(GOOD,)))

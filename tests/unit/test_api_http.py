@@ -28,8 +28,8 @@ async def _ok() -> None:
 def serve(scenario: Callable[[TestClient[Any, Any], MemoryStore], Awaitable[None]],
           **settings: Any) -> None:
     """Run ``scenario(client, store)`` against a fresh app."""
-    worker = build_worker(Settings(segments_file=str(SEGMENTS), bundle_partitions=4,
-                                   **{"api_tokens": TOKEN, **settings}))
+    worker = build_worker(Settings.build(segments_file=str(SEGMENTS), bundle_partitions=4,
+                                         **{"api_tokens": (TOKEN,), **settings}))
     store = MemoryStore()
     assert worker.api is not None
     worker.api.use_store(store, _ok)
@@ -114,12 +114,12 @@ def test_no_token_configured_is_a_clear_503_and_insecure_mode_opens() -> None:
         assert "SEGSTREAM_API_TOKENS" in (await r.json())["error"]["message"]
         assert (await client.get("/health")).status == 200
 
-    serve(refused, api_tokens="")
+    serve(refused, api_tokens=())
 
     async def open_(client: TestClient[Any, Any], store: MemoryStore) -> None:
         assert (await client.get("/segments")).status == 200
 
-    serve(open_, api_tokens="", api_auth="none")
+    serve(open_, api_tokens=(), api_auth="none")
 
 
 def test_customer_ids_are_percent_decoded_and_aliases_explained() -> None:

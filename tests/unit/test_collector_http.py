@@ -51,8 +51,8 @@ def ev(eid: str, **extra: Any) -> dict[str, Any]:
 def run(test: Callable[[TestClient[Any, Any], Collector, FakeProducer], Awaitable[None]],
         **settings: Any) -> None:
     async def main() -> None:
-        s = Settings(collector_write_keys=f"web={KEY}", topic_prefix="u-",
-                     **settings)
+        s = Settings.build(collector_write_keys=(f"web={KEY}",), topic_prefix="u-",
+                           **settings)
         producer = FakeProducer()
         collector = Collector(s, producer)
         async with TestClient(TestServer(create_app(collector))) as client:
@@ -151,7 +151,7 @@ def test_all_invalid_produces_nothing_and_sendbeacon_style_works() -> None:
         assert 'segstream_collector_events_total{outcome="accepted"} 1.0' in text
         assert 'segstream_collector_requests_total{status="400"} 1.0' in text
 
-    run(t, collector_cors_origins="*")
+    run(t, collector_cors_origins=("*",))
 
 
 def test_body_that_cannot_be_decoded_is_400_not_500(caplog: Any) -> None:
@@ -185,7 +185,8 @@ def test_client_leaving_mid_body_is_not_a_500(caplog: Any) -> None:
     # 5xx alerts watch) with a traceback logged, for a client's behaviour. (aiohttp's
     # TestServer cancels the handler instead; web.run_app lets it finish, as here.)
     async def main() -> None:
-        collector = Collector(Settings(collector_write_keys=f"web={KEY}", topic_prefix="u-"),
+        collector = Collector(Settings.build(collector_write_keys=(f"web={KEY}",),
+                                             topic_prefix="u-"),
                               FakeProducer())
         runner = web.AppRunner(create_app(collector), handler_cancellation=False)
         await runner.setup()

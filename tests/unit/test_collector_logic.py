@@ -20,7 +20,7 @@ from stream.collector.service import (
     request_key,
     stamp_source,
 )
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, env_name
 
 WEB = "web-key-0123456789abcdef"
 APP = "app-key-0123456789abcdef"
@@ -28,7 +28,8 @@ OLD = "old-key-0123456789abcdef"
 
 
 def keys(**kw: str) -> WriteKeys:
-    return WriteKeys.from_settings(Settings(**kw))  # type: ignore[arg-type]
+    """Settings from these environment values (by key): lists are parsed as in production."""
+    return WriteKeys.from_settings(Settings.from_env({env_name(k): v for k, v in kw.items()}))
 
 
 def outcome(k: WriteKeys, key: str) -> tuple[int, str] | str:

@@ -70,9 +70,9 @@ def test_inconsistent_settings_are_refused_clearly(env: dict[str, str], message:
 
 
 def test_repr_and_str_mask_every_secret_and_url_credentials() -> None:
-    s = Settings(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
-                 kafka_sasl_password=SASL_PW, redis_url=f"rediss://app:{REDIS_PW}@r:6380/0",
-                 api_tokens=TOKEN, collector_write_keys=f"web={WRITE_KEY}")
+    s = Settings.build(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
+                       kafka_sasl_password=SASL_PW, redis_url=f"rediss://app:{REDIS_PW}@r:6380/0",
+                       api_tokens=(TOKEN,), collector_write_keys=(f"web={WRITE_KEY}",))
     for text in (repr(s), str(s), f"{s}", f"{s!r}"):
         for secret in (SASL_PW, REDIS_PW, TOKEN, WRITE_KEY):
             assert secret not in text
@@ -91,14 +91,15 @@ def test_mask_url_keeps_everything_but_the_password() -> None:
 
 
 def test_kafka_kwargs_plaintext_sasl_and_files(tmp_path: Path) -> None:
-    assert kafka_kwargs(Settings(kafka_bootstrap="k:9092")) == {
-        "bootstrap_servers": "k:9092", "security_protocol": "PLAINTEXT"}
+    assert kafka_kwargs(Settings.build(kafka_bootstrap=("k:9092",))) == {
+        "bootstrap_servers": ["k:9092"], "security_protocol": "PLAINTEXT"}
     pw = tmp_path / "pw"
     pw.write_text(f"  {SASL_PW}\n")
-    s = Settings(kafka_security_protocol="sasl_plaintext", kafka_sasl_mechanism="scram-sha-512",
+    s = Settings.build(kafka_security_protocol="sasl_plaintext",
+                       kafka_sasl_mechanism="scram-sha-512",
                  kafka_sasl_username="app", kafka_sasl_password_file=str(pw))
     assert kafka_kwargs(s) == {
-        "bootstrap_servers": "127.0.0.1:9092", "security_protocol": "SASL_PLAINTEXT",
+        "bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "app",
         "sasl_plain_password": SASL_PW}
     creds = faust_options(s)["broker_credentials"]
@@ -110,33 +111,33 @@ def test_kafka_kwargs_plaintext_sasl_and_files(tmp_path: Path) -> None:
 
 def test_unusable_files_name_the_variable_never_the_content(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope")
-    s = Settings(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
-                 kafka_sasl_password_file=missing)
+    s = Settings.build(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
+                       kafka_sasl_password_file=missing)
     with pytest.raises(SettingsError, match=r"SEGSTREAM_KAFKA_SASL_PASSWORD_FILE=.*nope: No such"):
         kafka_kwargs(s)
     empty = tmp_path / "empty"
     empty.write_text("\n")
     with pytest.raises(SettingsError, match="the file is empty"):
-        redis_options(Settings(redis_password_file=str(empty)))
+        redis_options(Settings.build(redis_password_file=str(empty)))
     with pytest.raises(SettingsError, match=r"SEGSTREAM_KAFKA_SSL_CAFILE=.*nope: no such file"):
-        kafka_kwargs(Settings(kafka_security_protocol="ssl", kafka_ssl_cafile=missing))
+        kafka_kwargs(Settings.build(kafka_security_protocol="ssl", kafka_ssl_cafile=missing))
     junk = tmp_path / "junk.pem"
     junk.write_text(f"password={SASL_PW}\n")
     with pytest.raises(SettingsError, match=r"SEGSTREAM_KAFKA_SSL_CAFILE=.*not a PEM") as info:
-        kafka_kwargs(Settings(kafka_security_protocol="ssl", kafka_ssl_cafile=str(junk)))
+        kafka_kwargs(Settings.build(kafka_security_protocol="ssl", kafka_ssl_cafile=str(junk)))
     assert SASL_PW not in str(info.value)
     with pytest.raises(SettingsError, match=r"SEGSTREAM_REDIS_SSL_CAFILE=.*nope: no such file"):
-        redis_options(Settings(redis_url="rediss://h:1/0", redis_ssl_cafile=missing))
+        redis_options(Settings.build(redis_url="rediss://h:1/0", redis_ssl_cafile=missing))
     with pytest.raises(SettingsError, match="SEGSTREAM_KAFKA_SASL_PASSWORD_FILE"):
         faust_options(s)  # the worker's create_app fails the same way (exit 2 in cmd_worker)
 
 
 def test_tls_context_from_ca_cert_and_key(cert: tuple[Path, Path]) -> None:
     crt, key = cert
-    s = Settings(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
-                 kafka_sasl_password=SASL_PW, kafka_ssl_cafile=str(crt),
-                 kafka_ssl_certfile=str(crt), kafka_ssl_keyfile=str(key),
-                 kafka_ssl_check_hostname=False)
+    s = Settings.build(kafka_security_protocol="sasl_ssl", kafka_sasl_username="app",
+                       kafka_sasl_password=SASL_PW, kafka_ssl_cafile=str(crt),
+                       kafka_ssl_certfile=str(crt), kafka_ssl_keyfile=str(key),
+                       kafka_ssl_check_hostname=False)
     kw = kafka_kwargs(s)
     ctx = kw["ssl_context"]
     assert kw["security_protocol"] == "SASL_SSL" and isinstance(ctx, ssl.SSLContext)
@@ -144,7 +145,8 @@ def test_tls_context_from_ca_cert_and_key(cert: tuple[Path, Path]) -> None:
     assert any(c["subject"] == ((("commonName", "localhost"),),) for c in ctx.get_ca_certs())
     creds = faust_options(s)["broker_credentials"]
     assert creds.protocol.value == "SASL_SSL" and isinstance(creds.ssl_context, ssl.SSLContext)
-    ssl_only = faust_options(Settings(kafka_security_protocol="ssl", kafka_ssl_cafile=str(crt)))
+    ssl_only = faust_options(Settings.build(kafka_security_protocol="ssl",
+                                            kafka_ssl_cafile=str(crt)))
     assert isinstance(ssl_only["broker_credentials"], faust.SSLCredentials)
     assert ssl_only["broker_credentials"].context.check_hostname is True
 
@@ -152,16 +154,16 @@ def test_tls_context_from_ca_cert_and_key(cert: tuple[Path, Path]) -> None:
 def test_redis_client_auth_and_tls_options(tmp_path: Path, cert: tuple[Path, Path]) -> None:
     pw = tmp_path / "pw"
     pw.write_text(REDIS_PW + "\n")
-    client = redis_for(Settings(redis_url="redis://h:1/2", redis_username="app",
-                                redis_password_file=str(pw)))
+    client = redis_for(Settings.build(redis_url="redis://h:1/2", redis_username="app",
+                                      redis_password_file=str(pw)))
     assert isinstance(client, Redis)
     kw = client.connection_pool.connection_kwargs
     assert (kw["username"], kw["password"], kw["db"]) == ("app", REDIS_PW, 2)
     assert REDIS_PW not in repr(client)
     crt, key = cert
-    s = Settings(redis_url="rediss+cluster://h:7000", redis_password=REDIS_PW,
-                 redis_ssl_cafile=str(crt), redis_ssl_certfile=str(crt),
-                 redis_ssl_keyfile=str(key), redis_ssl_check_hostname=False)
+    s = Settings.build(redis_url="rediss+cluster://h:7000", redis_password=REDIS_PW,
+                       redis_ssl_cafile=str(crt), redis_ssl_certfile=str(crt),
+                       redis_ssl_keyfile=str(key), redis_ssl_check_hostname=False)
     cluster = redis_for(s)
     assert isinstance(cluster, RedisCluster)
     ck = cluster.connection_kwargs

@@ -34,7 +34,7 @@ def test_compose_deliver_service(tmp_path: Path) -> None:
     assert svc["command"][0] == "deliver" and svc["profiles"] == ["deliver"]
     env = {k: str(v) for k, v in svc["environment"].items() if k.startswith("SEGSTREAM_")}
     settings = Settings.from_env(env)
-    assert settings.web_host == "0.0.0.0" and settings.deliver_port == 6067
+    assert settings.process.web_host == "0.0.0.0" and settings.deliver.port == 6067
     mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
     dest_file = svc["command"][svc["command"].index("--destinations") + 1]
     source = DEPLOY / "compose" / mounts[dest_file]
@@ -59,7 +59,7 @@ def test_k8s_deliver_deployment(tmp_path: Path) -> None:
     env = {e["name"]: e["value"] for e in c["env"]}
     settings = Settings.from_env(env)
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    path = Path(settings.destinations_file)
+    path = Path(settings.deliver.destinations_file)
     assert str(path.parent) == mounts["destinations"]
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     (gen,) = [g for g in kustomization["configMapGenerator"]
@@ -69,7 +69,7 @@ def test_k8s_deliver_deployment(tmp_path: Path) -> None:
                      f"{mounts['secrets']}/webhook_secret")
     secret = yaml.safe_load((DEPLOY / "k8s" / "secret.yaml").read_text())
     assert "webhook_secret" in secret["stringData"]
-    assert {p["containerPort"] for p in c["ports"]} == {settings.deliver_port}
+    assert {p["containerPort"] for p in c["ports"]} == {settings.deliver.port}
 
 
 def test_dashboard_and_alerts_use_the_delivery_metrics() -> None:

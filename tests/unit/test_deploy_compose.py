@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, setting_specs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -101,7 +101,7 @@ def test_every_service_has_an_image_or_a_buildable_dockerfile() -> None:
 
 def test_segstream_variables_are_real_settings_with_accepted_values() -> None:
     services = load()["services"]
-    fields = {f"SEGSTREAM_{name.upper()}" for name in Settings.__dataclass_fields__}
+    fields = {s.env for s in setting_specs()}
     for name in ("worker", "collector"):
         env = {k: v for k, v in env_of(services[name]).items() if k.startswith("SEGSTREAM_")}
         assert set(env) <= fields, f"{name}: unknown settings {sorted(set(env) - fields)}"
@@ -109,15 +109,15 @@ def test_segstream_variables_are_real_settings_with_accepted_values() -> None:
             settings = Settings.from_env(env)
         except SettingsError as exc:
             pytest.fail(f"{name}: {exc}")
-        assert settings.web_host == "0.0.0.0" or name == "collector"
+        assert settings.process.web_host == "0.0.0.0" or name == "collector"
     worker = Settings.from_env(
         {k: v for k, v in env_of(services["worker"]).items() if k.startswith("SEGSTREAM_")})
-    assert worker.web_port == 6066 and worker.agent_names == ("ingest", "segmentation")
-    assert services["worker"]["deploy"]["replicas"] <= worker.bundle_partitions
+    assert worker.process.web_port == 6066 and worker.process.agents == ("ingest", "segmentation")
+    assert services["worker"]["deploy"]["replicas"] <= worker.topics.bundle_partitions
     # one host port per replica the range allows, at least as many as the partitions
     port_range = services["worker"]["ports"][0].split(":")[1]
     low, high = (int(p) for p in port_range.split("-"))
-    assert high - low + 1 >= worker.bundle_partitions
+    assert high - low + 1 >= worker.topics.bundle_partitions
 
 
 def test_mounted_files_exist() -> None:
@@ -167,8 +167,8 @@ def test_compose_mounts_the_checked_prometheus_and_grafana_files() -> None:
 
 def test_prometheus_and_grafana_find_the_compose_services() -> None:
     services = load()["services"]
-    ports = {"worker": Settings.from_env(env_of(services["worker"])).web_port,
-             "collector": Settings.from_env(env_of(services["collector"])).collector_port}
+    ports = {"worker": Settings.from_env(env_of(services["worker"])).process.web_port,
+             "collector": Settings.from_env(env_of(services["collector"])).collector.port}
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for name, port in ports.items():

@@ -50,7 +50,7 @@ def registry_names(registry: CollectorRegistry) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    worker = build_worker(Settings(api_auth="none", agents="ingest,segmentation"))
+    worker = build_worker(Settings.build(api_auth="none", agents=("ingest", "segmentation")))
     return (registry_names(worker.registry) | registry_names(CollectorMetrics().registry)
             | registry_names(DeliverMetrics.create().registry))
 

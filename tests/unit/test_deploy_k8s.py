@@ -24,7 +24,7 @@ import yaml
 
 from processors.lang.compile import compile_catalogue
 from processors.lang.load import load_definitions
-from stream.settings import Settings
+from stream.settings import Settings, setting_specs
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -140,7 +140,7 @@ def test_selectors_and_service_ports_match_the_pods() -> None:
 
 
 def test_settings_are_real_and_accepted() -> None:
-    fields = {f"SEGSTREAM_{n.upper()}" for n in Settings.__dataclass_fields__}
+    fields = {s.env for s in setting_specs()}
     for name in ("segstream-worker", "segstream-collector"):
         env = env_of(name)
         unknown = {k for k in env if k.startswith("SEGSTREAM_")} - fields
@@ -150,9 +150,9 @@ def test_settings_are_real_and_accepted() -> None:
 
 def test_worker_replicas_fit_the_bundle_partitions() -> None:
     settings = Settings.from_env(env_of("segstream-worker"))
-    assert deployment("segstream-worker")["spec"]["replicas"] <= settings.bundle_partitions
-    assert settings.agent_names == ("ingest", "segmentation")
-    assert settings.web_host == "0.0.0.0"
+    assert deployment("segstream-worker")["spec"]["replicas"] <= settings.topics.bundle_partitions
+    assert settings.process.agents == ("ingest", "segmentation")
+    assert settings.process.web_host == "0.0.0.0"
 
 
 @pytest.mark.parametrize(("name", "variables"), [

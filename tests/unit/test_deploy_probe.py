@@ -36,7 +36,7 @@ probe = load_probe()
 @cache
 def base_page() -> str:
     """The /metrics text of a fresh worker app (both agents): the real names and labels."""
-    worker = build_worker(Settings(api_auth="none"))
+    worker = build_worker(Settings.build(api_auth="none"))
     assert worker.segmentation is not None
     seg = worker.segmentation.metrics
     seg.commit_seconds.observe(0.001)  # so the histogram's series exist with a value

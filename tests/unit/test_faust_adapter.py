@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bare_worker() -> Any:
-    return build_worker(Settings(topic_prefix="fa-"), with_agents=False)
+    return build_worker(Settings.build(topic_prefix="fa-"), with_agents=False)
 
 
 def test_checked_version_is_the_pinned_and_installed_one() -> None:
@@ -87,6 +87,6 @@ def test_web_app_is_the_aiohttp_application() -> None:
 def test_conf_topic_keeps_the_stream_buffer_size() -> None:
     worker = bare_worker()
     settings = worker.settings
-    assert worker.topics.raw.maxsize == 2 * settings.ingest_batch_records
-    assert worker.topics.bundles.maxsize == 2 * settings.segment_batch_records
+    assert worker.topics.raw.maxsize == 2 * settings.ingest.batch_records
+    assert worker.topics.bundles.maxsize == 2 * settings.segmentation.batch_records
     assert worker.topics.definitions.compacting is True

@@ -144,7 +144,8 @@ def test_seeded_generator_10k_records() -> None:
     classes = Counter(c.cls for c in cases)
     assert set(classes) == set(gen.classes), "every class of hostile input is generated"
     codes = Counter(e.code for c in cases for e in c.rejected)
-    worker_only = {ErrorCode.TOO_LATE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL_ERROR}
+    worker_only = {ErrorCode.TOO_LATE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL_ERROR,
+                   ErrorCode.BAD_BUNDLE}
     assert set(ErrorCode) - worker_only <= {
         ErrorCode(c) for c in codes if c != ANY_CODE}, "every validation code is exercised"
     assert sum(codes.values()) + len(gen.odd_ids) >= 10_000

@@ -125,8 +125,8 @@ def test_dead_letter_keeps_raw_bytes_exactly(raw: bytes, index: int | None) -> N
 
 
 def test_dead_letter_text_stays_readable() -> None:
-    data = encode_dead_letter("unparsable", "m", b'{"a": "\xc3\xa9"', "t", 0, 0, None, 0)
+    data = encode_dead_letter(ErrorCode.UNPARSABLE, "m", b'{"a": "\xc3\xa9"', "t", 0, 0, None, 0)
     obj = orjson.loads(data)
     assert obj["raw_encoding"] == "utf-8" and obj["raw"] == '{"a": "é"'
-    obj = orjson.loads(encode_dead_letter("unparsable", "m", b"\xff", "t", 0, 0, None, 0))
+    obj = orjson.loads(encode_dead_letter(ErrorCode.UNPARSABLE, "m", b"\xff", "t", 0, 0, None, 0))
     assert obj["raw_encoding"] == "base64" and obj["raw"] == "/w=="

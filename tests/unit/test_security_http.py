@@ -38,17 +38,18 @@ async def _ok() -> None:
 
 
 def api_app() -> web.Application:
-    worker = build_worker(Settings(api_tokens=f"{TOKEN},{REVOKED}", bundle_partitions=4,
-                                   api_revoked_tokens=digest_hex(REVOKED)))
+    worker = build_worker(Settings.build(api_tokens=(TOKEN, REVOKED), bundle_partitions=4,
+                                         api_revoked_tokens=(digest_hex(REVOKED),)))
     assert worker.api is not None
     worker.api.use_store(MemoryStore(), _ok)
     return web_application(worker.app)
 
 
 def collector_app() -> web.Application:
-    return build(Settings(collector_write_keys=f"web={WRITE_KEY},old={REVOKED_KEY}",
-                          collector_revoked_keys=digest_hex(REVOKED_KEY),
-                          kafka_bootstrap="127.0.0.1:1"))  # never connects: no body is produced
+    return build(Settings.build(collector_write_keys=(f"web={WRITE_KEY}", f"old={REVOKED_KEY}"),
+                                collector_revoked_keys=(digest_hex(REVOKED_KEY),),
+                                # never connects: no body is produced
+                                kafka_bootstrap=("127.0.0.1:1",)))
 
 
 def serve(app: web.Application, scenario: Callable[[TestClient[Any, Any]], Awaitable[None]],

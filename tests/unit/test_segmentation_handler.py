@@ -96,7 +96,7 @@ def make_agent(log: Log, **settings: Any) -> tuple[SegmentationAgent, SlowStore]
     registry = CollectorRegistry()
     store = SlowStore(log)
     agent = SegmentationAgent(
-        Settings(bundle_partitions=PARTITIONS, **settings), file_catalogue(""),
+        Settings.build(bundle_partitions=PARTITIONS, **settings), file_catalogue(""),
         sink=FakeProducer(log), cursor=CaughtUp(), clock=SystemClock(),  # type: ignore[arg-type]
         fatal=None, metrics=SegmentMetrics.create(registry),  # type: ignore[arg-type]
         lag=PartitionLag.create(registry), store=store)

@@ -25,7 +25,7 @@ from stream.worker.agents.segmentation.timers import TimerLoop
 from stream.worker.segment_metrics import SegmentMetrics
 from stream.worker.segmenter import Outcome
 
-SETTINGS = Settings(topic_prefix="t-", bundle_partitions=4)
+SETTINGS = Settings.build(topic_prefix="t-", bundle_partitions=4)
 BUNDLES, DEADLETTERS = "t-segstream-bundles", "t-segstream-deadletters"
 
 

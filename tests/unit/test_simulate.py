@@ -131,8 +131,8 @@ def test_paced_posts_to_a_collector_and_retries_rate_limits() -> None:
             return done
 
     async def go() -> tuple[HttpSink, Simulation, float]:
-        settings = Settings(collector_write_keys=f"web={key}", collector_rate_per_s=150,
-                            collector_rate_burst=60)
+        settings = Settings.build(collector_write_keys=(f"web={key}",), collector_rate_per_s=150,
+                                  collector_rate_burst=60)
         server = TestServer(create_app(Collector(settings, Producer())))
         await server.start_server()
         try:
@@ -157,7 +157,8 @@ def test_paced_posts_to_a_collector_and_retries_rate_limits() -> None:
 
 def test_http_sink_waits_until_the_collector_is_ready() -> None:
     async def go() -> float:
-        collector = Collector(Settings(collector_write_keys="web=sim-key-0123456789abcdef"))
+        keys = ("web=sim-key-0123456789abcdef",)
+        collector = Collector(Settings.build(collector_write_keys=keys))
         server = TestServer(create_app(collector))
         await server.start_server()
         try:

@@ -97,13 +97,14 @@ def arrival_s(events: Batch) -> float:
 
 def make_packer(settings: Settings) -> RecordPacker:
     """The record packer for *settings*, wired to the ``schemas`` functions."""
-    limits = Limits(max_record_bytes=settings.max_record_bytes,
-                    max_events_per_record=settings.max_events_per_record,
-                    max_event_bytes=settings.max_event_bytes,
-                    max_future_ms=settings.max_future_ms)
+    limits = Limits(max_record_bytes=settings.ingest.max_record_bytes,
+                    max_events_per_record=settings.ingest.max_events_per_record,
+                    max_event_bytes=settings.ingest.max_event_bytes,
+                    max_future_ms=settings.ingest.max_future_ms)
     bundler = Bundler(
-        settings.bundle_partitions, settings.bundle_max_events, settings.bundle_max_bytes,
-        PartitionCache(partition_for, settings.bundle_partitions))
+        settings.topics.bundle_partitions, settings.ingest.bundle_max_events,
+        settings.ingest.bundle_max_bytes,
+        PartitionCache(partition_for, settings.topics.bundle_partitions))
 
     def parse(raw: bytes | None) -> tuple[list[dict[str, Any]], Sequence[Any]]:
         return parse_record(raw, _now_ms(), limits)
@@ -182,7 +183,7 @@ class IngestAgent:
             await self._fail(events, exc)
             raise
         self._confirm_later(events, result, futures, sizes, started)
-        while len(self._inflight) > self.settings.ingest_max_inflight_batches:
+        while len(self._inflight) > self.settings.ingest.max_inflight_batches:
             await asyncio.wait([self._inflight[0]])  # bounded pipeline: oldest batch first
 
     async def _send_all(self, result: BatchResult, arrived_s: float
@@ -194,7 +195,7 @@ class IngestAgent:
         Returns the delivery futures and the number of events of each bundle record.
         """
         send = self.sink.send
-        max_bytes = self.settings.bundle_max_bytes
+        max_bytes = self.settings.ingest.bundle_max_bytes
         futures = []
         sizes = []
         for bundle in result.bundles:

@@ -82,10 +82,10 @@ class SegmentationAgent:
         self.metrics = metrics
         self._store = store
         bundles = settings.topic("bundles")
-        self.running = Running(definitions, settings.id_hash_key)
+        self.running = Running(definitions, settings.segmentation.id_hash_key)
         self.ownership = Ownership(self.running, lambda: self.store,
-                                   partitions=settings.bundle_partitions,
-                                   state_cache_max=settings.state_cache_max)
+                                   partitions=settings.topics.bundle_partitions,
+                                   state_cache_max=settings.segmentation.state_cache_max)
         self.publisher = OutcomePublisher(settings, self.running, sink=sink, clock=clock,
                                           metrics=metrics,
                                           on_fenced=self.ownership.lose)
@@ -93,8 +93,9 @@ class SegmentationAgent:
         self.gauges = Gauges(self.ownership, self.running, lambda: self.store, cursor=cursor,
                              clock=clock, metrics=metrics, lag=lag, topic=bundles)
         self.timer_loop = TimerLoop(self.ownership, self.publisher, self.reseeker, cursor, clock,
-                                    topic=bundles, interval_s=settings.timer_interval_ms / 1000.0,
-                                    batch=settings.timer_batch,
+                                    topic=bundles,
+                                    interval_s=settings.segmentation.timer_interval_ms / 1000.0,
+                                    batch=settings.segmentation.timer_batch,
                                     redis_errors=metrics.redis_errors,
                                     refresh_gauges=self.gauges.refresh)
         self.follower = DefinitionsFollower(settings, self.switch, metrics.definitions_errors,
@@ -126,7 +127,7 @@ class SegmentationAgent:
     def store(self) -> StateStore:
         if self._store is None:  # created on first use, inside the worker's event loop
             self._store = RedisStore(redis_for(self.settings),
-                                     namespace=self.settings.redis_namespace)
+                                     namespace=self.settings.redis.namespace)
         return self._store
 
     # --- bundles ----------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class SegmentationAgent:
             by_partition[m.partition].append((m.offset, m.value or b""))
             if m.timestamp:
                 stamps[m.partition, m.offset] = int(m.timestamp * 1000)
-        max_bytes = self.settings.segment_batch_max_bytes
+        max_bytes = self.settings.segmentation.batch_max_bytes
         try:
             for wave in waves(chunks(by_partition, max_bytes), max_bytes):
                 await self._wave(wave, stamps)

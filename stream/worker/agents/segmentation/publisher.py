@@ -16,6 +16,7 @@ import orjson
 
 from schemas.changes import change_key, encode_change, from_change
 from schemas.deadletter import encode_dead_letter
+from schemas.errors import ErrorCode
 from state.model import RATE_CAP
 from state.store import CommitResult
 from stream.settings import Settings
@@ -34,17 +35,19 @@ def dead_letters(out: Outcome, *, topic: str, partition: int, lateness_ms: int,
     unreadable bundle records (origin: the bundles ``topic`` and ``partition``)."""
     offset = out.offset if out.offset is not None else -1
     letters = [encode_dead_letter(
-        "too_late", f"event time {ev['timestamp']} is older than now - allowed lateness "
+        ErrorCode.TOO_LATE,
+        f"event time {ev['timestamp']} is older than now - allowed lateness "
         f"({lateness_ms} ms)", orjson.dumps(ev), topic, partition, offset, None, now_ms)
         for ev in out.late]
     letters += [encode_dead_letter(
-        "rate_limited", f"customer already has {RATE_CAP} events within the allowed lateness "
-        f"({lateness_ms} ms)", orjson.dumps(ev), topic, partition, offset, None, now_ms)
+        ErrorCode.RATE_LIMITED,
+        f"customer already has {RATE_CAP} events within the allowed lateness ({lateness_ms} ms)",
+        orjson.dumps(ev), topic, partition, offset, None, now_ms)
         for ev in out.rate_limited]
-    letters += [encode_dead_letter("internal_error", reason, record, topic, partition, offset,
-                                   None, now_ms)
+    letters += [encode_dead_letter(ErrorCode.INTERNAL_ERROR, reason, record, topic, partition,
+                                   offset, None, now_ms)
                 for record, reason in out.failed]  # the engine failed on it: the batch went on
-    letters += [encode_dead_letter("bad_bundle", reason, b"", topic, partition, bad_offset,
+    letters += [encode_dead_letter(ErrorCode.BAD_BUNDLE, reason, b"", topic, partition, bad_offset,
                                    None, now_ms)
                 for bad_offset, reason in out.bad_records]
     return letters

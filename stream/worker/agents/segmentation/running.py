@@ -8,26 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import (
-    ClusterDownError,
-    MasterDownError,
-    ReadOnlyError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from processors.engine import Engine
 from processors.hashing import deployment_key
 from processors.lang.ast import Catalogue
 from processors.lang.compile import compile_catalogue
+from stream.errors import is_retriable
 
 log = logging.getLogger("stream.worker.agents.segmentation")
 
-RETRIABLE_REDIS_ERRORS = (
-    RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError, TryAgainError,
-    MasterDownError, OSError,
-)
 T = TypeVar("T")
 
 
@@ -54,12 +42,15 @@ async def retrying(what: str, call: Callable[[], Awaitable[T]],
                    on_error: Callable[[], None]) -> T:
     """``call()`` again after a transient Redis failure (connection lost, timeout, failover,
     loading), with back-off, for as long as it takes: the partition waits, the lag grows and is
-    reported, nothing is skipped. ``on_error`` counts each failure."""
+    reported, nothing is skipped. ``on_error`` counts each failure. What is transient is
+    :func:`stream.errors.is_retriable`'s answer; anything else propagates at once."""
     delay = 0.1
     while True:
         try:
             return await call()
-        except RETRIABLE_REDIS_ERRORS as err:
+        except Exception as err:
+            if not is_retriable(err):
+                raise
             on_error()
             log.warning("Redis %s failed (%r); retrying in %.1f s", what, err, delay)
             await asyncio.sleep(delay)
