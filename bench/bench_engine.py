@@ -74,6 +74,9 @@ class TimedEngine:
         self.advance = engine.advance
         self.merge = engine.merge
         self.forget = engine.forget
+        self.tombstone = engine.tombstone
+        self.reevaluate = engine.reevaluate
+        self.lateness = engine.lateness  # the replay driver's records sweep
 
     def apply(self, state: Any, event: dict[str, Any], now: int) -> Any:
         self.n += 1

@@ -98,6 +98,11 @@ VARIABLES_BEFORE_GROUPING = frozenset("SEGSTREAM_" + n for n in (
     "COLLECTOR_RATE_PER_S",
     "COLLECTOR_RATE_BURST",
     "COLLECTOR_PRODUCE_TIMEOUT_MS",
+    # webhook delivery (landed next to the grouping: same names as on its branch)
+    "DESTINATIONS_FILE",
+    "DELIVER_GROUP",
+    "DELIVER_DEADLETTERS_TOPIC",
+    "DELIVER_PORT",
     "WEB_HOST",
     "WEB_PORT",
     "DATA_DIR",
