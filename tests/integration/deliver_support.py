@@ -5,7 +5,6 @@ the test process), change records on a real topic, the deliver process, and the 
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from kafka.admin import NewTopic
 
 from schemas.changes import SegmentChange, change_key, encode_change
 
-from .support import REPO
+from .support import REPO, ProcessControl
 
 SECRET = "it-s3cret-for-tests"
 DOCS = REPO / "docs" / "destinations.md"
@@ -168,7 +167,7 @@ def destinations_yaml(entries: Iterable[dict[str, Any]]) -> str:
 
 
 @dataclass
-class DeliverProcess:
+class DeliverProcess(ProcessControl):
     """`python -m stream.cli deliver --destinations FILE` with its own environment and log."""
 
     env: dict[str, str]
@@ -191,22 +190,6 @@ class DeliverProcess:
     def log_text(self) -> str:
         return "\n".join(self.log().read_text(errors="replace").splitlines()[-60:])
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str,

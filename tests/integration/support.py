@@ -37,23 +37,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class Worker:
-    """`python -m stream.cli worker` with its own environment and log file."""
+class ProcessControl:
+    """kill/stop of a test's child process (``proc``: set by the subclass's ``start``)."""
 
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-
-    def start(self, **overrides: str) -> None:
-        env = {**self.env, **overrides}
-        self.runs += 1
-        log = self.log_path.with_suffix(f".{self.runs}.log")
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc: subprocess.Popen[bytes] | None
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -72,6 +59,25 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         return self.proc.returncode
+
+
+@dataclass
+class Worker(ProcessControl):
+    """`python -m stream.cli worker` with its own environment and log file."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+
+    def start(self, **overrides: str) -> None:
+        env = {**self.env, **overrides}
+        self.runs += 1
+        log = self.log_path.with_suffix(f".{self.runs}.log")
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log_tail(self, lines: int = 40) -> str:
         log = self.log_path.with_suffix(f".{self.runs}.log")
