@@ -43,6 +43,21 @@ def _kind(x: Any) -> int:
     return 0
 
 
+def arith_numbers(op: str, a: Any, b: Any) -> Any:
+    """``a op b`` for two numbers (``+ - * /``); division by zero is null.
+
+    >>> arith_numbers("/", 3, 0) is None, arith_numbers("*", 2, 1.5)
+    (True, 3.0)
+    """
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return None if b == 0 else a / b
+
+
 def values_equal(a: Any, b: Any) -> bool:
     ka = _kind(a)
     return ka != 0 and ka == _kind(b) and bool(a == b)

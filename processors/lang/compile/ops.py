@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processors.lang import ast
-from processors.lang.values import compare_values, is_number, values_equal
+from processors.lang.values import arith_numbers, compare_values, is_number, values_equal
 
 Fn = Callable[[Any, int], Any]
 Pred = Callable[[Any, int], bool]
@@ -87,13 +87,7 @@ def _fvalue(node: ast.Expr) -> PFn:
                 a, b = lf(p), rf(p)
                 if not (is_number(a) and is_number(b)):
                     return None
-                if op == "+":
-                    return a + b
-                if op == "-":
-                    return a - b
-                if op == "*":
-                    return a * b
-                return None if b == 0 else a / b
+                return arith_numbers(op, a, b)
 
             return arith
         case ast.Neg():

@@ -31,7 +31,7 @@ from processors.lang.compile.timing import (
     worth_memo,
 )
 from processors.lang.unparse import unparse
-from processors.lang.values import compare_values, is_number, values_equal
+from processors.lang.values import arith_numbers, compare_values, is_number, values_equal
 from processors.lang.vocab import CART_TYPES
 from state.model import CustomerState
 
@@ -224,13 +224,7 @@ class SegmentCompiler(AtomCompiler):
                 return None
             if not typed and not (is_number(a) and is_number(b)):
                 return None
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            return None if b == 0 else a / b
+            return arith_numbers(op, a, b)
 
         lin: LinFn | None = None
         if lv.lin is not None or rv.lin is not None:
