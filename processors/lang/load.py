@@ -94,7 +94,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_Map]:
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
-def _read_yaml(text: str, source: str) -> tuple[Any, list[DefinitionError]]:
+def read_yaml(text: str, source: str) -> tuple[Any, list[DefinitionError]]:
     """The document and its duplicate-key errors; raises DefinitionError on invalid YAML."""
     def bad(line: int | None, msg: str) -> DefinitionError:
         return DefinitionError(None, None, f"not valid YAML: {msg}", line=line, source=source)
@@ -124,7 +124,7 @@ def _read_yaml(text: str, source: str) -> tuple[Any, list[DefinitionError]]:
 
 
 # --- validation --------------------------------------------------------------------------------
-def _key_line(d: Any, key: str) -> int | None:
+def key_line(d: Any, key: str) -> int | None:
     """The line of ``key`` in mapping ``d`` (the mapping's line when the key is missing)."""
     if isinstance(d, _Map):
         return d.key_lines.get(key, d.line)
@@ -134,7 +134,7 @@ def _key_line(d: Any, key: str) -> int | None:
 def _condition_line(raw: Any, text: str, pos: int | None) -> int | None:
     """The file line of offset ``pos`` of the condition of segment mapping ``raw``."""
     if not isinstance(raw, _Map) or "condition" not in raw.value_lines:
-        return _key_line(raw, "condition")
+        return key_line(raw, "condition")
     line, style = raw.value_lines["condition"]
     if style == "|" and pos is not None:  # literal block: the text starts on the next line
         return line + 1 + text.count("\n", 0, pos)
@@ -168,12 +168,12 @@ class _Checker:
         for k in d:
             if k not in allowed:
                 hint = did_you_mean(str(k), allowed)
-                self.add(_key_line(d, k), f"unknown key '{k}' in {what}{hint}; allowed: "
+                self.add(key_line(d, k), f"unknown key '{k}' in {what}{hint}; allowed: "
                          f"{', '.join(allowed)}", segment, None)
 
     def version(self, doc: dict[Any, Any]) -> str:
         version = doc.get("version")
-        line = _key_line(doc, "version")
+        line = key_line(doc, "version")
         if isinstance(version, str) and version.strip():
             return version.strip()
         if isinstance(version, int | float) and not isinstance(version, bool):
@@ -189,7 +189,7 @@ class _Checker:
         if settings is None:
             return DEFAULT_LATENESS_MS
         if not isinstance(settings, dict):
-            self.add(_key_line(doc, "settings"), "settings must be a mapping")
+            self.add(key_line(doc, "settings"), "settings must be a mapping")
             return DEFAULT_LATENESS_MS
         self.unknown_keys(settings, _SETTING_KEYS, "settings")
         raw = settings.get("allowed_lateness", "1h")
@@ -200,7 +200,7 @@ class _Checker:
                 return parse_duration(raw)
             except DefinitionError:
                 pass
-        self.add(_key_line(settings, "allowed_lateness"),
+        self.add(key_line(settings, "allowed_lateness"),
                  f"settings: allowed_lateness must be a duration such as 1h, not {raw!r}")
         return DEFAULT_LATENESS_MS
 
@@ -212,16 +212,16 @@ class _Checker:
         before = len(self.errors)
         name = raw.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            self.add(_key_line(raw, "name"),
+            self.add(key_line(raw, "name"),
                      f"segments[{index}]: name {name!r} must match [a-z][a-z0-9_]*")
             name = None
         who = name if name is not None else f"segments[{index}]"
 
         def bad(key: str, msg: str) -> None:
             if name is None:
-                self.add(_key_line(raw, key), f"segments[{index}]: {key}: {msg}")
+                self.add(key_line(raw, key), f"segments[{index}]: {key}: {msg}")
             else:
-                self.add(_key_line(raw, key), msg, name, key)
+                self.add(key_line(raw, key), msg, name, key)
 
         self.unknown_keys(raw, _SEGMENT_KEYS, "a segment", name)
         desc = raw.get("description")
@@ -272,7 +272,7 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
     else:
         text = source
     src = name or DEFAULT_SOURCE
-    doc, errors = _read_yaml(text, src)
+    doc, errors = read_yaml(text, src)
     if not isinstance(doc, dict):
         _raise([*errors, DefinitionError(
             None, None, "the file must be a mapping with version and segments", source=src)])
@@ -284,19 +284,19 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
     raw_segments = doc.get("segments")
     segments: list[ast.SegmentDef] = []
     if not isinstance(raw_segments, list) or not raw_segments:
-        check.add(_key_line(doc, "segments"), "segments must be a non-empty list")
+        check.add(key_line(doc, "segments"), "segments must be a non-empty list")
         raw_segments = []
     seen: dict[str, int | None] = {}
     for i, raw in enumerate(raw_segments):
-        line = raw.line if isinstance(raw, _Map) else _key_line(doc, "segments")
+        line = raw.line if isinstance(raw, _Map) else key_line(doc, "segments")
         seg = check.segment(raw, i, line)
         seg_name = raw.get("name") if isinstance(raw, dict) else None
         if isinstance(seg_name, str) and _NAME_RE.match(seg_name):
             if seg_name in seen:
-                check.add(_key_line(raw, "name"), f"duplicate segment name (first on line "
+                check.add(key_line(raw, "name"), f"duplicate segment name (first on line "
                           f"{seen[seg_name]})", seg_name, "name")
                 continue
-            seen[seg_name] = _key_line(raw, "name")
+            seen[seg_name] = key_line(raw, "name")
         if seg is not None:
             segments.append(seg)
     if check.errors:

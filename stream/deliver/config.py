@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.lang.errors import CombinedDefinitionError, DefinitionError, did_you_mean
-from processors.lang.load import _key_line, _read_yaml
+from processors.lang.load import key_line, read_yaml
 from processors.lang.parser import parse_duration
 
 DEFAULT_SOURCE = "destinations"
@@ -104,7 +104,7 @@ class _Checker:
     def unknown_keys(self, d: Mapping[Any, Any], allowed: tuple[str, ...], what: str) -> None:
         for k in d:
             if k not in allowed:
-                self.add(_key_line(d, k), f"{what}unknown key '{k}'"
+                self.add(key_line(d, k), f"{what}unknown key '{k}'"
                          f"{did_you_mean(str(k), allowed)}; allowed: {', '.join(allowed)}")
 
     def duration(self, d: Mapping[Any, Any], key: str, default: int, who: str,
@@ -123,7 +123,7 @@ class _Checker:
             except DefinitionError:
                 value = None
         if value is None or value < minimum:
-            self.add(_key_line(d, key), f"{who}{key}: must be a duration such as 500ms, 10s "
+            self.add(key_line(d, key), f"{who}{key}: must be a duration such as 500ms, 10s "
                      f"or 1m (at least {minimum} ms), not {raw!r}")
             return default
         return value
@@ -132,14 +132,14 @@ class _Checker:
                 high: int) -> int:
         raw = d.get(key, default)
         if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
-            self.add(_key_line(d, key), f"{who}{key}: must be a whole number from {low} to "
+            self.add(key_line(d, key), f"{who}{key}: must be a whole number from {low} to "
                      f"{high}, not {raw!r}")
             return default
         return raw
 
     def secret(self, raw: Mapping[Any, Any], who: str) -> str:
         given = [k for k in SECRET_KEYS if k in raw]
-        line = _key_line(raw, given[0] if given else "name")
+        line = key_line(raw, given[0] if given else "name")
         if len(given) != 1:
             self.add(line, f"{who}exactly one of secret, secret_env, secret_file is required"
                      + (f" (found {', '.join(given)})" if given else ""))
@@ -178,7 +178,7 @@ class _Checker:
         if (isinstance(value, list) and value
                 and all(isinstance(s, str) and s.strip() for s in value)):
             return frozenset(s.strip() for s in value)
-        self.add(_key_line(raw, "segments"), f"{who}segments: must be \"all\" or a non-empty "
+        self.add(key_line(raw, "segments"), f"{who}segments: must be \"all\" or a non-empty "
                  f"list of segment names, not {value!r}")
         return None
 
@@ -190,7 +190,7 @@ class _Checker:
         before = len(self.errors)
         name = raw.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            self.add(_key_line(raw, "name"), f"destinations[{index}]: name {name!r} must "
+            self.add(key_line(raw, "name"), f"destinations[{index}]: name {name!r} must "
                      "match [a-z][a-z0-9_-]*")
             who = f"destinations[{index}]: "
             name = None
@@ -200,13 +200,13 @@ class _Checker:
         url = raw.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")) or \
                 len(url) <= len("https://"):
-            self.add(_key_line(raw, "url"), f"{who}url: must start with http:// or https://, "
+            self.add(key_line(raw, "url"), f"{who}url: must start with http:// or https://, "
                      f"not {url!r}")
         secret = self.secret(raw, who)
         segments = self.segments(raw, who)
         batch = raw.get("batch", {})
         if not isinstance(batch, Mapping):
-            self.add(_key_line(raw, "batch"), f"{who}batch: must be a mapping with "
+            self.add(key_line(raw, "batch"), f"{who}batch: must be a mapping with "
                      "max_changes and max_wait")
             batch = {}
         self.unknown_keys(batch, BATCH_KEYS, f"{who}batch: ")
@@ -217,14 +217,14 @@ class _Checker:
         max_tries = self.integer(raw, "max_tries", 8, who, low=1, high=MAX_TRIES_LIMIT)
         backoff = raw.get("backoff", {})
         if not isinstance(backoff, Mapping):
-            self.add(_key_line(raw, "backoff"), f"{who}backoff: must be a mapping with base "
+            self.add(key_line(raw, "backoff"), f"{who}backoff: must be a mapping with base "
                      "and max")
             backoff = {}
         self.unknown_keys(backoff, BACKOFF_KEYS, f"{who}backoff: ")
         base = self.duration(backoff, "base", 500, f"{who}backoff: ", minimum=1)
         top = self.duration(backoff, "max", 60_000, f"{who}backoff: ", minimum=1)
         if top < base:
-            self.add(_key_line(backoff, "max"), f"{who}backoff: max ({top} ms) must be at "
+            self.add(key_line(backoff, "max"), f"{who}backoff: max ({top} ms) must be at "
                      f"least base ({base} ms)")
         if len(self.errors) > before or name is None:
             return None
@@ -249,7 +249,7 @@ def load_destinations(source: str | Path, *, name: str | None = None,
                                   source=src) from None
     else:
         text, src = source, name or DEFAULT_SOURCE
-    doc, errors = _read_yaml(text, src)
+    doc, errors = read_yaml(text, src)
     check = _Checker(src, environ or {})
     check.errors.extend(errors)
     if not isinstance(doc, Mapping):
@@ -258,20 +258,20 @@ def load_destinations(source: str | Path, *, name: str | None = None,
     check.unknown_keys(doc, TOP_KEYS, "")
     raw_list = doc.get("destinations")
     if not isinstance(raw_list, list) or not raw_list:
-        check.add(_key_line(doc, "destinations"), "destinations must be a non-empty list")
+        check.add(key_line(doc, "destinations"), "destinations must be a non-empty list")
         raw_list = []
     out: list[Destination] = []
     seen: dict[str, int | None] = {}
     for i, raw in enumerate(raw_list):
-        line = getattr(raw, "line", None) or _key_line(doc, "destinations")
+        line = getattr(raw, "line", None) or key_line(doc, "destinations")
         dest = check.destination(raw, i, line)
         dest_name = raw.get("name") if isinstance(raw, Mapping) else None
         if isinstance(dest_name, str) and dest_name in seen:
-            check.add(_key_line(raw, "name"), f"destination '{dest_name}': duplicate name "
+            check.add(key_line(raw, "name"), f"destination '{dest_name}': duplicate name "
                       f"(first on line {seen[dest_name]})")
             continue
         if isinstance(dest_name, str):
-            seen[dest_name] = _key_line(raw, "name")
+            seen[dest_name] = key_line(raw, "name")
         if dest is not None:
             out.append(dest)
     if check.errors:
