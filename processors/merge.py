@@ -2,8 +2,8 @@
 
 Both states are bound to the same compiled catalogue. The result is what the combined event
 history gives. The cart: both profiles' cart operations within the allowed lateness are
-replayed together in event-time order; what each cart held before those (operations older
-than the lateness, folded) is united line by line (quantities added, the later price kept)
+replayed together in event-time order; what each cart held before those (operations folded
+beyond the log's cap) is united line by line (quantities added, the later price kept)
 after dropping, on each side, lines older than the other side's latest purchase. Events both
 profiles took (same event id) were taken out of the anonymous side first (``Engine.absorb``).
 Ties in event time count the anonymous profile's events as later (its history follows).
@@ -36,8 +36,14 @@ def _merge_series(a: SeriesState, b: SeriesState) -> SeriesState:
     return a
 
 
-def _kept(lines: dict[str, CartLine], cleared: int | None) -> dict[str, CartLine]:
-    return {k: v.copy() for k, v in lines.items() if cleared is None or v.ts > cleared}
+def _kept(lines: dict[str, CartLine], cleared: int | None, later: bool) -> dict[str, CartLine]:
+    """The lines not emptied by the other side's purchase at ``cleared``; on a tie in event time
+    the ``later`` side's line (the anonymous profile's: its history follows) survives it."""
+    if cleared is None:
+        return {k: v.copy() for k, v in lines.items()}
+    if later:
+        return {k: v.copy() for k, v in lines.items() if v.ts >= cleared}
+    return {k: v.copy() for k, v in lines.items() if v.ts > cleared}
 
 
 def _union(a: dict[str, CartLine], b: dict[str, CartLine]) -> dict[str, CartLine]:
@@ -54,14 +60,17 @@ def _union(a: dict[str, CartLine], b: dict[str, CartLine]) -> dict[str, CartLine
 
 
 def _merge_cart(a: CartState | None, b: CartState | None) -> CartState | None:
-    """Both carts' operations within the lateness (their logs) are replayed together in
-    event-time order (ties: ``a``'s first) over the union of what each had before them."""
+    """Both carts' logged operations are replayed together in event-time order (ties: ``a``'s
+    first) over the union of what each had folded before them. A log holds every operation
+    since the cart's last purchase (up to ``CART_LOG_CAP`` of them), so for carts within the cap
+    the result is the replay of both histories interleaved: a purchase empties the other side's
+    earlier lines, a remove takes out the other side's earlier add."""
     if b is None:
         return a
     if a is None:
         return b
     out = CartState()
-    out.base = _union(_kept(a.base, b.cleared), _kept(b.base, a.cleared))
+    out.base = _union(_kept(a.base, b.cleared, False), _kept(b.base, a.cleared, True))
     out.log = sorted(a.log + b.log, key=lambda o: o[0])  # stable: a's ops first on ties
     out.rebuild()
     out.last_change = _max(a.last_change, b.last_change)

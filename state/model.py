@@ -52,6 +52,9 @@ def record_props(rec: Record) -> dict[str, Any]:
 
 # cart operation kinds
 OP_ADD, OP_REMOVE, OP_CLEAR = 0, 1, 2
+#: cart operations kept in the log since the last purchase before the oldest are folded into
+#: the cart's base (an alias merge unites folded lines line by line instead of replaying them)
+CART_LOG_CAP = 64
 
 
 class SeriesState:
@@ -129,7 +132,10 @@ class CartState:
     """The cart, replayable in event-time order within the allowed lateness.
 
     ``lines`` is the current cart (all operations applied in (timestamp, arrival) order);
-    ``base`` the cart before the first operation still in ``log``.
+    ``base`` the cart before the first operation still in ``log``. The log holds every
+    operation since the latest purchase older than the lateness horizon (that purchase first),
+    at most ``CART_LOG_CAP`` of them once older than the horizon: what an alias merge needs to
+    replay both profiles' carts interleaved.
     """
 
     __slots__ = ("_items", "_value", "base", "cleared", "last_change", "lines", "log")
@@ -145,7 +151,9 @@ class CartState:
 
     def apply(self, op: CartOp, horizon: int) -> None:
         """Apply ``op``; an op older than the last logged one is inserted and the cart replayed.
-        Ops older than ``horizon`` (no accepted event can precede them) are folded into base."""
+        Ops older than ``horizon`` (no accepted event can precede them) are dropped when a
+        purchase older than ``horizon`` follows them, or folded into base beyond the cap
+        (:meth:`fold`)."""
         ts = op[0]
         log = self.log
         self._items = self._value = None
@@ -162,18 +170,32 @@ class CartState:
             self.last_change = ts
         if op[1] == OP_CLEAR and (self.cleared is None or ts > self.cleared):
             self.cleared = ts
-        if log[0][0] < horizon:
+        cleared = self.cleared
+        if log[0][0] < horizon and (len(log) > CART_LOG_CAP or (
+                cleared is not None and log[0][0] < cleared < horizon)):
             self.fold(horizon)
 
     def fold(self, horizon: int) -> None:
+        """Drop what no accepted event can change any more: the operations before the latest
+        purchase older than ``horizon`` (the purchase stays first in the log, so that an alias
+        merge replays it against the other profile's earlier operations), then, while the log
+        is longer than ``CART_LOG_CAP``, fold its oldest operations older than ``horizon``
+        into ``base``."""
         log = self.log
         k = 0
+        last_clear = -1
         while k < len(log) and log[k][0] < horizon:
-            _apply_op(self.base, log[k])
+            if log[k][1] == OP_CLEAR:
+                last_clear = k
             k += 1
-        del log[:k]
-        if not log:
-            self.base = {k2: v.copy() for k2, v in self.lines.items()}
+        if last_clear > 0:
+            del log[:last_clear]
+            self.base = {}
+        n = 0
+        while len(log) - n > CART_LOG_CAP and log[n][0] < horizon:
+            _apply_op(self.base, log[n])
+            n += 1
+        del log[:n]
 
     def rebuild(self) -> None:
         """Recompute ``lines`` from ``base`` and ``log`` (after decoding)."""

@@ -651,4 +651,8 @@ def live_scenario(p: Pipeline, worker: Worker, customers: int = 60) -> None:
 
     # 3. the change log is consistent and implies exactly the membership Redis holds
     assert members_from_log([ch for _, ch in logged]) == members
-    assert worker.stop() == 0, worker.log_tail()
+    started = time.monotonic()
+    rc = worker.stop()
+    # -9: SIGTERM did not end it within the stop's 60 s (then the tail shows where it hung)
+    assert rc == 0, (f"worker exit status {rc} after {time.monotonic() - started:.1f} s "
+                     f"of stop\n{worker.log_tail(80)}")

@@ -16,6 +16,7 @@ from processors.engine import Engine, event_key
 from processors.lang.compile import compile_catalogue
 from processors.lang.load import load_definitions
 from processors.replay import replay
+from state.model import CART_LOG_CAP, OP_CLEAR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oracle as O
@@ -200,3 +201,71 @@ def test_a_deployment_key_changes_the_id_hash() -> None:
     a = event_key("e1", deployment_key("one"))
     assert a != event_key("e1", deployment_key("two"))
     assert a == event_key("e1", deployment_key("one"))
+
+
+# --- cart merges: both sides fold to the alias's horizon; ties keep the visitor's line --------
+MERGE_CART = "cart.value between 20 and 100"
+
+
+def _merge_members(events: list[dict[str, Any]], until: int) -> tuple[set[str], set[str]]:
+    result, _ = run(defs(MERGE_CART, lateness="10m"), events, until=until)
+    got = {rid for rid in ("c1", "a1") if "s" in result.segments_of(rid)}
+    want = {rid for rid, segs in O.expected_members(
+        load_definitions(defs(MERGE_CART, lateness="10m")), events, T0 + until).items()
+        if "s" in segs}
+    return got, want
+
+
+def test_a_visitors_folded_line_after_the_customers_recent_purchase_survives_the_alias() -> None:
+    # the customer's purchase is still in its log (its clock is early), the visitor's later
+    # cart_add is already folded (its clock is 20 min on): the purchase must not empty it
+    events = [ev("p", "purchase", 1 * MIN, "c1", order_id="o", amount=5.0, currency="EUR"),
+              ev("a", "cart_add", 2 * MIN, None, "a1", product_id="p2", price=25.0),
+              ev("v", "cart_add", 20 * MIN, None, "a1", product_id="p1", price=8.0),
+              ev("r", "cart_remove", 20 * MIN, None, "a1", product_id="p1"),
+              ev("l", "alias", 21 * MIN, "c1", "a1")]
+    got, want = _merge_members(events, 22 * MIN)
+    assert want == {"c1"}
+    assert got == want
+
+
+def test_a_visitors_line_at_the_instant_of_the_customers_purchase_survives_the_alias() -> None:
+    # equal event times: the visitor's history follows the customer's (the oracle's order)
+    events = [ev("p", "purchase", 1 * MIN, "c1", order_id="o", amount=5.0, currency="EUR"),
+              ev("a", "cart_add", 1 * MIN, None, "a1", product_id="p2", price=25.0),
+              ev("v", "cart_add", 20 * MIN, None, "a1", product_id="p1", price=8.0),
+              ev("r", "cart_remove", 20 * MIN, None, "a1", product_id="p1"),
+              ev("w", "cart_add", 20 * MIN, "c1", product_id="p1", price=8.0),
+              ev("l", "alias", 21 * MIN, "c1", "a1")]
+    got, want = _merge_members(events, 22 * MIN)
+    assert want == {"c1"}
+    assert got == want
+
+
+def test_a_customers_remove_after_the_visitors_add_empties_it_though_both_are_old() -> None:
+    # hypothesis found it: both operations are older than the lateness when the alias comes,
+    # the customer's remove was a no-op on its own cart, and still takes out the visitor's add
+    events = [ev("a", "cart_add", 0, None, "a1", product_id="p2", price=25.0),
+              ev("r", "cart_remove", 15_000, "c1", product_id="p2"),
+              ev("v", "cart_add", 10 * MIN + 30_000, "c1", product_id="p9", price=1.0),
+              ev("w", "cart_add", 10 * MIN + 30_000, None, "a1", product_id="p9", price=1.0),
+              ev("l", "alias", 10 * MIN + 30_000, "c1", "a1")]
+    got, want = _merge_members(events, 11 * MIN)
+    assert want == set()
+    assert got == want
+
+
+def test_the_cart_log_is_bounded_and_starts_at_the_last_old_purchase() -> None:
+    adds = [ev(f"a{i}", "cart_add", i * 1000, "c1", product_id=f"p{i % 3}", price=1.0)
+            for i in range(3 * CART_LOG_CAP)]
+    buy = ev("b", "purchase", 3 * CART_LOG_CAP * 1000, "c1", order_id="o", amount=1.0)
+    later = [ev(f"z{i}", "cart_add", 3 * CART_LOG_CAP * 1000 + 20 * MIN + i, "c1",
+                product_id="p1", price=1.0) for i in range(3)]
+    result, _ = run(defs("cart.items > 0", lateness="10m"), [*adds, *later[:2]])
+    cart = result.states["c1"].cart
+    assert len(cart.log) == CART_LOG_CAP
+    assert cart.items() == 3 * CART_LOG_CAP + 2  # folding keeps the lines
+    result, _ = run(defs("cart.items > 0", lateness="10m"), [*adds, buy, *later])
+    cart = result.states["c1"].cart
+    assert cart.log[0][1] == OP_CLEAR and len(cart.log) == 4 and cart.base == {}
+    assert cart.items() == 3
