@@ -364,8 +364,11 @@ def _open(args: argparse.Namespace, stack: ExitStack
         out = sys.stdout.buffer
     elif args.out:
         out = stack.enter_context(Path(args.out).open("wb"))  # noqa: SIM115
-    invalid_out = (stack.enter_context(Path(args.invalid_out).open("wb"))  # noqa: SIM115
-                   if args.invalid_out else None)
+    invalid_out = None
+    if args.invalid_out == "-":
+        invalid_out = sys.stdout.buffer
+    elif args.invalid_out:
+        invalid_out = stack.enter_context(Path(args.invalid_out).open("wb"))  # noqa: SIM115
     return source, out, invalid_out
 
 
@@ -412,18 +415,25 @@ def run(args: argparse.Namespace) -> int:
             events, order = sorter, sorter.stats
         try:
             result = replay(engine, events, until=until, on_change=on_change)
+        except BrokenPipeError:
+            raise  # stdout closed early (`| head`): stream.cli.main exits quietly
         except OSError as e:
             return _fail(EXIT_IO, f"{e.filename or 'output'}: {e.strerror or e}")
         if bar is not None:
             bar.close()
-        if out is not None:
-            out.flush()
+        _flush(out, invalid_out)
         report = summary(result, reader, [s.name for s in catalogue.segments],
                          time.perf_counter() - started, actions, order=order,
                          arrival_order=args.arrival_order)
-        print(report, file=sys.stderr if args.out == "-" else sys.stdout)
+        print(report, file=sys.stderr if "-" in (args.out, args.invalid_out) else sys.stdout)
     bad = sum(reader.invalid.values()) + result.late
     return EXIT_STRICT if args.strict and bad else EXIT_OK
+
+
+def _flush(*outputs: IO[bytes] | None) -> None:
+    for out in outputs:
+        if out is not None:
+            out.flush()
 
 
 def build_engine(path: Path) -> tuple[Any, Any]:

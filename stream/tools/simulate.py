@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import random
 import signal
 import sys
@@ -279,7 +280,9 @@ class HttpSink:
             except (TimeoutError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise SimulationError(f"{ready} not ready after {READY_TIMEOUT_S:.0f} s")
+                from stream.cli.servers import UnavailableError  # noqa: PLC0415
+
+                raise UnavailableError(f"{ready} not ready after {READY_TIMEOUT_S:.0f} s")
             if not told:
                 print(f"simulate: waiting for {ready}", file=sys.stderr, flush=True)
                 told = True
@@ -373,6 +376,25 @@ async def run_file(sim: Simulation, sink: Sink, *, rate: float, total: int, star
         await sink.send(sim.take(n, start_ms + int(sim.counts.events * 1000 / rate)))
 
 
+async def _start(live: KafkaSink | HttpSink, target: str) -> None:
+    """Connect the live sink; a server that cannot be reached is an ``UnavailableError``."""
+    from stream.cli.servers import UnavailableError  # noqa: PLC0415
+
+    aiokafka_log = logging.getLogger("aiokafka")  # it logs each failed connect on stderr
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await live.start()
+    except (SimulationError, UnavailableError):
+        raise
+    except Exception as exc:  # the client libraries' connection errors
+        where = f"Kafka at {live.bootstrap}" if isinstance(live, KafkaSink) else target
+        raise UnavailableError(f"cannot connect to {where}: {type(exc).__name__}: {exc}"
+                               ) from None
+    finally:
+        aiokafka_log.setLevel(level)
+
+
 async def simulate(args: argparse.Namespace) -> int:
     cfg = SimConfig(customers=args.customers, rate=args.rate, seed=args.seed,
                     late_share=args.late_share, duplicate_share=args.duplicate_share,
@@ -416,12 +438,7 @@ async def simulate(args: argparse.Namespace) -> int:
         if key is None and settings.collector.write_keys:
             key = settings.collector.write_keys[0].partition("=")[2].strip()
         live = HttpSink(target, key or None)
-    try:
-        await live.start()
-    except SimulationError:
-        raise
-    except Exception as exc:  # the client libraries' connection errors
-        raise SimulationError(f"cannot connect to {target}: {exc}") from None
+    await _start(live, target)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

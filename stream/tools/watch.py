@@ -20,7 +20,6 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.changes import ChangeError, SegmentChange, decode_change
-from stream.connections import kafka_kwargs
 from stream.settings import Settings
 
 CLEAR = "\033[2J\033[H"
@@ -123,16 +122,18 @@ def _refresh(view: View, api: str, token: str | None, elapsed: float) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - keep --help fast
+    from kafka import TopicPartition  # noqa: PLC0415 - keep --help fast
+
+    from stream.cli.servers import kafka_client  # noqa: PLC0415
 
     settings = Settings.from_env()
     api = args.api or f"http://{settings.process.web_host}:{settings.process.web_port}"
     token = args.token or next(iter(_tokens(settings)), None)
     topic = settings.topic("changes")
-    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     view = View()
     urls = [f"API:     {api}/segments   {api}/customers/<id>/segments",
             f"metrics: {api}/metrics", f"topic:   {topic} on {','.join(settings.kafka.bootstrap)}"]
+    consumer = kafka_client(settings, "watch", enable_auto_commit=False)  # or UnavailableError
     deadline = None if args.once is None else time.monotonic() + args.once
     try:
         parts = None
