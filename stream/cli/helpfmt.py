@@ -14,7 +14,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+        if ("default" in text.lower() or any(default is v for v in (None, False, argparse.SUPPRESS))
                 or not action.option_strings or action.nargs == 0):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else default

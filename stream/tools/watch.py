@@ -25,17 +25,29 @@ from stream.settings import Settings
 CLEAR = "\033[2J\033[H"
 
 
+DESCRIPTION = """\
+A live terminal view of segment changes (what `make demo` shows). Follows the segment-changes
+topic from its end and redraws every --interval seconds: changes per segment (ENTER / EXIT in
+the last interval and in total), segment sizes (from the worker's API, else from the changes
+seen), events/s and changes/s from the worker's /metrics, the latest changes and the URLs to
+look at. Ctrl-C stops it.
+
+exit status: 0 stopped; 1 the changes topic does not appear within 60 s (no worker created
+it); 69 Kafka cannot be reached (after SEGSTREAM_CONNECT_WAIT_S seconds).
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("watch", help="live view of segment changes in the terminal",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION)
     p.add_argument("--api", default=None, metavar="URL",
                    help="worker web server (default: http://WEB_HOST:WEB_PORT from settings)")
     p.add_argument("--token", default=None, help="API bearer token (default: the first of "
                    "SEGSTREAM_API_TOKENS)")
     p.add_argument("--interval", type=float, default=1.0, help="redraw every N seconds")
     p.add_argument("--once", type=float, default=None, metavar="SECONDS",
-                   help="watch for SECONDS, print one final view and exit (for scripts)")
+                   help="watch for SECONDS, print one final view and exit (for scripts; "
+                        "default: redraw until Ctrl-C)")
     p.set_defaults(func=_run)
 
 
