@@ -12,8 +12,8 @@ import asyncio
 import sys
 from typing import Any
 
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.cli.servers import UnavailableError, redis_connected
@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
+    except AuthenticationError as exc:  # its text never holds the password
+        raise UnavailableError(f"Redis at {mask_url(settings.redis.url)} refused the "
+                               f"credentials: {type(exc).__name__}: {exc}") from None
     except (RedisConnectionError, RedisTimeoutError) as exc:  # lost after the first PING
         raise UnavailableError(
             f"Redis at {mask_url(settings.redis.url)} cannot be reached: {type(exc).__name__}"
