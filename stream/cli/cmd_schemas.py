@@ -20,6 +20,9 @@ file per event type, event.json (any event), record.json (a raw-topic record) an
 segment_change.json, generated from the event models. `make schemas` regenerates the copies
 in schemas/jsonschema/; with --check nothing is written and the exit status is 1 when the
 files in DIR are out of date (for CI).
+
+exit status: 0 done (or up to date); 1 --check found files out of date; 4 DIR cannot be
+written.
 """
 
 
@@ -53,6 +56,12 @@ def run_export(args: argparse.Namespace) -> int:
             return 1
         print(f"{directory}: up to date")
         return 0
-    for path in export(directory):
+    try:
+        paths = export(directory)
+    except OSError as err:
+        print(f"segstream schemas export: cannot write {err.filename or directory}: "
+              f"{err.strerror or err}", file=sys.stderr)
+        return 4
+    for path in paths:
         print(path)
     return 0

@@ -165,3 +165,11 @@ def test_segments_validate_json(tmp_path: Path) -> None:
     doc = orjson.loads(out.stdout)
     assert doc["ok"] is False and doc["errors"][0]["line"] == 5
     assert "nope" in doc["errors"][0]["message"]
+
+
+def test_schemas_export_to_a_directory_that_cannot_be_written_exits_4(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    out = cli("schemas", "export", str(blocked / "dir"))
+    assert out.returncode == 4 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("segstream schemas export: cannot write ")
