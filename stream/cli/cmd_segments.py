@@ -168,6 +168,8 @@ def _apply(args: argparse.Namespace) -> int:
 def print_estimate(settings: Settings, old: Catalogue, new: Catalogue) -> None:
     """The dry run's table: per segment of ``old`` or ``new`` its size today (Redis) and its
     estimated size under ``new`` (evaluated from the stored states, like a live switch)."""
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
     from state.redis_store import RedisStore  # noqa: PLC0415
     from stream.estimate import estimate_sizes  # noqa: PLC0415 - the dry run only
 
@@ -179,7 +181,11 @@ def print_estimate(settings: Settings, old: Catalogue, new: Catalogue) -> None:
         finally:
             await client.aclose()
 
-    est = asyncio.run(run())
+    try:
+        est = asyncio.run(run())
+    except RedisError as exc:  # lost after the first PING; its text never holds a password
+        raise UnavailableError(f"Redis at {mask_url(settings.redis.url)}: "
+                               f"{type(exc).__name__}: {exc}") from None
     names = [seg.name for seg in new.segments]
     names += [seg.name for seg in old.segments if seg.name not in names]
     width = max([len("segment"), *map(len, names)])

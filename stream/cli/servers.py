@@ -52,7 +52,7 @@ def kafka_client(settings: Settings, command: str, kind: str = "consumer",
     """A connected kafka-python ``KafkaConsumer`` (``kind="consumer"``), ``KafkaProducer`` or
     ``KafkaAdminClient``, or :class:`UnavailableError` after the bounded wait."""
     import kafka  # noqa: PLC0415 - keep `segstream --help` fast
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError  # noqa: PLC0415
+    from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError  # noqa: PLC0415
 
     factory = {"consumer": kafka.KafkaConsumer, "producer": kafka.KafkaProducer,
                "admin": kafka.KafkaAdminClient}[kind]
@@ -71,14 +71,18 @@ def kafka_client(settings: Settings, command: str, kind: str = "consumer",
                 announce(command, f"Kafka at {_kafka_where(settings)}", wait_s)
                 first = False
                 continue
-            raise UnavailableError(f"Kafka at {_kafka_where(settings)} cannot be reached (gave up "
-                              f"after {wait_s:g} s; check SEGSTREAM_KAFKA_BOOTSTRAP and the "
-                              "security settings)") from None
+            raise UnavailableError(f"Kafka at {_kafka_where(settings)} cannot be reached "
+                                   f"(gave up after {wait_s:g} s; check "
+                                   "SEGSTREAM_KAFKA_BOOTSTRAP and the security settings)"
+                                   ) from None
+        except KafkaError as exc:  # e.g. a broker too old, a TLS handshake refused
+            raise UnavailableError(f"Kafka at {_kafka_where(settings)} refused the connection: "
+                                   f"{type(exc).__name__}: {exc}") from None
 
 
 async def redis_connected(settings: Settings, command: str) -> Any:
     """A Redis client of ``settings`` that answered PING, or :class:`UnavailableError` after the
-    bounded wait (an AUTH refusal is not waited for: it is raised as it is)."""
+    bounded wait (a refused AUTH is not waited for: UnavailableError at once)."""
     client = redis_for(settings)
     wait_s = float(settings.process.connect_wait_s)
     deadline = time.monotonic() + wait_s
@@ -89,15 +93,16 @@ async def redis_connected(settings: Settings, command: str) -> Any:
             async with asyncio.timeout(max(0.1, budget)):
                 await client.ping()
             return client
-        except AuthenticationError:
+        except AuthenticationError as exc:  # its text never holds the password
             await client.aclose()
-            raise
+            raise UnavailableError(f"Redis at {mask_url(settings.redis.url)} refused the "
+                                   f"credentials: {type(exc).__name__}: {exc}") from None
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError):
             if time.monotonic() + REDIS_RETRY_S >= deadline:
                 await client.aclose()
-                raise UnavailableError(f"Redis at {mask_url(settings.redis.url)} cannot be reached "
-                                  f"(gave up after {wait_s:g} s; check SEGSTREAM_REDIS_URL)"
-                                  ) from None
+                raise UnavailableError(f"Redis at {mask_url(settings.redis.url)} cannot be "
+                                       f"reached (gave up after {wait_s:g} s; check "
+                                       "SEGSTREAM_REDIS_URL)") from None
             if not told:
                 announce(command, f"Redis at {mask_url(settings.redis.url)}", wait_s)
                 told = True
