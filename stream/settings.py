@@ -393,6 +393,11 @@ class ProcessSettings(_Group):
     data_dir: Path = _f(
         _DEFAULT_DATA_DIR, "Directory for the worker's local files (Faust datadir).")
     log_level: LogLevel = _f("info", "Log level: debug, info, warning, error or critical.")
+    connect_wait_s: int = _f(
+        15, "How long, in seconds, a short-lived command (`segstream segments`, `watch`, "
+        "`simulate`, `redis-rebuild`) waits for Kafka, Redis or the collector before it gives "
+        "up with exit status 69 (announced on stderr once the first attempt failed).",
+        minimum=1)
 
 
 

@@ -33,12 +33,22 @@ log = logging.getLogger("segstream.collector")
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
+DESCRIPTION = """\
+Run the HTTP event collector: websites and back ends POST events to /v1/events; valid events
+are written to the raw topic, and a request is answered only once Kafka acknowledged them
+(docs/collector.md). It starts serving at once and connects to Kafka in the background
+(/ready and POST answer 503 until then). Configuration: the SEGSTREAM_COLLECTOR_* and Kafka
+settings. SIGINT/SIGTERM stop it gracefully: requests in flight are answered first.
+
+exit status: 0 stopped; 2 a configuration error.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("collector", help="run the HTTP event collector",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", help="bind address (default: SEGSTREAM_COLLECTOR_HOST)")
-    p.add_argument("--port", type=int, help="port (default: SEGSTREAM_COLLECTOR_PORT)")
+                              description=DESCRIPTION)
+    p.add_argument("--host", help="bind address (default: SEGSTREAM_COLLECTOR_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: SEGSTREAM_COLLECTOR_PORT, 8088)")
     p.set_defaults(func=run)
 
 

@@ -50,12 +50,27 @@ class UsageError(SegstreamError):
     """A bad option value (exit code 2)."""
 
 
+DESCRIPTION = """\
+Run segment definitions over an event file, offline and deterministically (no servers).
+
+Reads events (JSON lines in the public envelope, or CSV with a column mapping), validates each
+one like the live ingest does, orders the valid ones by event time (an external sort with
+bounded memory; --arrival-order keeps file order instead), replays them through the engine
+with "now" = the stream's watermark (docs/replay.md), writes the segment changes as JSON lines
+and prints the final segment sizes. The input is streamed, never held in memory as a whole.
+With --out - (or --invalid-out -) the summary goes to stderr.
+
+exit status: 0 done; 1 done, but --strict and some events were invalid or late; 2 bad command
+line (also a bad --until, --clock, --sort-buffer-mb or --csv-map); 3 invalid definitions
+file; 4 a file cannot be read or written; 141 stdout closed early (`| head`).
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "replay",
         help="replay an event file through the segment definitions, offline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     p.add_argument("--segments", required=True, metavar="FILE", type=Path,
                    help="segment definitions (YAML), e.g. processors/catalogue.yaml")
@@ -66,14 +81,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--csv-map", metavar="COL=FIELD[:TYPE],...",
                    help="CSV column mapping, e.g. 'id=event_id,ts=timestamp,"
                         "user=customer_id,price=properties.price:float'; unmapped columns "
-                        "named like envelope fields are taken as is, others go to properties")
+                        "named like envelope fields are taken as is, others go to properties "
+                        "(default: none, every column by its name)")
     p.add_argument("--until", metavar="TIME",
                    help="evaluate as of TIME (ISO-8601, or epoch ms): later events are "
                         "skipped, timers fire up to TIME (default: the last event time)")
     p.add_argument("--out", metavar="FILE",
-                   help="write changes as JSON lines to FILE, or - for stdout")
+                   help="write changes as JSON lines to FILE, or - for stdout (default: not "
+                        "written, only counted)")
     p.add_argument("--invalid-out", metavar="FILE",
-                   help="write rejected input (line, code, message) as JSON lines to FILE")
+                   help="write rejected input (line, code, message) as JSON lines to FILE, or - "
+                        "for stdout (default: not written, only counted)")
     p.add_argument("--clock", metavar="TIME",
                    help="validator clock for the future-timestamp bound (default: now)")
     p.add_argument("--arrival-order", action="store_true",
@@ -364,8 +382,11 @@ def _open(args: argparse.Namespace, stack: ExitStack
         out = sys.stdout.buffer
     elif args.out:
         out = stack.enter_context(Path(args.out).open("wb"))  # noqa: SIM115
-    invalid_out = (stack.enter_context(Path(args.invalid_out).open("wb"))  # noqa: SIM115
-                   if args.invalid_out else None)
+    invalid_out = None
+    if args.invalid_out == "-":
+        invalid_out = sys.stdout.buffer
+    elif args.invalid_out:
+        invalid_out = stack.enter_context(Path(args.invalid_out).open("wb"))  # noqa: SIM115
     return source, out, invalid_out
 
 
@@ -412,18 +433,25 @@ def run(args: argparse.Namespace) -> int:
             events, order = sorter, sorter.stats
         try:
             result = replay(engine, events, until=until, on_change=on_change)
+        except BrokenPipeError:
+            raise  # stdout closed early (`| head`): stream.cli.main exits quietly
         except OSError as e:
             return _fail(EXIT_IO, f"{e.filename or 'output'}: {e.strerror or e}")
         if bar is not None:
             bar.close()
-        if out is not None:
-            out.flush()
+        _flush(out, invalid_out)
         report = summary(result, reader, [s.name for s in catalogue.segments],
                          time.perf_counter() - started, actions, order=order,
                          arrival_order=args.arrival_order)
-        print(report, file=sys.stderr if args.out == "-" else sys.stdout)
+        print(report, file=sys.stderr if "-" in (args.out, args.invalid_out) else sys.stdout)
     bad = sum(reader.invalid.values()) + result.late
     return EXIT_STRICT if args.strict and bad else EXIT_OK
+
+
+def _flush(*outputs: IO[bytes] | None) -> None:
+    for out in outputs:
+        if out is not None:
+            out.flush()
 
 
 def build_engine(path: Path) -> tuple[Any, Any]:

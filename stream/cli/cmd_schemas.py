@@ -14,15 +14,27 @@ from pathlib import Path
 
 from schemas.publish import build_schemas, export, render
 
+DESCRIPTION = """\
+Publish the event contract as JSON Schema files: `segstream schemas export DIR` writes one
+file per event type, event.json (any event), record.json (a raw-topic record) and
+segment_change.json, generated from the event models. `make schemas` regenerates the copies
+in schemas/jsonschema/; with --check nothing is written and the exit status is 1 when the
+files in DIR are out of date (for CI).
+
+exit status: 0 done (or up to date); 1 --check found files out of date; 4 DIR cannot be
+written.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "schemas", help="publish the event contract (JSON Schema)", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "schemas", help="publish the event contract (JSON Schema)", description=DESCRIPTION,
     )  # fmt: skip
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    exp = actions.add_parser("export", help="write the JSON Schema files into DIR")
-    exp.add_argument("directory", metavar="DIR", type=Path)
+    exp = actions.add_parser("export", help="write the JSON Schema files into DIR",
+                             description="Write the JSON Schema files into DIR (created when "
+                                         "missing); --check: exit 1 if DIR is out of date.")
+    exp.add_argument("directory", metavar="DIR", type=Path, help="where the files go")
     exp.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if DIR is out of date"
     )
@@ -44,6 +56,12 @@ def run_export(args: argparse.Namespace) -> int:
             return 1
         print(f"{directory}: up to date")
         return 0
-    for path in export(directory):
+    try:
+        paths = export(directory)
+    except OSError as err:
+        print(f"segstream schemas export: cannot write {err.filename or directory}: "
+              f"{err.strerror or err}", file=sys.stderr)
+        return 4
+    for path in paths:
         print(path)
     return 0

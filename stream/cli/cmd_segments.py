@@ -1,46 +1,73 @@
-"""`segstream segments validate|apply|show`: manage the live segment definitions.
-
-``validate FILE`` checks a definitions file offline (no servers). ``apply FILE`` validates it,
-shows what changes against the definitions the workers run now, and publishes it on the
-definitions topic (``SEGSTREAM_DEFINITIONS_TOPIC``, compacted, created when missing): every
-worker switches to it without a restart and re-evaluates its customers. ``show`` prints the
-published document's version and segments.
-
-Exit codes: 0 done; 2 bad command line; 3 invalid definitions file (or a changed file that
-keeps the published version); 4 Kafka unreachable or a file unreadable.
-"""
+"""`segstream segments validate|apply|show`: manage the live segment definitions."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
-from processors.lang.errors import DefinitionError
+import orjson
+
+from processors.lang.ast import Catalogue
+from processors.lang.errors import CombinedDefinitionError, DefinitionError
 from processors.lang.load import load_definitions
+from stream.cli.servers import EXIT_UNAVAILABLE, UnavailableError, kafka_client, redis_connected
 from stream.connections import kafka_kwargs
 from stream.definitions import DOCUMENT_KEY, DefinitionsDoc, diff, file_catalogue
-from stream.settings import Settings
+from stream.settings import Settings, mask_url
 from stream.topics import DEFINITIONS_PARTITION, create_topics, topic_spec
 
 EXIT_OK, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 2, 3, 4
 TIMEOUT_MS = 15_000
 
+DESCRIPTION = """\
+Manage the segment definitions the workers run, without a restart.
+
+  validate FILE         check a definitions file offline (no server is contacted)
+  apply FILE            show what changes against the definitions the workers run now, then
+                        publish FILE on the definitions topic: every worker switches to it
+                        within seconds and re-evaluates its customers
+  apply FILE --dry-run  the same report plus, per segment, its size today and its estimated
+                        size under FILE (from the customer states in Redis); publishes nothing
+  show                  the published version and segments
+
+Only `apply` (without --dry-run) creates the definitions topic when it is missing.
+
+exit status: 0 done; 2 bad command line; 3 invalid definitions file (or a changed file that
+keeps the published version); 4 a file cannot be read; 69 Kafka or Redis cannot be reached
+(after SEGSTREAM_CONNECT_WAIT_S seconds).
+"""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("segments", help="validate, publish or show segment definitions",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    v = sub.add_parser("validate", help="check a definitions file (offline)")
-    v.add_argument("file", type=Path)
+                              description=DESCRIPTION)
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    v = sub.add_parser("validate", help="check a definitions file (offline)",
+                       description="Check a definitions file offline: parse and compile every "
+                                   "segment, report every problem with its line (exit 3).")
+    v.add_argument("file", type=Path, help="the definitions file (YAML)")
+    v.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object on stdout (also when invalid)")
     v.set_defaults(func=_validate)
-    a = sub.add_parser("apply", help="publish a definitions file to the running workers")
-    a.add_argument("file", type=Path)
-    a.add_argument("--dry-run", action="store_true", help="show the change, publish nothing")
+    a = sub.add_parser("apply", help="publish a definitions file to the running workers",
+                       description="Compare a definitions file with what the workers run now "
+                                   "and publish it on the definitions topic (created when "
+                                   "missing); with --dry-run, only report, with the segment "
+                                   "sizes today and estimated under the file.")
+    a.add_argument("file", type=Path, help="the definitions file (YAML)")
+    a.add_argument("--dry-run", action="store_true",
+                   help="publish nothing, create no topic; show per segment its size today "
+                        "and its estimated size under FILE (reads Redis)")
     a.set_defaults(func=_apply)
-    s = sub.add_parser("show", help="print the published definitions")
+    s = sub.add_parser("show", help="print the published definitions",
+                       description="Print the published definitions: version and segments "
+                                   "(reads the definitions topic, creates nothing).")
     s.add_argument("--text", action="store_true", help="print the whole YAML text")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object: published, version, segments, text")
     s.set_defaults(func=_show)
 
 
@@ -56,6 +83,16 @@ def _read(path: Path) -> str | int:
         return EXIT_DEFINITIONS
 
 
+def _segments_json(catalogue: Catalogue) -> list[dict[str, Any]]:
+    return [{"name": seg.name, "description": seg.description,
+             "condition": seg.condition_text, "enabled": seg.enabled, "tags": list(seg.tags)}
+            for seg in catalogue.segments]
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
 def _validate(args: argparse.Namespace) -> int:
     text = _read(args.file)
     if isinstance(text, int):
@@ -63,8 +100,19 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         catalogue = load_definitions(text, name=str(args.file))
     except DefinitionError as err:
-        print(err, file=sys.stderr)
+        if args.json:
+            errors = err.errors if isinstance(err, CombinedDefinitionError) else (err,)
+            _print_json({"file": str(args.file), "ok": False, "errors": [
+                {"line": e.line, "segment": e.segment, "message": e.message,
+                 "text": e.render()} for e in errors]})
+        else:
+            print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
+    if args.json:
+        _print_json({"file": str(args.file), "ok": True, "version": catalogue.version,
+                     "allowed_lateness_ms": catalogue.allowed_lateness_ms,
+                     "segments": _segments_json(catalogue)})
+        return EXIT_OK
     print(f"{args.file}: version {catalogue.version!r}, {len(catalogue.segments)} segments, "
           f"allowed lateness {catalogue.allowed_lateness_ms} ms: OK")
     return EXIT_OK
@@ -80,13 +128,7 @@ def _apply(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
     settings = Settings.from_env()
-    try:
-        current = read_published(settings)
-    except Exception as err:  # any client error: Kafka unreachable or refusing
-        where = ",".join(settings.kafka.bootstrap)
-        print(f"error: cannot read the definitions topic at {where}: {err}",
-              file=sys.stderr)
-        return EXIT_IO
+    current = read_published(settings, "segments apply")
     # what the workers run now: the published document, else their definitions file
     old = (current.catalogue() if current is not None
            else file_catalogue(settings.segmentation.segments_file))
@@ -108,32 +150,74 @@ def _apply(args: argparse.Namespace) -> int:
         print("  note: members of removed segments receive an EXIT (cause "
               f"definitions:{doc.version})")
     if args.dry_run:
+        print_estimate(settings, old, catalogue)
         print("dry run: nothing published")
         return EXIT_OK
     try:
+        ensure_topic(settings)
         publish(settings, doc)
-    except Exception as err:  # any client error: Kafka unreachable or refusing
-        print(f"error: publishing failed: {err}", file=sys.stderr)
-        return EXIT_IO
+    except UnavailableError:
+        raise
+    except Exception as err:  # any client error: Kafka refusing the request
+        print(f"error: publishing failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(f"published to {settings.topic('definitions')}: workers switch within seconds")
     return EXIT_OK
 
 
+def print_estimate(settings: Settings, old: Catalogue, new: Catalogue) -> None:
+    """The dry run's table: per segment of ``old`` or ``new`` its size today (Redis) and its
+    estimated size under ``new`` (evaluated from the stored states, like a live switch)."""
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
+    from state.redis_store import RedisStore  # noqa: PLC0415
+    from stream.estimate import estimate_sizes  # noqa: PLC0415 - the dry run only
+
+    async def run() -> Any:
+        client = await redis_connected(settings, "segments apply")
+        try:
+            store = RedisStore(client, namespace=settings.redis.namespace)
+            return await estimate_sizes(store, settings, new)
+        finally:
+            await client.aclose()
+
+    try:
+        est = asyncio.run(run())
+    except RedisError as exc:  # lost after the first PING; its text never holds a password
+        raise UnavailableError(f"Redis at {mask_url(settings.redis.url)}: "
+                               f"{type(exc).__name__}: {exc}") from None
+    names = [seg.name for seg in new.segments]
+    names += [seg.name for seg in old.segments if seg.name not in names]
+    width = max([len("segment"), *map(len, names)])
+    print(f"segment sizes (today from Redis at {mask_url(settings.redis.url)}; estimated: "
+          f"{est.customers} stored customers evaluated with {new.version} as of now):")
+    print(f"  {'segment':<{width}}  {'today':>9}  {'estimated':>9}  {'change':>8}")
+    for name in names:
+        today, after = est.today.get(name, 0), est.estimated.get(name, 0)
+        print(f"  {name:<{width}}  {today:>9}  {after:>9}  {after - today:>+8}")
+    if est.undecodable:
+        print(f"  ({est.undecodable} stored states could not be decoded and were left out)")
+
+
 def _show(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    try:
-        current = read_published(settings)
-    except Exception as err:  # any client error: Kafka unreachable or refusing
-        print(f"error: cannot read the definitions topic: {err}", file=sys.stderr)
-        return EXIT_IO
+    current = read_published(settings, "segments show")
     if current is None:
+        if args.json:
+            _print_json({"published": False, "topic": settings.topic("definitions")})
+            return EXIT_OK
         print("no definitions published: workers run SEGSTREAM_SEGMENTS_FILE or the default "
               "catalogue")
+        return EXIT_OK
+    catalogue = current.catalogue()
+    if args.json:
+        _print_json({"published": True, "topic": settings.topic("definitions"),
+                     "version": current.version, "segments": _segments_json(catalogue),
+                     "text": current.text})
         return EXIT_OK
     if args.text:
         print(current.text, end="" if current.text.endswith("\n") else "\n")
         return EXIT_OK
-    catalogue = current.catalogue()
     print(f"version {current.version} ({len(catalogue.segments)} segments)")
     for seg in catalogue.segments:
         print(f"  {seg.name:<28} {seg.condition_text}")
@@ -147,15 +231,19 @@ def ensure_topic(settings: Settings) -> None:
                   request_timeout_ms=TIMEOUT_MS)
 
 
-def read_published(settings: Settings) -> DefinitionsDoc | None:
-    """The latest document on the definitions topic, or None."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+def read_published(settings: Settings, command: str) -> DefinitionsDoc | None:
+    """The latest document on the definitions topic, or None (also when the topic does not
+    exist: it is not created, and no request here can create it). :class:`UnavailableError` when
+    Kafka cannot be reached or refuses."""
+    from kafka import TopicPartition  # noqa: PLC0415
 
-    ensure_topic(settings)
-    tp = TopicPartition(settings.topic("definitions"), DEFINITIONS_PARTITION)
-    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False,
-                             request_timeout_ms=TIMEOUT_MS)
+    topic = settings.topic("definitions")
+    consumer = kafka_client(settings, command, enable_auto_commit=False,
+                            request_timeout_ms=TIMEOUT_MS)
     try:
+        if topic not in consumer.topics():  # a metadata request for all topics
+            return None
+        tp = TopicPartition(topic, DEFINITIONS_PARTITION)
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]
         if end == 0:
@@ -166,17 +254,21 @@ def read_published(settings: Settings) -> DefinitionsDoc | None:
                 for r in records:
                     if r.offset == end - 1:
                         return DefinitionsDoc.decode(r.value)
-        raise TimeoutError("could not read the last definitions record")
+        raise UnavailableError(f"cannot read the definitions topic {topic}: the last record did "
+                          "not arrive")
+    except UnavailableError:
+        raise
+    except Exception as err:  # any client error: Kafka refusing a request
+        raise UnavailableError(f"cannot read the definitions topic {topic}: "
+                          f"{type(err).__name__}: {err}") from None
     finally:
         consumer.close()
 
 
 def publish(settings: Settings, doc: DefinitionsDoc) -> None:
     """Produce ``doc`` (acks=all) and wait for the acknowledgement."""
-    from kafka import KafkaProducer  # noqa: PLC0415
-
-    producer = KafkaProducer(**kafka_kwargs(settings), acks="all",
-                             request_timeout_ms=TIMEOUT_MS)
+    producer = kafka_client(settings, "segments apply", "producer", acks="all",
+                            request_timeout_ms=TIMEOUT_MS)
     try:
         producer.send(settings.topic("definitions"), doc.encode(), key=DOCUMENT_KEY).get(
             timeout=TIMEOUT_MS / 1000)

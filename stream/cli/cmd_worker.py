@@ -14,20 +14,33 @@ from typing import Any
 
 from stream.settings import LOG_LEVELS, Settings, SettingsError
 
+DESCRIPTION = """\
+Run a stream worker: the ingest agent (raw events -> bundles) and the segmentation agent
+(bundles -> segment changes, customer state in Redis, timers), plus the web server with the
+membership API and /metrics. Configuration comes from the SEGSTREAM_* environment
+(docs/configuration.md); the options below override it for one run.
+
+The worker waits for Kafka and Redis and retries while they are away. It exits with a non-zero
+status when it crashes, so a supervisor restarts it; it resumes from the committed offsets.
+exit status: 2 a configuration error.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``worker`` sub-command."""
     parser = subparsers.add_parser(
         "worker",
         help="run the stream worker (ingest and segmentation agents, /metrics)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=DESCRIPTION,
     )
     parser.add_argument("--web-port", type=int, default=None,
-                        help="port of the web server (/metrics); overrides SEGSTREAM_WEB_PORT")
+                        help="port of the web server (API, /metrics) "
+                             "(default: SEGSTREAM_WEB_PORT, 6066)")
     parser.add_argument("--web-host", default=None,
-                        help="address the web server binds to; overrides SEGSTREAM_WEB_HOST")
+                        help="address the web server binds to "
+                             "(default: SEGSTREAM_WEB_HOST, 127.0.0.1)")
     parser.add_argument("-l", "--loglevel", choices=LOG_LEVELS, default=None,
-                        help="log level; overrides SEGSTREAM_LOG_LEVEL")
+                        help="log level (default: SEGSTREAM_LOG_LEVEL, info)")
     parser.set_defaults(func=run)
 
 

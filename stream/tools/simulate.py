@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import random
 import signal
 import sys
@@ -279,7 +280,9 @@ class HttpSink:
             except (TimeoutError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise SimulationError(f"{ready} not ready after {READY_TIMEOUT_S:.0f} s")
+                from stream.cli.servers import UnavailableError  # noqa: PLC0415
+
+                raise UnavailableError(f"{ready} not ready after {READY_TIMEOUT_S:.0f} s")
             if not told:
                 print(f"simulate: waiting for {ready}", file=sys.stderr, flush=True)
                 told = True
@@ -373,6 +376,25 @@ async def run_file(sim: Simulation, sink: Sink, *, rate: float, total: int, star
         await sink.send(sim.take(n, start_ms + int(sim.counts.events * 1000 / rate)))
 
 
+async def _start(live: KafkaSink | HttpSink, target: str) -> None:
+    """Connect the live sink; a server that cannot be reached is an ``UnavailableError``."""
+    from stream.cli.servers import UnavailableError  # noqa: PLC0415
+
+    aiokafka_log = logging.getLogger("aiokafka")  # it logs each failed connect on stderr
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await live.start()
+    except (SimulationError, UnavailableError):
+        raise
+    except Exception as exc:  # the client libraries' connection errors
+        where = f"Kafka at {live.bootstrap}" if isinstance(live, KafkaSink) else target
+        raise UnavailableError(f"cannot connect to {where}: {type(exc).__name__}: {exc}"
+                               ) from None
+    finally:
+        aiokafka_log.setLevel(level)
+
+
 async def simulate(args: argparse.Namespace) -> int:
     cfg = SimConfig(customers=args.customers, rate=args.rate, seed=args.seed,
                     late_share=args.late_share, duplicate_share=args.duplicate_share,
@@ -416,12 +438,7 @@ async def simulate(args: argparse.Namespace) -> int:
         if key is None and settings.collector.write_keys:
             key = settings.collector.write_keys[0].partition("=")[2].strip()
         live = HttpSink(target, key or None)
-    try:
-        await live.start()
-    except SimulationError:
-        raise
-    except Exception as exc:  # the client libraries' connection errors
-        raise SimulationError(f"cannot connect to {target}: {exc}") from None
+    await _start(live, target)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -435,10 +452,32 @@ async def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+A shopper simulator that feeds a running segstream, or writes an event file. Sessions browse,
+fill a cart and abandon it or buy; email campaigns bring opens and clicks; identify, alias
+and a few forgets happen too. Events are stamped in real time and paced at --rate events per
+second, sent in small JSON arrays:
+
+  --to kafka                           one raw record per array, to the raw topic (default)
+  --to http://HOST:PORT/v1/events      POSTs to the HTTP collector (--write-key), honouring
+                                       429 Retry-After; waits for the collector's /ready
+  --to PATH (or file:PATH; - = stdout) JSON lines for `segstream replay`, written at once on
+                                       a virtual clock starting at --start
+
+Disorder knobs (shares of events): --late-share (stamped --late-by in the past, beyond the
+allowed lateness: dead-lettered as too_late), --duplicate-share (the same event sent again a
+few events later), --malformed-share (a broken envelope: rejected). One customer's timestamps
+never go backwards except for late events. The same --seed gives the same events (and, in
+file mode with a fixed --start, the same file). Progress goes to stderr every few seconds.
+
+exit status: 0 done; 1 the collector refused the write key; 2 bad command line; 69 Kafka or
+the collector cannot be reached; 130 Ctrl-C; 141 stdout closed early (`| head`).
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("simulate", help="simulate shoppers: live events or a file",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION)
     p.add_argument("--customers", type=int, default=1_000, help="known customers (plus 10%% "
                    "anonymous-only visitors)")
     p.add_argument("--rate", type=float, default=100.0, help="events per second")
@@ -449,13 +488,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "PATH - is stdout)")
     p.add_argument("--write-key", help="collector write key (default: the first of "
                    "SEGSTREAM_COLLECTOR_WRITE_KEYS)")
-    p.add_argument("--late-share", type=_share, default=0.0)
+    p.add_argument("--late-share", type=_share, default=0.0, metavar="SHARE",
+                   help="share of events stamped --late-by in the past (0 to 1)")
     p.add_argument("--late-by", type=parse_duration, default=7_200.0,
                    help="how far in the past a late event is stamped (default 2h)")
-    p.add_argument("--duplicate-share", type=_share, default=0.0)
-    p.add_argument("--malformed-share", type=_share, default=0.0)
+    p.add_argument("--duplicate-share", type=_share, default=0.0, metavar="SHARE",
+                   help="share of events sent a second time a few events later (0 to 1)")
+    p.add_argument("--malformed-share", type=_share, default=0.0, metavar="SHARE",
+                   help="share of events with a broken envelope (0 to 1)")
     p.add_argument("--batch", type=int, default=10, help="events per array (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed gives the same events")
     p.add_argument("--start", type=int, help="file mode: epoch ms of the first event "
                    "(default now)")
     p.set_defaults(func=run)

@@ -20,23 +20,34 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.changes import ChangeError, SegmentChange, decode_change
-from stream.connections import kafka_kwargs
 from stream.settings import Settings
 
 CLEAR = "\033[2J\033[H"
 
 
+DESCRIPTION = """\
+A live terminal view of segment changes (what `make demo` shows). Follows the segment-changes
+topic from its end and redraws every --interval seconds: changes per segment (ENTER / EXIT in
+the last interval and in total), segment sizes (from the worker's API, else from the changes
+seen), events/s and changes/s from the worker's /metrics, the latest changes and the URLs to
+look at. Ctrl-C stops it.
+
+exit status: 0 stopped; 1 the changes topic does not appear within 60 s (no worker created
+it); 69 Kafka cannot be reached (after SEGSTREAM_CONNECT_WAIT_S seconds).
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("watch", help="live view of segment changes in the terminal",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION)
     p.add_argument("--api", default=None, metavar="URL",
                    help="worker web server (default: http://WEB_HOST:WEB_PORT from settings)")
     p.add_argument("--token", default=None, help="API bearer token (default: the first of "
                    "SEGSTREAM_API_TOKENS)")
     p.add_argument("--interval", type=float, default=1.0, help="redraw every N seconds")
     p.add_argument("--once", type=float, default=None, metavar="SECONDS",
-                   help="watch for SECONDS, print one final view and exit (for scripts)")
+                   help="watch for SECONDS, print one final view and exit (for scripts; "
+                        "default: redraw until Ctrl-C)")
     p.set_defaults(func=_run)
 
 
@@ -123,16 +134,18 @@ def _refresh(view: View, api: str, token: str | None, elapsed: float) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - keep --help fast
+    from kafka import TopicPartition  # noqa: PLC0415 - keep --help fast
+
+    from stream.cli.servers import kafka_client  # noqa: PLC0415
 
     settings = Settings.from_env()
     api = args.api or f"http://{settings.process.web_host}:{settings.process.web_port}"
     token = args.token or next(iter(_tokens(settings)), None)
     topic = settings.topic("changes")
-    consumer = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     view = View()
     urls = [f"API:     {api}/segments   {api}/customers/<id>/segments",
             f"metrics: {api}/metrics", f"topic:   {topic} on {','.join(settings.kafka.bootstrap)}"]
+    consumer = kafka_client(settings, "watch", enable_auto_commit=False)  # or UnavailableError
     deadline = None if args.once is None else time.monotonic() + args.once
     try:
         parts = None

@@ -12,6 +12,7 @@ listener (deploy/local/kafka.sh with SEGSTREAM_KAFKA_SASL_USERS, a private insta
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -196,9 +197,31 @@ def test_redis_rebuild_cli_with_and_without_the_password(redis_port: int, tmp_pa
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = subprocess.run(cmd, cwd=REPO, env={**base, "SEGSTREAM_REDIS_PASSWORD": WRONG_PASSWORD},
                          capture_output=True, text=True, timeout=60, check=False)
-    assert bad.returncode != 0
-    assert "AuthenticationError" in bad.stderr + bad.stdout
+    assert bad.returncode == 69
+    assert "refused the credentials: AuthenticationError" in bad.stderr, bad.stdout + bad.stderr
     assert_no_secret(bad.stdout + bad.stderr + ok.stdout + ok.stderr, "redis-rebuild's output")
+
+
+def test_segments_dry_run_with_a_wrong_redis_password(redis_port: int, kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    """`segments apply --dry-run` reads Redis for the sizes: a refused password is one line
+    and exit 69 at once (no wait), with no password shown."""
+    env = {"PATH": "/usr/bin:/bin", "SEGSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "SEGSTREAM_TOPIC_PREFIX": f"dryauth{os.getpid()}-",
+           "SEGSTREAM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "SEGSTREAM_REDIS_PASSWORD": WRONG_PASSWORD}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "segments", "apply",
+                          str(REPO / "processors" / "catalogue.yaml"), "--dry-run"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 69, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"segstream segments: Redis at redis://127.0.0.1:{redis_port}/0 refused the "
+        f"credentials: {out.stderr.split('credentials: ', 1)[1].strip()}"]
+    assert "AuthenticationError" in out.stderr
+    assert time.monotonic() - started < 15  # not the SEGSTREAM_CONNECT_WAIT_S wait
+    assert_no_secret(out.stdout + out.stderr, "segments apply --dry-run's output")
 
 
 # --- Kafka SASL -------------------------------------------------------------------------------
@@ -253,8 +276,9 @@ def test_a_wrong_sasl_password_is_refused_clearly(
     cli = subprocess.run([sys.executable, "-m", "stream.cli", "segments", "show"], cwd=REPO,
                          env={**p.env, **sasl_env(sasl, WRONG_PASSWORD)}, capture_output=True,
                          text=True, timeout=120, check=False)
-    assert cli.returncode != 0
-    assert "cannot read the definitions topic" in cli.stderr, cli.stdout + cli.stderr
+    assert cli.returncode == 69  # a server cannot be reached: the CLI's one status for it
+    assert "Traceback" not in cli.stderr
+    assert "cannot be reached" in cli.stderr.splitlines()[-1], cli.stdout + cli.stderr
     assert_no_secret(cli.stdout + cli.stderr, "segments show's output")
     print(f"\nwrong SASL password: the worker stopped (status {status}) {took:.1f} s after "
           "its start")

@@ -106,7 +106,9 @@ VARIABLES_BEFORE_GROUPING = frozenset("SEGSTREAM_" + n for n in (
     "WEB_HOST",
     "WEB_PORT",
     "DATA_DIR",
-    "LOG_LEVEL"))
+    "LOG_LEVEL",
+    # the command-line tools' bounded wait for a server (added after the grouping)
+    "CONNECT_WAIT_S"))
 
 
 def test_grouping_kept_every_variable_name() -> None:
