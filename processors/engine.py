@@ -277,11 +277,17 @@ class Engine:
         return st
 
     def reevaluate(self, state: CustomerState, now: int, cause: str) -> Step:
-        """Bind ``state`` to this catalogue and evaluate every segment at max(clock, now)."""
+        """Bind ``state`` to this catalogue and evaluate every segment at max(clock, now).
+
+        A state that has taken no event (a tombstone: a forgotten or merged-away profile) is
+        only rebound: it has no memberships to gain, even in a segment true of an empty
+        profile (``not segment.lapsed``), until its next event."""
         changes: list[Change] = []
         if state.layout is not self.catalogue:
             self._remap(state)
         self._exit_orphans(state, state.clock, cause, changes)
+        if state.fresh:
+            return Step(state, changes, None, False)
         self._advance(state, now, True, min(state.clock, now) - self.lateness, changes)
         t = max(state.clock, now)
         state.clock = t

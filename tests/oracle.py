@@ -36,8 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable, Container, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -190,6 +190,8 @@ class Context:
     events: list[Event]
     now: int
     current: Event | None = None  # the event a ``where`` filter is looking at
+    #: the catalogue's segments by name, for ``segment.NAME`` (a member at the same instant)
+    segments: Mapping[str, A.SegmentDef] = field(default_factory=dict)
 
     @cached_property
     def traits(self) -> dict[str, Value]:
@@ -339,6 +341,10 @@ def evaluate_node(node: A.Expr, ctx: Context) -> Value:  # noqa: C901 - one case
             return ctx.now
         case A.ProfileRef():
             return _profile(node, ctx)
+        case A.SegmentRef():
+            seg = ctx.segments[node.name]  # the same history and instant, no filter event
+            return seg.enabled and truthy(evaluate_node(seg.condition, Context(
+                ctx.events, ctx.now, segments=ctx.segments)))
         case A.PropRef():
             if ctx.current is None:
                 raise ValueError(f"property {node.name!r} used outside a where filter")
@@ -400,7 +406,8 @@ def membership(segment: A.SegmentDef, events: Iterable[Event], t: int) -> bool:
 
 def memberships(catalogue: A.Catalogue, events: Iterable[Event], t: int) -> frozenset[str]:
     """Names of the catalogue's segments the customer is in at ``t``."""
-    ctx = Context(history(events, t), t)  # one history, shared profile caches
+    ctx = Context(history(events, t), t,  # one history, shared profile caches
+                  segments={s.name: s for s in catalogue.segments})
     return frozenset(s.name for s in catalogue.segments
                      if s.enabled and truthy(evaluate_node(s.condition, ctx)))
 

@@ -59,6 +59,14 @@ class ProfileRef(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentRef(Node):
+    """``segment.<name>``: whether the customer is a member of segment ``name`` at the same
+    instant (a boolean). The loader resolves the name and orders segments by dependency."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class PropRef(Node):
     """An event property inside a ``where`` filter, e.g. ``category``."""
 
@@ -215,9 +223,9 @@ class Not(Node):
 
 
 Expr = (
-    Literal | Duration | Now | ProfileRef | PropRef | Aggregate | Instant | Since | Within
-    | ThenNo | HourShare | DateFunc | Arith | Neg | Compare | Between | In | IsNull | And | Or
-    | Not
+    Literal | Duration | Now | ProfileRef | SegmentRef | PropRef | Aggregate | Instant | Since
+    | Within | ThenNo | HourShare | DateFunc | Arith | Neg | Compare | Between | In | IsNull | And
+    | Or | Not
 )
 
 

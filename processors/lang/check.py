@@ -95,6 +95,8 @@ def check(node: ast.Expr) -> T:
             return T(_PROFILE_KINDS.get((node.namespace, node.field), "any"))
         case ast.PropRef():
             return T("any")
+        case ast.SegmentRef():
+            return T("bool")  # whether NAME exists is the loader's check (it sees the file)
         case ast.Aggregate():
             _check_events(node.events)
             return T("number")

@@ -42,6 +42,7 @@ from processors.lang import ast
 from processors.lang.check import check_condition
 from processors.lang.errors import CombinedDefinitionError, DefinitionError, did_you_mean
 from processors.lang.parser import parse, parse_duration
+from processors.lang.refs import resolve
 
 DEFAULT_LATENESS_MS = 3_600_000
 DEFAULT_SOURCE = "definitions"  # how errors name a file given as text without a name
@@ -287,6 +288,7 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
         check.add(key_line(doc, "segments"), "segments must be a non-empty list")
         raw_segments = []
     seen: dict[str, int | None] = {}
+    raws: dict[str, Any] = {}
     for i, raw in enumerate(raw_segments):
         line = raw.line if isinstance(raw, _Map) else key_line(doc, "segments")
         seg = check.segment(raw, i, line)
@@ -299,6 +301,16 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
             seen[seg_name] = key_line(raw, "name")
         if seg is not None:
             segments.append(seg)
+            raws[seg.name] = raw
+    if not check.errors:
+        def ref_error(name: str, ref: ast.SegmentRef | None, msg: str) -> DefinitionError:
+            seg = next(s for s in segments if s.name == name)
+            pos = None if ref is None else ref.pos
+            return DefinitionError(name, pos, msg, seg.condition_text).located(
+                src, _condition_line(raws[name], seg.condition_text, pos))
+
+        segments, ref_errors = resolve(segments, ref_error)
+        check.errors.extend(ref_errors)
     if check.errors:
         _raise(check.errors)
     return ast.Catalogue(version, lateness, tuple(segments))

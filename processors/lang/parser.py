@@ -7,7 +7,7 @@ Grammar (``docs/segment-language.md`` has the full reference)::
                  | "within" DURATION | "is" ["not"] "null")?
     sum  := prod (("+"|"-") prod)* ;  prod := unary (("*"|"/") unary)* ;  unary := "-" unary | atom
     atom := NUMBER | STRING | DURATION | true | false | null | now | "(" expr ")" | call
-          | trait.NAME | cart.FIELD | purchases.FIELD
+          | trait.NAME | cart.FIELD | purchases.FIELD | segment.NAME
           | EVENTSET "then" "no" EVENTSET "within" DURATION
     EVENTSET := TYPE ("|" TYPE)* ["where" filter]
 
@@ -336,6 +336,8 @@ class _Parser:
             return ast.Now(t.pos)
         if name in ("trait", "cart", "purchases") and self.peek().text == ".":
             return self.profile_ref()
+        if name == "segment" and self.peek().text == ".":
+            return self.segment_ref()
         if self.peek().text == "(" and self.peek().kind == "OP":
             return self.call()
         if self.in_filter:
@@ -347,7 +349,8 @@ class _Parser:
             return self.then_no()
         if name in KEYWORDS:
             raise _err(t.pos, f"expected a value, found keyword '{name}'")
-        hint = did_you_mean(name, sorted(EVENT_TYPES | FUNCTIONS | {"trait", "cart", "purchases"}))
+        hint = did_you_mean(name, sorted(EVENT_TYPES | FUNCTIONS
+                                         | {"trait", "cart", "purchases", "segment"}))
         raise _err(t.pos, f"unknown name '{name}'{hint}")
 
     def profile_ref(self) -> ast.ProfileRef:
@@ -363,6 +366,18 @@ class _Parser:
             raise _err(f.pos, f"unknown field '{ns.text}.{f.text}'{hint}; "
                               f"fields: {', '.join(sorted(fields))}")
         return ast.ProfileRef(ns.pos, ns.text, f.text)  # type: ignore[arg-type]
+
+    def segment_ref(self) -> ast.SegmentRef:
+        kw = self.take()
+        if self.in_filter:
+            raise _err(kw.pos, "'segment.NAME' cannot be used inside a where filter (it is about "
+                               "the customer, not the event): put it outside, joined with and")
+        self.take()  # "."
+        f = self.tok
+        if f.kind != "NAME":
+            raise _err(f.pos, f"expected a segment name after 'segment.', found {self.describe()}")
+        self.take()
+        return ast.SegmentRef(kw.pos, f.text)
 
     def event_type(self) -> str:
         t = self.tok

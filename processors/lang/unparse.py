@@ -40,6 +40,8 @@ def unparse(node: ast.Expr) -> str:
             return f"{node.namespace}.{node.field}"
         case ast.PropRef():
             return node.name
+        case ast.SegmentRef():
+            return f"segment.{node.name}"
         case ast.Aggregate():
             if node.prop is None:
                 return f"count({unparse_events(node.events)}, {node.window_ms}ms)"

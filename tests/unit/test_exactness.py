@@ -269,3 +269,24 @@ def test_the_cart_log_is_bounded_and_starts_at_the_last_old_purchase() -> None:
     cart = result.states["c1"].cart
     assert cart.log[0][1] == OP_CLEAR and len(cart.log) == 4 and cart.base == {}
     assert cart.items() == 3
+
+
+def test_a_definitions_change_does_not_enter_a_tombstone_in_a_segment_true_of_nobody() -> None:
+    # found with segment references: "not segment.x" is true of an empty profile, and a
+    # merged-away or forgotten profile (a tombstone) must not become a member on a switch
+    from processors.replay import reevaluate_all  # noqa: PLC0415
+
+    events = [ev("v", "page_view", 0, None, "a1", url="/"),
+              ev("l", "alias", MIN, "c1", "a1"),
+              ev("w", "page_view", 0, "c2", url="/"),
+              ev("f", "forget", MIN, "c2")]
+    result, _ = run(defs("count(page_view, 1h) >= 1"), events)
+    assert set(result.states) == {"a1", "c1", "c2"}  # a1 and c2 are tombstones
+    new = load_definitions(defs("not count(purchase, 1h) >= 1").replace("x-1", "x-2")
+                           .replace("name: s", "name: t"))
+    log: list[Any] = []
+    reevaluate_all(Engine(compile_catalogue(new)), result, T0 + 2 * MIN, "definitions:x-2",
+                   log.append)
+    assert {c.customer_id for c in log if c.action == "enter"} == {"c1"}
+    assert {rid for rid, segs in O.expected_members(new, events, T0 + 2 * MIN).items()
+            if "t" in segs} == {"c1"}

@@ -219,13 +219,18 @@ def test_forgets_aliases_and_duplicates_out_of_order(data: st.DataObject) -> Non
 
 # --- definitions change -------------------------------------------------------------------
 def changed_definitions() -> str:
-    """The property catalogue with two segments removed, one condition changed and one
-    added; every new condition uses series (and windows) the old catalogue already keeps, so
-    the re-evaluation from state must be exact."""
+    """The property catalogue with two segments removed, conditions changed (one of them
+    referenced by another segment, whose text stays) and one added; every new condition uses
+    series (and windows) the old catalogue already keeps, so the re-evaluation from state
+    must be exact."""
     text = (FIXTURES / "property_segments.yaml").read_text()
     text = text.replace('version: "prop-1"', 'version: "prop-2"')
     text = text.replace("condition: count(page_view, 5m) >= 2",
                         "condition: count(page_view, 5m) >= 3")
+    text = text.replace("condition: segment.engaged and not segment.lapsed or segment.later_ref",
+                        "condition: not segment.lapsed or segment.later_ref")
+    text = text.replace("condition: segment.recent_cart and count(page_view, 5m) >= 1",
+                        "condition: segment.recent_cart and count(page_view, 5m) >= 2")
     segs = text.split("\n  - name: ")
     kept = [s for s in segs if not s.startswith(("engaged\n", "cart_shape\n"))]
     kept.append("views_any\n    description: added later\n"

@@ -23,6 +23,7 @@ from processors.lang.compile.model import (
 from processors.lang.compile.ops import filter_fn
 from processors.lang.compile.segment import SegmentCompiler
 from processors.lang.compile.timing import MEMO_NODES, next_of
+from processors.lang.refs import expanded_conditions
 from processors.lang.unparse import unparse, unparse_events
 from processors.lang.vocab import CART_TYPES
 from state.model import SeriesState
@@ -67,21 +68,20 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
     """Compile the enabled segments of ``catalogue`` (disabled ones have no members)."""
     builder = CatalogueBuilder()
     segments: list[CompiledSegment] = []
-    for seg in catalogue.segments:
-        if seg.enabled:
-            builder.count_uses(seg.condition)
-    for seg in catalogue.segments:
-        if not seg.enabled:
-            continue
+    enabled = tuple(s for s in catalogue.segments if s.enabled)
+    conditions = expanded_conditions(enabled)  # segment.NAME replaced by NAME's condition
+    for seg in enabled:
+        builder.count_uses(conditions[seg.name])
+    for seg in enabled:
         sc = SegmentCompiler(builder)
-        v = sc.value(seg.condition)
+        v = sc.value(conditions[seg.name])
         fn = v.fn
         if v.kind != "bool":
             raise TypeError(f"segment {seg.name!r}: condition is not a boolean")
         segments.append(CompiledSegment(
             len(segments), seg.name, seg, fn,
             frozenset(sc.types), frozenset(sc.inputs), bool(sc.producers),
-            next_of(sc.producers), constant_when_empty(seg.condition),
+            next_of(sc.producers), constant_when_empty(conditions[seg.name]),
         ))
     specs = tuple(builder.specs.values())
     handlers: dict[str, TypeHandler] = {}
@@ -94,7 +94,7 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
             builder.needs_purchases and typ == "purchase",
             typ == "identify" and bool(builder.traits),
         )
-    text = "\n".join(f"{s.name}:{unparse(s.definition.condition)}" for s in segments)
+    text = "\n".join(f"{s.name}:{unparse(conditions[s.name])}" for s in segments)
     fingerprint = zlib.crc32(f"{catalogue.allowed_lateness_ms}\n{text}".encode())
     return CompiledCatalogue(
         catalogue.version, catalogue.allowed_lateness_ms, tuple(segments),

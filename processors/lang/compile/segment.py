@@ -153,6 +153,8 @@ class SegmentCompiler(AtomCompiler):
                 return V(lambda st, now: g(st, now) is not True, "bool")
             case ast.PropRef():
                 raise TypeError("a property outside a where filter")
+            case ast.SegmentRef():
+                raise TypeError(f"segment.{node.name} was not expanded (processors.lang.refs)")
         raise TypeError(f"unknown AST node {type(node).__name__}")
 
     def capture(self, node: ast.Expr) -> tuple[V, NextFn | None]:
