@@ -267,6 +267,10 @@ class IngestSettings(_Group):
         600_000,
         "How far, in milliseconds, an event timestamp may be ahead of the ingest clock "
         "(device clock skew) before the event is dead-lettered.", minimum=0)
+    types_file: str = _f(
+        "", "Event-types file (YAML) declaring custom event types (docs/events.md, \"Custom "
+        "event types\"): the collector and the ingest agent accept and validate them, and "
+        "segment conditions may use them. Empty: the built-in types only.")
 
 
 @dataclass(frozen=True, slots=True, repr=False)

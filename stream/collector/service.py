@@ -31,7 +31,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from schemas.errors import ErrorCode, SegstreamError
-from schemas.validation import Limits, Rejected, parse_record, partition_key
+from schemas.validation import Limits, Rejected, Schema, parse_record, partition_key
 from stream.auth import (
     SECRET_MIN_LENGTH,
     any_equal,
@@ -41,6 +41,7 @@ from stream.auth import (
     parse_revoked,
     read_secret_lines,
 )
+from stream.definitions import file_types
 from stream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,7 @@ class Collector:
                              max_record_bytes=settings.ingest.max_record_bytes,
                              max_events_per_record=settings.ingest.max_events_per_record,
                              max_future_ms=settings.ingest.max_future_ms)
+        self.schema = Schema(file_types(settings.ingest.types_file))
         self.record_bytes = min(settings.ingest.max_record_bytes, PRODUCE_MAX_BYTES)
         self.limiter = RateLimiter(settings.collector.rate_per_s, settings.collector.rate_burst)
         origins = set(settings.collector.cors_origins)
@@ -315,7 +317,7 @@ class Collector:
             raise CollectorError(429, "rate_limited", "too many events for this write key; "
                                  "retry after the Retry-After seconds",
                                  {"Retry-After": str(max(1, math.ceil(wait)))})
-        good, bad = parse_record(body, self.clock_ms(), self.limits)
+        good, bad = parse_record(body, self.clock_ms(), self.limits, self.schema)
         if len(bad) == 1 and bad[0].index is None and bad[0].code in _WHOLE_ERRORS:
             raise CollectorError(_WHOLE_ERRORS[bad[0].code], bad[0].code.value, bad[0].message)
         if good:

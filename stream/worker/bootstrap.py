@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.lang.ast import Catalogue
 from stream.connections import redis_auth_problem
-from stream.definitions import file_catalogue
+from stream.definitions import file_catalogue, file_types
 from stream.settings import Settings, SettingsError
 from stream.worker.agents import ingest, segmentation
 from stream.worker.agents.ingest import IngestAgent
@@ -119,7 +119,8 @@ def attach_segmentation(worker: Worker, definitions: Catalogue | None = None
     app, settings, topics = worker.app, worker.settings, worker.topics
     agent = SegmentationAgent(
         settings, definitions if definitions is not None
-        else file_catalogue(settings.segmentation.segments_file),
+        else file_catalogue(settings.segmentation.segments_file,
+                            file_types(settings.ingest.types_file)),
         sink=FaustSink(app), cursor=FaustCursor(app), clock=SystemClock(), fatal=app,
         metrics=SegmentMetrics.create(worker.registry), lag=worker.lag,
         declare_definitions=topics.definitions.maybe_declare)

@@ -56,7 +56,8 @@ import orjson
 from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
-from schemas.validation import Limits, parse_record, partition_key
+from schemas.validation import Limits, Schema, parse_record, partition_key
+from stream.definitions import file_types
 from stream.settings import Settings
 from stream.worker.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
 from stream.worker.metrics import IngestMetrics, PartitionLag, partition_lags, report_lag_forever
@@ -106,8 +107,10 @@ def make_packer(settings: Settings) -> RecordPacker:
         settings.ingest.bundle_max_bytes,
         PartitionCache(partition_for, settings.topics.bundle_partitions))
 
+    schema = Schema(file_types(settings.ingest.types_file))
+
     def parse(raw: bytes | None) -> tuple[list[dict[str, Any]], Sequence[Any]]:
-        return parse_record(raw, _now_ms(), limits)
+        return parse_record(raw, _now_ms(), limits, schema)
 
     return RecordPacker(bundler, parse=parse, routing_id=partition_key,
                         encode_dead_letter=encode_dead_letter, to_json=orjson.dumps,

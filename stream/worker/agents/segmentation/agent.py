@@ -46,7 +46,7 @@ from processors.lang.errors import DefinitionError
 from state.redis_store import RedisStore
 from state.store import StateStore
 from stream.connections import redis_for
-from stream.definitions import DefinitionsDoc
+from stream.definitions import DefinitionsDoc, file_types
 from stream.settings import Settings
 from stream.worker.agents.segmentation.follower import DefinitionsFollower
 from stream.worker.agents.segmentation.gauges import Gauges
@@ -226,7 +226,7 @@ class SegmentationAgent:
         running = self.running
         if doc.version != running.version:
             try:
-                definitions = doc.catalogue()
+                definitions = doc.catalogue(file_types(self.settings.ingest.types_file))
                 engine = running.compile(definitions)
             except DefinitionError as err:  # published by hand, bypassing `segments apply`
                 self.metrics.definitions_errors.inc()
