@@ -29,14 +29,17 @@ _PLAIN: dict[str, Any] = {"string": Label, "boolean": bool, "timestamp": Timesta
 def property_type(d: PropertyDecl) -> Any:
     """The msgspec type of one declared property (``T | None`` when it is optional)."""
     t: Any
+    doc = d.description or None
     if d.kind in ("number", "integer"):
         base: Any = float if d.kind == "number" else int
-        t = Annotated[base, Meta(ge=d.min, le=d.max)] if (d.min, d.max) != (None, None) \
-            else base
+        t = Annotated[base, Meta(ge=d.min, le=d.max, description=doc)] \
+            if (d.min, d.max) != (None, None) or doc else base
     elif d.kind == "enum":
         t = Literal[d.values]
     else:
         t = _PLAIN[d.kind]
+    if doc and d.kind not in ("number", "integer"):
+        t = Annotated[t, Meta(description=doc)]
     return t if d.required else t | None
 
 
@@ -50,12 +53,14 @@ def build_models(types: EventTypes) -> dict[str, type[Envelope]]:
             fields.append((name, typ) if d.required else (name, typ, None))
         props = msgspec.defstruct(f"{decl.name}_properties", fields, bases=(_Props,),
                                   kw_only=True, omit_defaults=True, gc=False)
+        props.__doc__ = f"Properties of a {decl.name} event (custom type)."
         default = msgspec.field(default_factory=props) if not any(
             d.required for d in decl.properties.values()) else msgspec.NODEFAULT
         field: tuple[str, Any] | tuple[str, Any, Any] = (
             ("properties", props) if default is msgspec.NODEFAULT
             else ("properties", props, default))
-        out[decl.name] = msgspec.defstruct(  # type: ignore[assignment]
-            f"{decl.name}_event", [field], bases=(Envelope,), tag=decl.name, kw_only=True,
-            gc=False)
+        cls = msgspec.defstruct(f"{decl.name}_event", [field], bases=(Envelope,), tag=decl.name,
+                                kw_only=True, gc=False)
+        cls.__doc__ = decl.description or f"A {decl.name} event (custom type)."
+        out[decl.name] = cls  # type: ignore[assignment]
     return out
