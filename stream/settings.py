@@ -45,7 +45,7 @@ ENV_PREFIX = "SEGSTREAM_"
 _DEFAULT_DATA_DIR = Path(".run/data")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
+TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions", "types"]
 AgentName = Literal["ingest", "segmentation"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
 SaslMechanism = Literal["plain", "scram-sha-256", "scram-sha-512"]
@@ -214,6 +214,8 @@ class TopicSettings(_Group):
         env="changes_topic", nonempty=True)
     definitions: str = _f("segstream-definitions", "Segment definition documents.",
         env="definitions_topic", nonempty=True)
+    types: str = _f("segstream-event-types", "Event-types documents (custom event types, "
+        "`segstream types apply`).", env="types_topic", nonempty=True)
     raw_partitions: int = _f(
         4, "Partitions of the raw topic when the worker has to create it.", minimum=1)
     bundle_partitions: int = _f(
@@ -462,7 +464,7 @@ class Settings:
         t = self.topics
         names: dict[str, str] = {
             "raw": t.raw, "bundles": t.bundles, "deadletters": t.deadletters,
-            "changes": t.changes, "definitions": t.definitions,
+            "changes": t.changes, "definitions": t.definitions, "types": t.types,
         }
         return t.prefix + names[role]
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from processors.lang.errors import DefinitionError
 from processors.lang.load import load_definitions
+from processors.lang.typesfile import load_types
 from stream.connections import kafka_kwargs
 from stream.definitions import DOCUMENT_KEY, DefinitionsDoc, diff, file_catalogue
+from stream.eventtypes import current_types
 from stream.settings import Settings
 from stream.topics import DEFINITIONS_PARTITION, create_topics, topic_spec
 
@@ -34,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     v = sub.add_parser("validate", help="check a definitions file (offline)")
     v.add_argument("file", type=Path)
+    v.add_argument("--types", metavar="FILE", type=Path, default=None,
+                   help="event-types file whose custom types conditions may use (default: "
+                        "SEGSTREAM_TYPES_FILE, else built-in types only)")
     v.set_defaults(func=_validate)
     a = sub.add_parser("apply", help="publish a definitions file to the running workers")
     a.add_argument("file", type=Path)
@@ -61,10 +66,15 @@ def _validate(args: argparse.Namespace) -> int:
     if isinstance(text, int):
         return text
     try:
-        catalogue = load_definitions(text, name=str(args.file))
+        types_path = args.types or Settings.from_env().ingest.types_file
+        types = load_types(Path(types_path)) if types_path else None
+        catalogue = load_definitions(text, name=str(args.file), types=types)
     except DefinitionError as err:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
+    except OSError as err:
+        print(f"error: cannot read {types_path}: {err.strerror}", file=sys.stderr)
+        return EXIT_IO
     print(f"{args.file}: version {catalogue.version!r}, {len(catalogue.segments)} segments, "
           f"allowed lateness {catalogue.allowed_lateness_ms} ms: OK")
     return EXIT_OK
@@ -74,12 +84,16 @@ def _apply(args: argparse.Namespace) -> int:
     text = _read(args.file)
     if isinstance(text, int):
         return text
+    settings = Settings.from_env()
     try:
-        doc, catalogue = DefinitionsDoc.of_text(text, name=str(args.file))
+        types = current_types(settings)  # the published custom event types, else the file's
+        doc, catalogue = DefinitionsDoc.of_text(text, name=str(args.file), types=types)
     except DefinitionError as err:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
-    settings = Settings.from_env()
+    except Exception as err:  # any client error: Kafka unreachable or refusing
+        print(f"error: cannot read the event-types topic: {err}", file=sys.stderr)
+        return EXIT_IO
     try:
         current = read_published(settings)
     except Exception as err:  # any client error: Kafka unreachable or refusing
@@ -88,8 +102,8 @@ def _apply(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_IO
     # what the workers run now: the published document, else their definitions file
-    old = (current.catalogue() if current is not None
-           else file_catalogue(settings.segmentation.segments_file))
+    old = (current.catalogue(types) if current is not None
+           else file_catalogue(settings.segmentation.segments_file, types))
     if current is not None and current.version == doc.version:
         if current.text == doc.text:
             print(f"version {doc.version!r} is already published: nothing to do")
@@ -133,7 +147,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.text:
         print(current.text, end="" if current.text.endswith("\n") else "\n")
         return EXIT_OK
-    catalogue = current.catalogue()
+    catalogue = current.catalogue(current_types(settings))
     print(f"version {current.version} ({len(catalogue.segments)} segments)")
     for seg in catalogue.segments:
         print(f"  {seg.name:<28} {seg.condition_text}")

@@ -31,7 +31,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from schemas.errors import ErrorCode, SegstreamError
-from schemas.validation import Limits, Rejected, Schema, parse_record, partition_key
+from schemas.validation import Limits, Rejected, parse_record, partition_key
 from stream.auth import (
     SECRET_MIN_LENGTH,
     any_equal,
@@ -41,7 +41,7 @@ from stream.auth import (
     parse_revoked,
     read_secret_lines,
 )
-from stream.definitions import file_types
+from stream.eventtypes import LiveTypes
 from stream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -285,15 +285,17 @@ class Collector:
     """The request logic (the aiohttp wiring is :func:`create_app`)."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None, *,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None,
+                 types: LiveTypes | None = None) -> None:
         self.settings = settings
+        #: the custom event types accepted now (the types file's, then the topic's)
+        self.types = types if types is not None else LiveTypes.from_settings(settings)
         self.topic = settings.topic("raw")
         self.keys = WriteKeys.from_settings(settings)
         self.limits = Limits(max_event_bytes=settings.ingest.max_event_bytes,
                              max_record_bytes=settings.ingest.max_record_bytes,
                              max_events_per_record=settings.ingest.max_events_per_record,
                              max_future_ms=settings.ingest.max_future_ms)
-        self.schema = Schema(file_types(settings.ingest.types_file))
         self.record_bytes = min(settings.ingest.max_record_bytes, PRODUCE_MAX_BYTES)
         self.limiter = RateLimiter(settings.collector.rate_per_s, settings.collector.rate_burst)
         origins = set(settings.collector.cors_origins)
@@ -317,7 +319,7 @@ class Collector:
             raise CollectorError(429, "rate_limited", "too many events for this write key; "
                                  "retry after the Retry-After seconds",
                                  {"Retry-After": str(max(1, math.ceil(wait)))})
-        good, bad = parse_record(body, self.clock_ms(), self.limits, self.schema)
+        good, bad = parse_record(body, self.clock_ms(), self.limits, self.types.schema)
         if len(bad) == 1 and bad[0].index is None and bad[0].code in _WHOLE_ERRORS:
             raise CollectorError(_WHOLE_ERRORS[bad[0].code], bad[0].code.value, bad[0].message)
         if good:
