@@ -13,6 +13,7 @@ from processors.engine import Engine
 from processors.lang.compile import compile_catalogue
 from processors.lang.errors import DefinitionError
 from processors.lang.load import load_definitions
+from processors.lang.typesfile import load_types
 from stream.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +99,11 @@ def _shipped_definitions() -> list[Path]:
 def test_every_shipped_definitions_file_loads() -> None:
     files = _shipped_definitions()
     assert ROOT / "processors" / "catalogue.yaml" in files
+    custom = ROOT / "processors" / "custom_segments.yaml"  # on processors/event_types.yaml
+    assert custom in files
     for path in files:
-        assert load_definitions(path).segments, path
+        types = load_types(ROOT / "processors" / "event_types.yaml") if path == custom else None
+        assert load_definitions(path, types=types).segments, path
 
 
 def test_cli_validate_reports_the_unknown_property(tmp_path: Path,
