@@ -5,6 +5,8 @@ Three phases, each in a fresh worker process on pre-produced input (its own topi
 
   (a) arrays   raw records of 100 events each -> the ingest agent -> bundles
   (b) singles  one event per raw record        -> the ingest agent -> bundles
+  (a') custom  the arrays of (a) with 30% custom events (processors/event_types.yaml, set as
+               SEGSTREAM_TYPES_FILE): its rate must stay within 10% of (a)
   (c) baseline the same single-event input     -> a plain Faust agent that decodes each record
                and forwards it as one record (``await topic.send()``), no validation
 
@@ -38,14 +40,25 @@ BUNDLE_PARTITIONS = 8
 
 # --- input ---------------------------------------------------------------------------------
 
-def make_events(n: int, seed: int) -> list[dict[str, Any]]:
-    """Realistic small events (~250 bytes): page views and cart adds of 20k customers."""
+def make_events(n: int, seed: int, custom: float = 0.0) -> list[dict[str, Any]]:
+    """Realistic small events (~250 bytes): page views and cart adds of 20k customers; a share
+    ``custom`` of them are custom events (app_session, review_posted) instead."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     out = []
     for i in range(n):
         cid = f"customer-{rng.randrange(20_000)}"
-        if rng.random() < 0.7:
+        if rng.random() < custom:
+            ev = ({"event_id": f"e-{seed}-{i}", "type": "app_session", "customer_id": cid,
+                   "timestamp": now - rng.randrange(3_600_000), "source": "app",
+                   "properties": {"minutes": round(rng.uniform(0, 60), 1),
+                                  "platform": rng.choice(["ios", "android", "web"])}}
+                  if rng.random() < 0.7 else
+                  {"event_id": f"e-{seed}-{i}", "type": "review_posted", "customer_id": cid,
+                   "timestamp": now - rng.randrange(3_600_000), "source": "web",
+                   "properties": {"rating": rng.randint(1, 5),
+                                  "product_id": f"sku-{rng.randrange(5000)}"}})
+        elif rng.random() < 0.7:
             ev = {"event_id": f"e-{seed}-{i}", "type": "page_view", "customer_id": cid,
                   "timestamp": now - rng.randrange(3_600_000), "source": "web",
                   "properties": {"url": f"https://shop.example.com/p/{rng.randrange(5000)}",
@@ -58,6 +71,26 @@ def make_events(n: int, seed: int) -> list[dict[str, Any]]:
                                  "price": round(rng.uniform(1, 300), 2), "quantity": 1}}
         out.append(ev)
     return out
+
+
+def validation_rates(inputs: dict[str, list[bytes]], rounds: int = 7) -> dict[str, float]:
+    """Events per CPU-second of ``parse_record`` alone on each input, in this process: rounds
+    interleaved, the median kept (steadier than the worker phases on a shared box)."""
+    from processors.lang.typesfile import load_types  # noqa: PLC0415
+    from schemas.validation import Schema, parse_record  # noqa: PLC0415
+
+    schema = Schema(load_types(REPO / "processors" / "event_types.yaml"))
+    now = int(time.time() * 1000) + 60_000
+    times: dict[str, list[float]] = {name: [] for name in inputs}
+    counts: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, records in inputs.items():
+            t = time.process_time()
+            sch = schema if name == "custom" else None  # arrays: no types file, like (a)
+            n = sum(len(parse_record(r, now, schema=sch)[0]) for r in records)
+            times[name].append(time.process_time() - t)
+            counts[name] = n
+    return {name: counts[name] / sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
 # --- phases (run inside a worker subprocess) --------------------------------------------------
@@ -75,7 +108,7 @@ def run_phase(phase: str, target: int, result_path: Path) -> None:
     app, topics = worker.app, worker.topics
     clock = Clock(target, result_path)
 
-    if phase in ("arrays", "singles"):
+    if phase in ("arrays", "custom", "singles"):
         agent = attach_ingest(worker)
         handle, confirm = agent.handle, agent._confirm
         done: dict[str, float] = {"events": 0, "bundles": 0, "records": 0, "pack_cpu": 0.0,
@@ -153,7 +186,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--array-events", type=int, default=200_000)
     parser.add_argument("--single-events", type=int, default=60_000)
-    parser.add_argument("--phase", choices=["arrays", "singles", "baseline"])
+    parser.add_argument("--phase", choices=["arrays", "custom", "singles", "baseline"])
     parser.add_argument("--target", type=int)
     parser.add_argument("--result", type=Path)
     args = parser.parse_args()
@@ -171,10 +204,12 @@ def main() -> int:
 
     n_arr = args.array_events - args.array_events % 100
     arrays = make_events(n_arr, seed=1)
+    customs = make_events(n_arr, seed=3, custom=0.3)
     singles = make_events(args.single_events, seed=2)
     single_records = [orjson.dumps(e) for e in singles]
     inputs = {
         "arrays": ([orjson.dumps(arrays[i:i + 100]) for i in range(0, n_arr, 100)], n_arr),
+        "custom": ([orjson.dumps(customs[i:i + 100]) for i in range(0, n_arr, 100)], n_arr),
         "singles": (single_records, len(singles)),
         "baseline": (single_records, len(singles)),
     }
@@ -185,7 +220,10 @@ def main() -> int:
         common.produce(bootstrap, common.topic(prefix, "raw", RAW_PARTITIONS), records)
         print(f"[{phase}] produced {len(records)} records ({n_events} events) "
               f"in {time.perf_counter() - t:.1f}s; running the worker...", flush=True)
-        results[phase] = spawn_phase(phase, n_events, phase_env(bootstrap, prefix, tmp), tmp)
+        env = phase_env(bootstrap, prefix, tmp)
+        if phase == "custom":
+            env["SEGSTREAM_TYPES_FILE"] = str(REPO / "processors" / "event_types.yaml")
+        results[phase] = spawn_phase(phase, n_events, env, tmp)
 
     print()
     print(f"{'phase':<10} {'events':>8} {'seconds':>8} {'events/s':>10} {'ev/CPU-s':>10}  notes")
@@ -205,6 +243,14 @@ def main() -> int:
     print(f"arrays  / baseline: {results['arrays']['rate'] / base:6.1f}x")
     print(f"singles / baseline: {results['singles']['rate'] / base:6.1f}x")
     print(f"arrays  / singles : {results['arrays']['rate'] / results['singles']['rate']:6.1f}x")
+    per_cpu = {p: r["events"] / max(r["cpu_seconds"], 1e-9) for p, r in results.items()}
+    print(f"custom  / arrays  : {results['custom']['rate'] / results['arrays']['rate']:6.2f}x "
+          f"(events/s), {per_cpu['custom'] / per_cpu['arrays']:.2f}x (events per CPU-s); "
+          "30% custom events, must stay >= 0.90")
+    rates = validation_rates({"arrays": inputs["arrays"][0], "custom": inputs["custom"][0]})
+    print(f"validation alone (parse_record, median of 7 interleaved rounds): arrays "
+          f"{rates['arrays']:,.0f}, custom {rates['custom']:,.0f} events per CPU-s: "
+          f"{rates['custom'] / rates['arrays']:.2f}x")
     return 0
 
 

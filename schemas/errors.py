@@ -42,7 +42,8 @@ class ErrorCode(StrEnum):
     UNPARSABLE = "unparsable"
     #: the record, or an element of the record's array, is not a JSON object
     NOT_OBJECT = "not_object"
-    #: ``type`` is missing, not a string, or not one of the 13 event types
+    #: ``type`` is missing, not a string, or not one of the 13 event types nor a declared custom
+    #: type; the message names the nearest type
     UNKNOWN_TYPE = "unknown_type"
     #: ``event_id`` is missing or null
     MISSING_ID = "missing_id"
@@ -57,6 +58,10 @@ class ErrorCode(StrEnum):
     #: type or out of bounds, uses a reserved (envelope) name, or an extra property is too long
     #: or too deeply nested
     BAD_PROPERTIES = "bad_properties"
+    #: a declared property of a *custom* event type (a types file) is missing while required,
+    #: of the wrong kind, out of min/max or not one of an enum's values; the message names the
+    #: property and the expected kind
+    BAD_PROPERTY = "bad_property"
     #: neither ``customer_id`` nor ``anonymous_id`` is set (an ``alias`` needs both)
     MISSING_ROUTING_ID = "missing_routing_id"
     #: the event is larger than ``max_event_bytes`` or the record than ``max_record_bytes``

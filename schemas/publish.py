@@ -26,7 +26,9 @@ import msgspec
 import orjson
 
 from schemas.changes import SegmentChange
-from schemas.models import EVENT_CLASSES, RESERVED_NAMES, AliasEvent, type_name
+from schemas.custommodels import build_models
+from schemas.eventtypes import EventTypes
+from schemas.models import EVENT_CLASSES, RESERVED_NAMES, AliasEvent, Envelope, type_name
 from schemas.validation import DEFAULT_LIMITS
 
 Schema = dict[str, Any]
@@ -45,10 +47,10 @@ def _routing_rule(both: bool) -> Schema:
     return {"anyOf": [has("customer_id"), has("anonymous_id")]}
 
 
-def _decorate(defs: dict[str, Schema]) -> None:
+def _decorate(defs: dict[str, Schema], classes: tuple[type[Envelope], ...]) -> None:
     """Add the validator's schema-expressible rules to msgspec's definitions, in place."""
     reserved = {"not": {"enum": sorted(RESERVED_NAMES)}}
-    for cls in EVENT_CLASSES:
+    for cls in classes:
         event = defs.get(cls.__name__)
         if event is None:
             continue
@@ -92,18 +94,21 @@ def _reachable(node: object, defs: dict[str, Schema]) -> set[str]:
     return seen
 
 
-def build_schemas() -> dict[str, Schema]:
-    """File name (without ``.json``) -> JSON Schema document."""
+def build_schemas(types: EventTypes | None = None) -> dict[str, Schema]:
+    """File name (without ``.json``) -> JSON Schema document; with ``types``, also one file
+    per declared custom type, which ``event.json`` and ``record.json`` then accept too."""
+    classes = (*EVENT_CLASSES, *build_models(types).values()) if types is not None \
+        else EVENT_CLASSES
     (*event_refs, change_ref), defs = msgspec.json.schema_components(
-        [*EVENT_CLASSES, SegmentChange], ref_template=_REF
+        [*classes, SegmentChange], ref_template=_REF
     )
     defs = copy.deepcopy(defs)
-    _decorate(defs)
+    _decorate(defs, classes)
     out: dict[str, Schema] = {}
-    for cls, ref in zip(EVENT_CLASSES, event_refs, strict=True):
+    for cls, ref in zip(classes, event_refs, strict=True):
         name = type_name(cls)
         out[name] = _document(name, f"segstream {name} event", ref, defs)
-    mapping = {type_name(c): r["$ref"] for c, r in zip(EVENT_CLASSES, event_refs, strict=True)}
+    mapping = {type_name(c): r["$ref"] for c, r in zip(classes, event_refs, strict=True)}
     union: Schema = {
         "description": "Any segstream event; `type` selects the variant.",
         "anyOf": event_refs,
@@ -136,11 +141,11 @@ def render(schema: Schema) -> bytes:
     return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
-def export(directory: Path) -> list[Path]:
+def export(directory: Path, types: EventTypes | None = None) -> list[Path]:
     """Write every schema file into ``directory`` (created if needed); return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in build_schemas().items():
+    for name, schema in build_schemas(types).items():
         path = directory / f"{name}.json"
         path.write_bytes(render(schema))
         written.append(path)

@@ -24,15 +24,18 @@ why. Figures and the alternatives measured: bench/bench_validate.py.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Union
 
 import msgspec
 import orjson
 
+from schemas.custommodels import build_models
 from schemas.errors import ErrorCode, InvalidEvent
+from schemas.eventtypes import EventTypes, timestamp_ms
 from schemas.models import (
     EVENT_TYPES,
     RESERVED_NAMES,
@@ -48,6 +51,7 @@ __all__ = [
     "InvalidEvent",
     "Limits",
     "Rejected",
+    "Schema",
     "parse_record",
     "routing_id",
     "validate_event",
@@ -142,13 +146,38 @@ _FIELD_CODES: Final[dict[str, ErrorCode]] = {
 _MISSING = "Object missing required field `"
 
 
-def _classify(err: msgspec.ValidationError) -> InvalidEvent:
+def _classify_custom(schema: Schema, kind: str, head: str, path: str) -> InvalidEvent | None:
+    """The ``bad_property`` error of a custom event's declared property, else None."""
+    decl = schema.types.get(kind) if schema.types is not None else None
+    if decl is None:
+        return None
+    if path == "$.properties" and head.startswith(_MISSING):
+        name = head[len(_MISSING) : -1]
+    elif path.startswith("$.properties."):
+        name = path[len("$.properties."):].split(".", 1)[0].split("[", 1)[0]
+    else:
+        return None
+    d = decl.properties.get(name)
+    if d is None:
+        return None
+    what = "missing" if head.startswith(_MISSING) else head
+    return InvalidEvent(ErrorCode.BAD_PROPERTY, f"property `{name}` of {kind}: expected "
+                        f"{d.expected()}{'' if d.required else ' or null'} ({what}) at "
+                        f"`$.properties.{name}`")
+
+
+def _classify(err: msgspec.ValidationError, schema: Schema | None = None,
+              kind: str = "") -> InvalidEvent:
     """Map a msgspec error about one event (paths relative to ``$``) to an error code."""
     msg = str(err)
     head, sep, path = msg.partition(" - at `")
     path = path[:-1] if sep else "$"
     if len(head) > 200:  # msgspec quotes the bad value: keep dead-letter messages short
         head = head[:200] + "..."
+    if schema is not None and kind in schema.custom:
+        custom = _classify_custom(schema, kind, head, path)
+        if custom is not None:
+            return custom
     if path == "$" and head.startswith(_MISSING):
         name = head[len(_MISSING) : -1]
         if name == "event_id":
@@ -162,7 +191,8 @@ def _classify(err: msgspec.ValidationError) -> InvalidEvent:
         return InvalidEvent(ErrorCode.MISSING_ID, "`event_id` is null")
     code = _FIELD_CODES.get(top, ErrorCode.BAD_ENVELOPE)
     if code is ErrorCode.UNKNOWN_TYPE:
-        return InvalidEvent(code, f"{head} at `{path}`; expected one of: {', '.join(EVENT_TYPES)}")
+        names = schema.names if schema is not None else tuple(EVENT_TYPES)
+        return InvalidEvent(code, f"{head} at `{path}`; expected one of: {', '.join(names)}")
     return InvalidEvent(code, f"{head} at `{path}`")
 
 
@@ -221,7 +251,7 @@ def _check_extra(value: object, path: str, depth: int, limits: Limits) -> None:
                 _check_extra(item, f"{path}[{i}]", depth + 1, limits)
 
 
-def _check_undeclared(kind: str, props: Event, limits: Limits) -> None:
+def _check_undeclared(declared: frozenset[str], props: Event, limits: Limits) -> None:
     """Properties the model does not declare: no reserved name, bounded strings and nesting."""
     if not RESERVED_NAMES.isdisjoint(props):
         clash = sorted(RESERVED_NAMES.intersection(props))[0]
@@ -229,7 +259,7 @@ def _check_undeclared(kind: str, props: Event, limits: Limits) -> None:
             ErrorCode.BAD_PROPERTIES,
             f"property name {clash!r} is reserved (an envelope field) at `$.properties.{clash}`",
         )
-    for key in props.keys() - _DECLARED[kind]:
+    for key in props.keys() - declared:
         if len(key) > limits.max_string_chars:
             raise InvalidEvent(
                 ErrorCode.BAD_PROPERTIES,
@@ -305,7 +335,60 @@ _FIXES: Final[dict[str, Callable[[Envelope, Event, Limits], Event]]] = {
 }
 
 
-def _canonical(raw: Event, ev: Envelope, now_ms: int, limits: Limits) -> Event:
+def _timestamp_fix(names: tuple[str, ...]) -> Callable[[Envelope, Event, Limits], Event]:
+    """A custom type's timestamp properties in the canonical event: integer epoch ms."""
+    def fix(ev: Envelope, props: Event, limits: Limits) -> Event:
+        got = ev.properties  # type: ignore[attr-defined]
+        out = dict(props)
+        for name in names:
+            value = getattr(got, name)
+            if value is not None:
+                out[name] = timestamp_ms(value)
+        return out
+    return fix
+
+
+class Schema:
+    """What validation accepts: the 13 built-in types, plus the custom types of a types file.
+
+    The default (:data:`BUILTIN`) is the built-ins only; ``Schema(types)`` adds the declared
+    custom types, converted in the same tagged union (one ``msgspec.convert`` per chunk).
+    """
+
+    def __init__(self, types: EventTypes | None = None) -> None:
+        self.types = types
+        custom = build_models(types) if types is not None else {}
+        self.custom: frozenset[str] = frozenset(custom)
+        self.classes: dict[str, type[Envelope]] = {**EVENT_TYPES, **custom}
+        self.names: tuple[str, ...] = tuple(self.classes)
+        self.declared: dict[str, frozenset[str]] = {
+            **_DECLARED, **{n: frozenset(properties_class(c).__struct_fields__)
+                            for n, c in custom.items()}}
+        self.fixes = dict(_FIXES)
+        for decl in types.types if types is not None else ():
+            stamps = tuple(n for n, d in decl.properties.items() if d.kind == "timestamp")
+            if stamps:
+                self.fixes[decl.name] = _timestamp_fix(stamps)
+        if custom:
+            union: Any = Union[(*EVENT_TYPES.values(), *custom.values())]
+            self.chunk: type[msgspec.Struct] = msgspec.defstruct(
+                "_CustomChunk", [("events", list[union])],
+                array_like=True, gc=False)
+        else:
+            self.chunk = _Chunk
+
+    def unknown(self, got: str, kind: object) -> InvalidEvent:
+        """The ``unknown_type`` error, naming the nearest declared type."""
+        near = difflib.get_close_matches(kind, self.names, n=1, cutoff=0.6) \
+            if type(kind) is str else []
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        return InvalidEvent(ErrorCode.UNKNOWN_TYPE,
+                            f"`type` is {got} at `$.type`{hint}; expected one of: "
+                            f"{', '.join(self.names)}")
+
+
+def _canonical(raw: Event, ev: Envelope, now_ms: int, limits: Limits,
+               schema: Schema | None = None) -> Event:
     """The canonical dict of an event the models accepted, after the dynamic checks."""
     ts = ev.timestamp
     if type(ts) is not int:
@@ -321,12 +404,13 @@ def _canonical(raw: Event, ev: Envelope, now_ms: int, limits: Limits) -> Event:
             ErrorCode.MISSING_ROUTING_ID, "one of `customer_id` or `anonymous_id` is required"
         )
     kind: str = raw["type"]
+    sch = schema if schema is not None else BUILTIN
     props = raw.get("properties")
     if props is None:
         props = {}
-    elif not props.keys() <= _DECLARED[kind]:
-        _check_undeclared(kind, props, limits)
-    fix = _FIXES.get(kind)
+    elif not props.keys() <= sch.declared[kind]:
+        _check_undeclared(sch.declared[kind], props, limits)
+    fix = sch.fixes.get(kind)
     if fix is not None:
         props = fix(ev, props, limits)
     return {
@@ -342,7 +426,8 @@ def _canonical(raw: Event, ev: Envelope, now_ms: int, limits: Limits) -> Event:
 
 
 def _canonical_many(
-    objs: list[Event], structs: Sequence[Envelope], now_ms: int, limits: Limits
+    objs: list[Event], structs: Sequence[Envelope], now_ms: int, limits: Limits,
+    schema: Schema,
 ) -> list[Event]:
     """:func:`_canonical` for a whole array the models accepted, in one tight loop.
 
@@ -353,8 +438,8 @@ def _canonical_many(
     """
     lo = limits.min_timestamp_ms
     hi = now_ms + limits.max_future_ms
-    declared_of = _DECLARED
-    fixes = _FIXES
+    declared_of = schema.declared
+    fixes = schema.fixes
     out: list[Event] = []
     append = out.append
     for raw, ev in zip(objs, structs, strict=True):
@@ -370,7 +455,7 @@ def _canonical_many(
         if props is None:
             props = {}
         elif not props.keys() <= declared_of[kind]:
-            _check_undeclared(kind, props, limits)
+            _check_undeclared(declared_of[kind], props, limits)
         if kind in fixes:
             props = fixes[kind](ev, props, limits)
         append(
@@ -388,33 +473,33 @@ def _canonical_many(
     return out
 
 
-def validate_event(obj: object, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event:
+def validate_event(obj: object, now_ms: int, limits: Limits = DEFAULT_LIMITS,
+                   schema: Schema | None = None) -> Event:
     """Validate one decoded event; return its canonical dict or raise :class:`InvalidEvent`.
 
     ``now_ms`` is the validator's clock (epoch ms), used only for the future-timestamp bound.
     The input is never modified. Size limits are checked by :func:`parse_record` (this
-    function sees an already decoded object).
+    function sees an already decoded object). ``schema`` adds custom types (default: the
+    built-in types only).
     """
+    sch = schema if schema is not None else BUILTIN
     if type(obj) is not dict:
         raise InvalidEvent(
             ErrorCode.NOT_OBJECT, f"an event must be a JSON object, got {type(obj).__name__}"
         )
     kind = obj.get("type")
-    cls = EVENT_TYPES.get(kind) if type(kind) is str else None
+    cls = sch.classes.get(kind) if type(kind) is str else None
     if cls is None:
         # a str is quoted (64 characters at most); anything else is named by its JSON type:
         # repr() of a value nested ~1000 deep raises RecursionError (and a big one is slow)
         got = ("missing" if kind is None else repr(kind[:64]) if type(kind) is str
                else f"{_JSON_TYPES.get(type(kind), type(kind).__name__)} {_short(kind)}")
-        raise InvalidEvent(
-            ErrorCode.UNKNOWN_TYPE,
-            f"`type` is {got} at `$.type`; expected one of: {', '.join(EVENT_TYPES)}",
-        )
+        raise sch.unknown(got, kind)
     try:
         ev = msgspec.convert(obj, cls)
     except msgspec.ValidationError as err:
-        raise _classify(err) from None
-    return _canonical(obj, ev, now_ms, limits)
+        raise _classify(err, sch, kind) from None  # type: ignore[arg-type]
+    return _canonical(obj, ev, now_ms, limits, sch)
 
 
 # --- whole records -------------------------------------------------------------------------
@@ -476,13 +561,15 @@ def _whole(code: ErrorCode, message: str, raw: bytes) -> tuple[list[Event], list
 
 
 def parse_record(
-    value: bytes | None, now_ms: int, limits: Limits = DEFAULT_LIMITS
+    value: bytes | None, now_ms: int, limits: Limits = DEFAULT_LIMITS,
+    schema: Schema | None = None,
 ) -> tuple[list[Event], list[Rejected]]:
     """Validate one raw record: one event object, or a JSON array of events.
 
     Returns the canonical valid events in record order and one :class:`Rejected` per bad
     event (or one for the whole record when it is unparsable, too big, not an object/array,
-    or holds too many events). An empty array gives ``([], [])``.
+    or holds too many events). An empty array gives ``([], [])``. ``schema`` adds custom
+    event types (default: the built-in types only).
     """
     if value is None:
         return _whole(ErrorCode.UNPARSABLE, "the record has no value (null)", b"")
@@ -505,7 +592,7 @@ def parse_record(
                 value,
             )
         try:
-            return [validate_event(obj, now_ms, limits)], []
+            return [validate_event(obj, now_ms, limits, schema)], []
         except InvalidEvent as exc:
             return _whole(exc.code, exc.message, value)
     if type(obj) is not list:
@@ -522,7 +609,7 @@ def parse_record(
             f"{len(obj)} events exceed max_events_per_record={limits.max_events_per_record}",
             value,
         )
-    return _parse_array(value, obj, now_ms, limits)
+    return _parse_array(value, obj, now_ms, limits, schema if schema is not None else BUILTIN)
 
 
 #: events validated per ``msgspec.convert`` call in an array record. Each call costs ~2 µs of
@@ -556,7 +643,7 @@ class _Elements:
 
 
 def _parse_array(
-    value: bytes, obj: list[Any], now_ms: int, limits: Limits
+    value: bytes, obj: list[Any], now_ms: int, limits: Limits, schema: Schema
 ) -> tuple[list[Event], list[Rejected]]:
     """Validate a non-empty array record chunk by chunk: fast when a chunk is all valid."""
     max_bytes = limits.max_event_bytes
@@ -564,12 +651,13 @@ def _parse_array(
     elements = _Elements(value, _raw_elements(value) if len(value) > max_bytes else None)
     good: list[Event] = []
     bad: list[Rejected] = []
+    chunk_cls = schema.chunk
     for start in range(0, len(obj), CHUNK):
         chunk = obj[start : start + CHUNK]
         if elements.sizes_ok(start, start + CHUNK, max_bytes):
             try:
-                structs = msgspec.convert((chunk,), _Chunk).events
-                good.extend(_canonical_many(chunk, structs, now_ms, limits))
+                structs = msgspec.convert((chunk,), chunk_cls).events  # type: ignore[attr-defined]
+                good.extend(_canonical_many(chunk, structs, now_ms, limits, schema))
                 continue
             except (msgspec.ValidationError, LookupError, InvalidEvent):
                 pass
@@ -581,7 +669,11 @@ def _parse_array(
                         f"event of {len(elements.raw(i, element))} bytes exceeds "
                         f"max_event_bytes={max_bytes}",
                     )
-                good.append(validate_event(element, now_ms, limits))
+                good.append(validate_event(element, now_ms, limits, schema))
             except InvalidEvent as exc:
                 bad.append(Rejected(i, exc.code, exc.message, elements.raw(i, element)))
     return good, bad
+
+
+#: the built-in event types only (what validation accepts without a types file)
+BUILTIN: Final = Schema()

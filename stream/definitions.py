@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import orjson
 
 from processors.lang.ast import Catalogue
 from processors.lang.load import load_definitions
+from processors.lang.typesfile import load_types
 from schemas.errors import SegstreamError
+from schemas.eventtypes import EventTypes
 
 DOCUMENT_KEY = b"catalogue"
 
@@ -59,23 +62,33 @@ class DefinitionsDoc:
         return cls(version, text, at)
 
     @classmethod
-    def of_text(cls, text: str, name: str | None = None) -> tuple[DefinitionsDoc, Catalogue]:
+    def of_text(cls, text: str, name: str | None = None, types: EventTypes | None = None
+                ) -> tuple[DefinitionsDoc, Catalogue]:
         """Validate ``text`` (raises ``DefinitionError``; errors cite ``name``, the file) and
         wrap it in a document."""
-        catalogue = load_definitions(text, name=name)
+        catalogue = load_definitions(text, name=name, types=types)
         return cls(catalogue.version, text, time.time_ns() // 1_000_000), catalogue
 
-    def catalogue(self) -> Catalogue:
-        return load_definitions(self.text)
+    def catalogue(self, types: EventTypes | None = None) -> Catalogue:
+        return load_definitions(self.text, types=types)
 
 
-def file_catalogue(path: str) -> Catalogue:
+@lru_cache(maxsize=4)
+def file_types(path: str) -> EventTypes | None:
+    """The custom event types of the types file ``path`` (``SEGSTREAM_TYPES_FILE``), None for
+    an empty path; raises ``DefinitionError`` for a bad file."""
+    return load_types(Path(path)) if path else None
+
+
+def file_catalogue(path: str, types: EventTypes | None = None) -> Catalogue:
     """The definitions a worker starts with while none is published: the file ``path``
-    (``SEGSTREAM_SEGMENTS_FILE``), else the packaged default catalogue."""
+    (``SEGSTREAM_SEGMENTS_FILE``), else the packaged default catalogue; conditions may use
+    the custom ``types``."""
     if path:
-        return load_definitions(Path(path))
+        return load_definitions(Path(path), types=types)
     return load_definitions(
-        resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8"))
+        resources.files("processors").joinpath("catalogue.yaml").read_text("utf-8"),
+        types=types)
 
 
 def diff(old: Catalogue | None, new: Catalogue) -> dict[str, list[str]]:

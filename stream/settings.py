@@ -45,7 +45,7 @@ ENV_PREFIX = "SEGSTREAM_"
 _DEFAULT_DATA_DIR = Path(".run/data")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions"]
+TopicRole = Literal["raw", "bundles", "deadletters", "changes", "definitions", "types"]
 AgentName = Literal["ingest", "segmentation"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
 SaslMechanism = Literal["plain", "scram-sha-256", "scram-sha-512"]
@@ -214,6 +214,8 @@ class TopicSettings(_Group):
         env="changes_topic", nonempty=True)
     definitions: str = _f("segstream-definitions", "Segment definition documents.",
         env="definitions_topic", nonempty=True)
+    types: str = _f("segstream-event-types", "Event-types documents (custom event types, "
+        "`segstream types apply`).", env="types_topic", nonempty=True)
     raw_partitions: int = _f(
         4, "Partitions of the raw topic when the worker has to create it.", minimum=1)
     bundle_partitions: int = _f(
@@ -267,6 +269,10 @@ class IngestSettings(_Group):
         600_000,
         "How far, in milliseconds, an event timestamp may be ahead of the ingest clock "
         "(device clock skew) before the event is dead-lettered.", minimum=0)
+    types_file: str = _f(
+        "", "Event-types file (YAML) declaring custom event types (docs/events.md, \"Custom "
+        "event types\"): the collector and the ingest agent accept and validate them, and "
+        "segment conditions may use them. Empty: the built-in types only.")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -463,7 +469,7 @@ class Settings:
         t = self.topics
         names: dict[str, str] = {
             "raw": t.raw, "bundles": t.bundles, "deadletters": t.deadletters,
-            "changes": t.changes, "definitions": t.definitions,
+            "changes": t.changes, "definitions": t.definitions, "types": t.types,
         }
         return t.prefix + names[role]
 

@@ -65,6 +65,8 @@ def topic_specs(settings: Settings) -> dict[TopicRole, TopicSpec]:
         # One partition, compacted: the documents are totally ordered and the latest one (key
         # "catalogue", see stream.definitions) is all a worker needs.
         "definitions": spec("definitions", 1, compacted=True),
+        # the same for the custom event types (key "types", see stream.eventtypes)
+        "types": spec("types", 1, compacted=True),
     }
 
 

@@ -29,6 +29,22 @@ export SEGSTREAM_API_TOKENS="$token"
 export SEGSTREAM_COLLECTOR_WRITE_KEYS="web=$write_key"
 export SEGSTREAM_DATA_DIR="$logs/worker-data"
 export SEGSTREAM_LOG_LEVEL="${SEGSTREAM_LOG_LEVEL:-warning}"
+# custom event types (processors/event_types.yaml) and the default catalogue plus the example
+# segments that use them (processors/custom_segments.yaml), merged into one definitions file
+export SEGSTREAM_TYPES_FILE="${SEGSTREAM_TYPES_FILE:-$repo/processors/event_types.yaml}"
+if [[ -z ${SEGSTREAM_SEGMENTS_FILE:-} ]]; then
+    "$py" - "$logs/segments.yaml" <<'MERGE'
+import sys
+import yaml
+base = yaml.safe_load(open("processors/catalogue.yaml", encoding="utf-8"))
+extra = yaml.safe_load(open("processors/custom_segments.yaml", encoding="utf-8"))
+base["version"] = f"{base['version']}+{extra['version']}"
+base["segments"] += extra["segments"]
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    yaml.safe_dump(base, out, sort_keys=False)
+MERGE
+    export SEGSTREAM_SEGMENTS_FILE="$logs/segments.yaml"
+fi
 
 pids=()
 # shellcheck disable=SC2317 # called by the trap
@@ -69,7 +85,7 @@ collector="http://127.0.0.1:$SEGSTREAM_COLLECTOR_PORT/v1/events"
 echo "demo: starting the simulator -> $collector (logs: $logs/simulator.log)"
 "$py" -m stream.cli simulate --customers "${DEMO_CUSTOMERS:-2000}" --rate "${DEMO_RATE:-200}" \
     ${DEMO_DURATION:+--duration "$DEMO_DURATION"} --to "$collector" --write-key "$write_key" \
-    --late-share 0.01 --duplicate-share 0.01 --malformed-share 0.005 \
+    --late-share 0.01 --duplicate-share 0.01 --malformed-share 0.005 --custom-share 0.05 \
     >"$logs/simulator.log" 2>&1 &
 pids+=($!)
 

@@ -68,9 +68,14 @@ class SegmentRef(Node):
 
 @dataclass(frozen=True, slots=True)
 class PropRef(Node):
-    """An event property inside a ``where`` filter, e.g. ``category``."""
+    """An event property inside a ``where`` filter, e.g. ``category``.
+
+    ``extra`` is true for ``props.NAME``: a property the event type does not declare, so the
+    loader does not check its name.
+    """
 
     name: str
+    extra: bool = False
 
 
 # --- event selections and aggregates ------------------------------------------------------
@@ -90,13 +95,15 @@ class Aggregate(Node):
     """``count(E, W)``, ``sum(E.prop, W)`` or ``avg(E.prop, W)`` over event time ``(now-W, now]``.
 
     ``prop`` is None for count. Events whose property is missing or not a number are skipped by
-    sum and avg (and still counted by count).
+    sum and avg (and still counted by count). ``prop_extra`` is true for ``E.props.NAME`` (an
+    undeclared property, not checked by the loader).
     """
 
     func: Lit["count", "sum", "avg"]
     events: EventSet
     prop: str | None
     window_ms: int
+    prop_extra: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ from processors.lang import ast
 from processors.lang.check import check_condition
 from processors.lang.errors import CombinedDefinitionError, DefinitionError, did_you_mean
 from processors.lang.parser import parse, parse_duration
+from processors.lang.props import Kinds, check_properties
 from processors.lang.refs import resolve
+from schemas.eventtypes import EventTypes, property_kinds
 
 DEFAULT_LATENESS_MS = 3_600_000
 DEFAULT_SOURCE = "definitions"  # how errors name a file given as text without a name
@@ -142,11 +144,17 @@ def _condition_line(raw: Any, text: str, pos: int | None) -> int | None:
     return line
 
 
-def parse_condition(segment: str, text: str) -> ast.Expr:
-    """Parse and type-check one condition; errors name ``segment`` and show the column."""
+def parse_condition(segment: str, text: str, types: EventTypes | None = None,
+                    kinds: Kinds | None = None) -> ast.Expr:
+    """Parse and type-check one condition; errors name ``segment`` and show the column.
+
+    Event types and property names are checked against the built-in types and ``types`` (the
+    custom types of a types file); ``kinds`` is ``property_kinds(types)`` when already known.
+    """
     try:
-        node = parse(text)
+        node = parse(text, types.names if types is not None else ())
         check_condition(node)
+        check_properties(node, kinds if kinds is not None else property_kinds(types))
     except DefinitionError as e:
         raise e.with_context(segment, text) from None
     return node
@@ -155,9 +163,11 @@ def parse_condition(segment: str, text: str) -> ast.Expr:
 class _Checker:
     """Collects every problem of one file, each with its line."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, types: EventTypes | None = None) -> None:
         self.source = source
         self.errors: list[DefinitionError] = []
+        self.types = types
+        self.kinds = property_kinds(types)
 
     def add(self, line: int | None, msg: str, segment: str | None = None,
             where: str | None = None) -> None:
@@ -240,7 +250,7 @@ class _Checker:
             bad("condition", "required (a non-empty string)")
         else:
             try:
-                node = parse_condition(who, text)
+                node = parse_condition(who, text, self.types, self.kinds)
             except DefinitionError as e:
                 self.errors.append(e.located(self.source, _condition_line(raw, text, e.pos)))
         if len(self.errors) > before or name is None or node is None:
@@ -249,16 +259,32 @@ class _Checker:
         return ast.SegmentDef(name, desc.strip(), text, node, enabled, tuple(tags))
 
 
+def _resolve_refs(check: _Checker, segments: list[ast.SegmentDef], raws: dict[str, Any],
+                  ) -> list[ast.SegmentDef]:
+    """``segment.NAME`` references checked (errors added to ``check``), segments ordered."""
+    def ref_error(name: str, ref: ast.SegmentRef | None, msg: str) -> DefinitionError:
+        seg = next(s for s in segments if s.name == name)
+        pos = None if ref is None else ref.pos
+        return DefinitionError(name, pos, msg, seg.condition_text).located(
+            check.source, _condition_line(raws[name], seg.condition_text, pos))
+
+    ordered, errors = resolve(segments, ref_error)
+    check.errors.extend(errors)
+    return ordered
+
+
 def _raise(errors: list[DefinitionError]) -> NoReturn:
     """Raise the errors in file order: the error itself when there is one."""
     ordered = sorted(errors, key=lambda e: e.line or 0)
     raise ordered[0] if len(ordered) == 1 else CombinedDefinitionError(ordered)
 
 
-def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Catalogue:
+def load_definitions(source: str | Path, *, name: str | None = None,
+                     types: EventTypes | None = None) -> ast.Catalogue:
     """Parse and validate a definitions file given as a path or as YAML text.
 
-    ``name`` is how errors cite the file (default: the path, else ``definitions``).
+    ``name`` is how errors cite the file (default: the path, else ``definitions``); ``types``
+    the custom event types conditions may use (a types file), besides the built-in ones.
     """
     if isinstance(source, Path) or (
         "\n" not in source and source.strip().endswith((".yaml", ".yml"))
@@ -277,7 +303,7 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
     if not isinstance(doc, dict):
         _raise([*errors, DefinitionError(
             None, None, "the file must be a mapping with version and segments", source=src)])
-    check = _Checker(src)
+    check = _Checker(src, types)
     check.errors.extend(errors)
     check.unknown_keys(doc, _TOP_KEYS, "the file")
     version = check.version(doc)
@@ -303,14 +329,7 @@ def load_definitions(source: str | Path, *, name: str | None = None) -> ast.Cata
             segments.append(seg)
             raws[seg.name] = raw
     if not check.errors:
-        def ref_error(name: str, ref: ast.SegmentRef | None, msg: str) -> DefinitionError:
-            seg = next(s for s in segments if s.name == name)
-            pos = None if ref is None else ref.pos
-            return DefinitionError(name, pos, msg, seg.condition_text).located(
-                src, _condition_line(raws[name], seg.condition_text, pos))
-
-        segments, ref_errors = resolve(segments, ref_error)
-        check.errors.extend(ref_errors)
+        segments = _resolve_refs(check, segments, raws)
     if check.errors:
         _raise(check.errors)
     return ast.Catalogue(version, lateness, tuple(segments))

@@ -13,12 +13,13 @@ Grammar (``docs/segment-language.md`` has the full reference)::
 
 >>> parse("count(purchase, 30d) >= 2")  # doctest: +NORMALIZE_WHITESPACE
 Compare(pos=21, op='>=', left=Aggregate(pos=0, func='count',
-    events=EventSet(pos=6, types=('purchase',), filter=None), prop=None, window_ms=2592000000),
-    right=Literal(pos=24, value=2))
+    events=EventSet(pos=6, types=('purchase',), filter=None), prop=None, window_ms=2592000000,
+    prop_extra=False), right=Literal(pos=24, value=2))
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import NamedTuple
 
 from processors.lang import ast
@@ -137,9 +138,10 @@ def tokenize(text: str) -> list[Token]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, custom_types: Collection[str] = ()) -> None:
         self.toks = tokenize(text)
         self.i = 0
+        self.types = EVENT_TYPES | frozenset(custom_types)
         self.in_filter = False
         self.nesting = 0  # recursive descents in progress (parentheses, not, minus, ...)
 
@@ -344,12 +346,14 @@ class _Parser:
             if name in KEYWORDS:
                 raise _err(t.pos, f"expected a property name, found keyword '{name}'")
             self.take()
+            if name == "props" and self.at("."):
+                return ast.PropRef(t.pos, self.extra_name(), True)
             return ast.PropRef(t.pos, name)
-        if name in EVENT_TYPES:
+        if name in self.types:
             return self.then_no()
         if name in KEYWORDS:
             raise _err(t.pos, f"expected a value, found keyword '{name}'")
-        hint = did_you_mean(name, sorted(EVENT_TYPES | FUNCTIONS
+        hint = did_you_mean(name, sorted(self.types | FUNCTIONS
                                          | {"trait", "cart", "purchases", "segment"}))
         raise _err(t.pos, f"unknown name '{name}'{hint}")
 
@@ -379,14 +383,23 @@ class _Parser:
         self.take()
         return ast.SegmentRef(kw.pos, f.text)
 
+    def extra_name(self) -> str:
+        """The NAME of ``props.NAME`` (``props`` taken, at the dot)."""
+        self.take()  # "."
+        p = self.tok
+        if p.kind != "NAME":
+            raise _err(p.pos, f"expected a property name after 'props.', found {self.describe()}")
+        self.take()
+        return p.text
+
     def event_type(self) -> str:
         t = self.tok
         if t.kind != "NAME":
             raise _err(t.pos, f"expected an event type, found {self.describe()}")
-        if t.text not in EVENT_TYPES:
+        if t.text not in self.types:
             if t.text in ("alias", "forget"):
                 raise _err(t.pos, f"'{t.text}' events cannot be selected (they change identity)")
-            raise _err(t.pos, f"unknown event type '{t.text}'{did_you_mean(t.text, EVENT_TYPES)}")
+            raise _err(t.pos, f"unknown event type '{t.text}'{did_you_mean(t.text, self.types)}")
         self.take()
         return t.text
 
@@ -434,6 +447,7 @@ class _Parser:
         self.take()  # "("
         node: ast.Expr
         if name in AGGREGATES:
+            extra = False
             if name == "count":
                 events, prop = self.event_set(), None
             else:
@@ -445,9 +459,12 @@ class _Parser:
                     raise _err(p.pos, f"expected a property name, found {self.describe()}")
                 self.take()
                 prop = p.text
+                if prop == "props" and self.at("."):
+                    prop, extra = self.extra_name(), True
                 events = ast.EventSet(tpos, (typ,), self.filter_())
             self.expect(",", "',' and a window such as 30d")
-            node = ast.Aggregate(pos, name, events, prop, self.duration())  # type: ignore[arg-type]
+            node = ast.Aggregate(pos, name, events, prop, self.duration(),  # type: ignore[arg-type]
+                                 extra)
         elif name in INSTANT_FUNCS:
             node = ast.Instant(pos, name, self.event_set())  # type: ignore[arg-type]
         elif name == "since":
@@ -499,9 +516,12 @@ def too_deep(node: ast.Expr, limit: int = MAX_DEPTH) -> ast.Expr | None:
     return None
 
 
-def parse(text: str) -> ast.Expr:
-    """Parse a condition into the AST (syntax only; ``check.check_condition`` types it)."""
-    return _Parser(text).parse()
+def parse(text: str, custom_types: Collection[str] = ()) -> ast.Expr:
+    """Parse a condition into the AST (syntax only; ``check.check_condition`` types it).
+
+    ``custom_types`` are the names of the declared custom event types (a types file).
+    """
+    return _Parser(text, custom_types).parse()
 
 
 def parse_duration(text: str) -> int:

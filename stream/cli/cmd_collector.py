@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from processors.lang.errors import DefinitionError
 from stream.auth import scrub_http_parser_errors
 from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
@@ -79,6 +80,7 @@ def build(settings: Settings) -> web.Application:
     Kafka in the background, retrying (``/ready`` and ``POST`` answer 503 until connected), so
     start order against the broker does not matter."""
     collector = Collector(settings)
+    collector.types.followed = True  # followed by the start-up hook below
     app = create_app(collector)
     scrub_http_parser_errors()  # aiohttp would log bytes of a malformed request (a write key)
     state: dict[str, Any] = {}
@@ -108,11 +110,13 @@ def build(settings: Settings) -> web.Application:
 
     async def start(_: web.Application) -> None:
         state["connect"] = asyncio.create_task(connect())
+        state["types"] = asyncio.create_task(collector.types.follow())  # live event types
 
     async def stop(_: web.Application) -> None:
-        state["connect"].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state["connect"]
+        for task in (state["connect"], state["types"]):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         collector.producer = None
         if "producer" in state:
             await state["producer"].stop()  # flushes what is still buffered
@@ -132,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream collector: {exc}", file=sys.stderr)
         return 2
+    except DefinitionError as exc:  # SEGSTREAM_TYPES_FILE
+        print(f"segstream collector: {exc}", file=sys.stderr)
+        return 3
     logging.basicConfig(level=settings.process.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.collector.auth == "none":

@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--segments", required=True, metavar="FILE", type=Path,
                    help="segment definitions (YAML), e.g. processors/catalogue.yaml")
+    p.add_argument("--types", metavar="FILE", type=Path, default=None,
+                   help="event-types file (YAML) declaring custom event types, e.g. "
+                        "processors/event_types.yaml (default: built-in types only)")
     p.add_argument("--events", required=True, metavar="FILE",
                    help="events: .jsonl/.json (one event or array per line), .csv, or - (stdin)")
     p.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
@@ -243,6 +246,7 @@ class Reader:
         self.invalid_out, self.progress = invalid_out, progress
         self.invalid: Counter[str] = Counter()
         self.valid = 0
+        self.schema: Any = None  # schemas.validation.Schema with the custom types, if any
 
     def reject(self, line: int, code: str, message: str) -> None:
         self.invalid[code] += 1
@@ -264,7 +268,7 @@ class Reader:
                     self.reject(line, "bad_properties", obj)
                     continue
                 try:
-                    ev = validate_event(obj, self.clock)
+                    ev = validate_event(obj, self.clock, schema=self.schema)
                 except InvalidEvent as e:
                     self.reject(line, str(e.code), e.message)
                     continue
@@ -276,7 +280,7 @@ class Reader:
             raw = text.strip()
             if not raw:
                 continue
-            good, bad = parse_record(raw, self.clock)
+            good, bad = parse_record(raw, self.clock, schema=self.schema)
             for r in bad:
                 self.reject(line, str(r.code), r.message)
             self.valid += len(good)
@@ -398,8 +402,11 @@ def run(args: argparse.Namespace) -> int:
         opts = _options(args)
     except UsageError as e:
         return _fail(EXIT_USAGE, str(e))
+    types = _types(args.types)
+    if isinstance(types, int):
+        return types
     try:
-        engine, catalogue = build_engine(args.segments)
+        engine, catalogue = build_engine(args.segments, types)
     except DefinitionError as e:
         return _fail(EXIT_DEFINITIONS, f"invalid definitions in {args.segments}:\n{e}")
     except OSError as e:
@@ -414,6 +421,7 @@ def run(args: argparse.Namespace) -> int:
         reader = Reader(source, opts.fmt, mapping=opts.mapping, clock=opts.clock,
                         invalid_out=invalid_out,
                         progress=bar.update if bar is not None else None)
+        reader.schema = _schema(types)
         actions: Counter[str] = Counter()
 
         def on_change(ch: Any) -> None:
@@ -454,15 +462,38 @@ def _flush(*outputs: IO[bytes] | None) -> None:
             out.flush()
 
 
-def build_engine(path: Path) -> tuple[Any, Any]:
-    """(Engine, ast.Catalogue) for a definitions file."""
+def _schema(types: Any) -> Any:
+    """The validation schema with the custom ``types`` (None: the built-in types only)."""
+    from schemas.validation import Schema  # noqa: PLC0415
+
+    return Schema(types) if types is not None else None
+
+
+def _types(path: Path | None) -> Any:
+    """The custom event types of ``--types`` (None without it), or the exit code."""
+    if path is None:
+        return None
+    from processors.lang.errors import DefinitionError  # noqa: PLC0415
+    from processors.lang.typesfile import load_types  # noqa: PLC0415
+
+    try:
+        return load_types(path)
+    except DefinitionError as e:
+        return _fail(EXIT_DEFINITIONS, f"invalid event types in {path}:\n{e}")
+    except OSError as e:
+        return _fail(EXIT_IO, f"cannot read event types {path}: {e.strerror or e}")
+
+
+def build_engine(path: Path, types: Any = None) -> tuple[Any, Any]:
+    """(Engine, ast.Catalogue) for a definitions file; conditions may use the custom event
+    ``types`` (``schemas.eventtypes.EventTypes``)."""
     from processors.engine import Engine  # noqa: PLC0415
     from processors.lang.compile import compile_catalogue  # noqa: PLC0415
     from processors.lang.load import load_definitions  # noqa: PLC0415
 
     if not path.is_file():
         raise FileNotFoundError(2, "no such file", str(path))
-    catalogue = load_definitions(path)
+    catalogue = load_definitions(path, types=types)
     return Engine(compile_catalogue(catalogue)), catalogue
 
 

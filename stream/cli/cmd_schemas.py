@@ -3,7 +3,9 @@
 ``segstream schemas export DIR`` writes one file per event type, ``event.json`` (any event),
 ``record.json`` (a raw-topic record) and ``segment_change.json``, all generated from the models
 in :mod:`schemas.models`. ``make schemas`` regenerates the committed copies in
-``schemas/jsonschema/``; ``--check`` exits 1 if the files in DIR differ (for CI).
+``schemas/jsonschema/``; ``--check`` exits 1 if the files in DIR differ (for CI). With
+``--types FILE`` (an event-types file) it also writes one file per declared custom type, and
+``event.json`` / ``record.json`` accept them too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from processors.lang.errors import DefinitionError
+from processors.lang.typesfile import load_types
 from schemas.publish import build_schemas, export, render
 
 DESCRIPTION = """\
@@ -38,15 +42,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     exp.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if DIR is out of date"
     )
+    exp.add_argument("--types", metavar="FILE", type=Path, default=None,
+                     help="event-types file: also the schemas of its custom types "
+                          "(default: built-in types only)")
     exp.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     directory: Path = args.directory
+    types = None
+    if getattr(args, "types", None) is not None:
+        try:
+            types = load_types(args.types)
+        except DefinitionError as err:
+            print(err, file=sys.stderr)
+            return 3
+        except OSError as err:
+            print(f"cannot read {args.types}: {err.strerror or err}", file=sys.stderr)
+            return 2
     if args.check:
         stale = [
             name
-            for name, schema in build_schemas().items()
+            for name, schema in build_schemas(types).items()
             if not (directory / f"{name}.json").is_file()
             or (directory / f"{name}.json").read_bytes() != render(schema)
         ]
@@ -57,7 +74,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"{directory}: up to date")
         return 0
     try:
-        paths = export(directory)
+        paths = export(directory, types)
     except OSError as err:
         print(f"segstream schemas export: cannot write {err.filename or directory}: "
               f"{err.strerror or err}", file=sys.stderr)

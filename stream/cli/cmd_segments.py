@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from processors.lang.ast import Catalogue
 from processors.lang.errors import CombinedDefinitionError, DefinitionError
 from processors.lang.load import load_definitions
+from processors.lang.typesfile import load_types
+from schemas.eventtypes import EventTypes
 from stream.cli.servers import EXIT_UNAVAILABLE, UnavailableError, kafka_client, redis_connected
 from stream.connections import kafka_kwargs
 from stream.definitions import DOCUMENT_KEY, DefinitionsDoc, diff, file_catalogue
+from stream.eventtypes import TYPES_PARTITION, TypesDoc
 from stream.settings import Settings, mask_url
 from stream.topics import DEFINITIONS_PARTITION, create_topics, topic_spec
 
@@ -49,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        description="Check a definitions file offline: parse and compile every "
                                    "segment, report every problem with its line (exit 3).")
     v.add_argument("file", type=Path, help="the definitions file (YAML)")
+    v.add_argument("--types", metavar="FILE", type=Path, default=None,
+                   help="event-types file whose custom types conditions may use (default: "
+                        "SEGSTREAM_TYPES_FILE, else the built-in types only)")
     v.add_argument("--json", action="store_true",
                    help="print the result as one JSON object on stdout (also when invalid)")
     v.set_defaults(func=_validate)
@@ -97,8 +103,13 @@ def _validate(args: argparse.Namespace) -> int:
     text = _read(args.file)
     if isinstance(text, int):
         return text
+    types_path = args.types or Settings.from_env().ingest.types_file
     try:
-        catalogue = load_definitions(text, name=str(args.file))
+        types = load_types(Path(types_path)) if types_path else None
+        catalogue = load_definitions(text, name=str(args.file), types=types)
+    except OSError as err:
+        print(f"error: cannot read {types_path}: {err.strerror}", file=sys.stderr)
+        return EXIT_IO
     except DefinitionError as err:
         if args.json:
             errors = err.errors if isinstance(err, CombinedDefinitionError) else (err,)
@@ -122,16 +133,17 @@ def _apply(args: argparse.Namespace) -> int:
     text = _read(args.file)
     if isinstance(text, int):
         return text
+    settings = Settings.from_env()
+    types = types_now(settings, "segments apply")
     try:
-        doc, catalogue = DefinitionsDoc.of_text(text, name=str(args.file))
+        doc, catalogue = DefinitionsDoc.of_text(text, name=str(args.file), types=types)
     except DefinitionError as err:
         print(err, file=sys.stderr)
         return EXIT_DEFINITIONS
-    settings = Settings.from_env()
     current = read_published(settings, "segments apply")
     # what the workers run now: the published document, else their definitions file
-    old = (current.catalogue() if current is not None
-           else file_catalogue(settings.segmentation.segments_file))
+    old = (current.catalogue(types) if current is not None
+           else file_catalogue(settings.segmentation.segments_file, types))
     if current is not None and current.version == doc.version:
         if current.text == doc.text:
             print(f"version {doc.version!r} is already published: nothing to do")
@@ -209,7 +221,7 @@ def _show(args: argparse.Namespace) -> int:
         print("no definitions published: workers run SEGSTREAM_SEGMENTS_FILE or the default "
               "catalogue")
         return EXIT_OK
-    catalogue = current.catalogue()
+    catalogue = current.catalogue(types_now(settings, "segments show"))
     if args.json:
         _print_json({"published": True, "topic": settings.topic("definitions"),
                      "version": current.version, "segments": _segments_json(catalogue),
@@ -225,6 +237,16 @@ def _show(args: argparse.Namespace) -> int:
 
 
 # --- Kafka (kafka-python: a short-lived command, no event loop) ---------------------------------
+def types_now(settings: Settings, command: str) -> EventTypes | None:
+    """The custom event types the running processes use: the published document's, else the
+    types file's (SEGSTREAM_TYPES_FILE), else None."""
+    raw = read_last(settings, command, "types", TYPES_PARTITION)
+    if raw is not None:
+        return TypesDoc.decode(raw).types()
+    path = settings.ingest.types_file
+    return load_types(Path(path)) if path else None
+
+
 def ensure_topic(settings: Settings) -> None:
     """Create the definitions topic (its spec: stream.topics) if missing."""
     create_topics(kafka_kwargs(settings), [topic_spec(settings, "definitions")],
@@ -235,15 +257,23 @@ def read_published(settings: Settings, command: str) -> DefinitionsDoc | None:
     """The latest document on the definitions topic, or None (also when the topic does not
     exist: it is not created, and no request here can create it). :class:`UnavailableError` when
     Kafka cannot be reached or refuses."""
+    raw = read_last(settings, command, "definitions", DEFINITIONS_PARTITION)
+    return None if raw is None else DefinitionsDoc.decode(raw)
+
+
+def read_last(settings: Settings, command: str, role: Literal["definitions", "types"],
+              partition: int) -> bytes | None:
+    """The value of the last record of a compacted single-document topic (``role`` in
+    stream.topics), or None when it is empty or missing (never created here)."""
     from kafka import TopicPartition  # noqa: PLC0415
 
-    topic = settings.topic("definitions")
+    topic = settings.topic(role)
     consumer = kafka_client(settings, command, enable_auto_commit=False,
                             request_timeout_ms=TIMEOUT_MS)
     try:
         if topic not in consumer.topics():  # a metadata request for all topics
             return None
-        tp = TopicPartition(topic, DEFINITIONS_PARTITION)
+        tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]
         if end == 0:
@@ -253,14 +283,15 @@ def read_published(settings: Settings, command: str) -> DefinitionsDoc | None:
             for records in consumer.poll(timeout_ms=500).values():
                 for r in records:
                     if r.offset == end - 1:
-                        return DefinitionsDoc.decode(r.value)
-        raise UnavailableError(f"cannot read the definitions topic {topic}: the last record did "
-                          "not arrive")
+                        value: bytes = r.value
+                        return value
+        raise UnavailableError(f"cannot read the {role} topic {topic}: the last record did "
+                               "not arrive")
     except UnavailableError:
         raise
     except Exception as err:  # any client error: Kafka refusing a request
-        raise UnavailableError(f"cannot read the definitions topic {topic}: "
-                          f"{type(err).__name__}: {err}") from None
+        raise UnavailableError(f"cannot read the {role} topic {topic}: "
+                               f"{type(err).__name__}: {err}") from None
     finally:
         consumer.close()
 

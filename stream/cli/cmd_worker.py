@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 from typing import Any
 
 from stream.settings import LOG_LEVELS, Settings, SettingsError
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the worker; returns only on a configuration error (the worker exits itself)."""
     import faust  # noqa: PLC0415 - keep `segstream --help` fast; faust imports take ~1 s
 
+    from processors.lang.errors import DefinitionError  # noqa: PLC0415
     from stream.worker.bootstrap import build_worker  # noqa: PLC0415 - same reason
 
     try:
@@ -89,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2
+    except DefinitionError as exc:  # SEGSTREAM_SEGMENTS_FILE or SEGSTREAM_TYPES_FILE
+        print(f"segstream worker: {exc}", file=sys.stderr)
+        return 3
     worker = faust.Worker(app, loglevel=settings.process.log_level,
                           workdir=str(settings.process.data_dir))
     tune_gc()

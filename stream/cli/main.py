@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "stream.cli.cmd_replay",
     "stream.cli.cmd_schemas",
     "stream.cli.cmd_segments",
+    "stream.cli.cmd_types",
     "stream.tools.simulate",
     "stream.tools.watch",
     "stream.cli.cmd_redis",

@@ -41,6 +41,7 @@ from stream.auth import (
     parse_revoked,
     read_secret_lines,
 )
+from stream.eventtypes import LiveTypes
 from stream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,11 @@ class Collector:
     """The request logic (the aiohttp wiring is :func:`create_app`)."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None, *,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None,
+                 types: LiveTypes | None = None) -> None:
         self.settings = settings
+        #: the custom event types accepted now (the types file's, then the topic's)
+        self.types = types if types is not None else LiveTypes.from_settings(settings)
         self.topic = settings.topic("raw")
         self.keys = WriteKeys.from_settings(settings)
         self.limits = Limits(max_event_bytes=settings.ingest.max_event_bytes,
@@ -315,7 +319,7 @@ class Collector:
             raise CollectorError(429, "rate_limited", "too many events for this write key; "
                                  "retry after the Retry-After seconds",
                                  {"Retry-After": str(max(1, math.ceil(wait)))})
-        good, bad = parse_record(body, self.clock_ms(), self.limits)
+        good, bad = parse_record(body, self.clock_ms(), self.limits, self.types.schema)
         if len(bad) == 1 and bad[0].index is None and bad[0].code in _WHOLE_ERRORS:
             raise CollectorError(_WHOLE_ERRORS[bad[0].code], bad[0].code.value, bad[0].message)
         if good:

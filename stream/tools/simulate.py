@@ -105,6 +105,9 @@ class SimConfig:
     malformed_share: float = 0.0
     late_by_ms: int = 2 * 3_600_000
     source: str = "web"
+    #: share of extra custom events (app_session, review_posted of processors/event_types.yaml)
+    #: inserted after a shopper's event, for the same customer
+    custom_share: float = 0.0
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class Counts:
     late: int = 0
     duplicates: int = 0
     malformed: int = 0
+    custom: int = 0
 
 
 class Simulation:
@@ -126,6 +130,7 @@ class Simulation:
         self._dups: list[tuple[int, int, dict[str, Any]]] = []  # (due index, seq, event)
         self._seq = itertools.count()
         self._last: dict[str, int] = {}  # routing id -> last timestamp given
+        self._who: tuple[str | None, str | None] | None = None  # ids of the last shopper event
 
     def _content(self) -> Iterator[dict[str, Any]]:
         """Endless generator content: chunk after chunk, each with its own seed."""
@@ -144,7 +149,13 @@ class Simulation:
                 event = heapq.heappop(self._dups)[2]
                 counts.duplicates += 1
             else:
-                event = self._stamp(next(self._source), now_ms)
+                if self._who is not None and rng.random() < cfg.custom_share:
+                    event = self._stamp(self._custom(*self._who), now_ms)
+                    counts.custom += 1
+                else:
+                    event = self._stamp(next(self._source), now_ms)
+                    self._who = ((event["customer_id"], event["anonymous_id"])
+                                 if event["type"] not in ("alias", "forget") else None)
                 r = rng.random()
                 if r < cfg.malformed_share:
                     event = malform(event, rng)
@@ -158,6 +169,21 @@ class Simulation:
             counts.events += 1
             out.append(event)
         return out
+
+    def _custom(self, cid: str | None, aid: str | None) -> dict[str, Any]:
+        """A custom event (app_session or review_posted) of the customer ``cid``/``aid``."""
+        rng = self.rng
+        n = self.counts.custom
+        if rng.random() < 0.7:
+            typ, props = "app_session", {"minutes": round(rng.expovariate(1 / 12), 1),
+                                         "platform": rng.choice(["ios", "android", "web"])}
+        else:  # ratings skewed high, as shops see them
+            typ, props = "review_posted", {
+                "rating": rng.choices([1, 2, 3, 4, 5], weights=[1, 1, 2, 4, 6])[0],
+                "product_id": f"p{rng.randrange(500):04d}"}
+        return {"event_id": f"sim-{self.cfg.seed}-c{n}", "type": typ, "customer_id": cid,
+                "anonymous_id": aid, "timestamp": 0, "source": "app" if typ == "app_session"
+                else self.cfg.source, "properties": props}
 
     def _stamp(self, event: dict[str, Any], now_ms: int) -> dict[str, Any]:
         rid = event["customer_id"] or event["anonymous_id"]
@@ -342,7 +368,8 @@ def progress_line(sim: Simulation, sink: Sink, elapsed: float) -> str:
     c = sim.counts
     rate = c.events / elapsed if elapsed > 0 else 0.0
     return (f"simulate: {elapsed:.0f}s {c.events} events ({rate:.0f}/s; {c.malformed} "
-            f"malformed, {c.late} late, {c.duplicates} duplicates); {sink.status()}")
+            f"malformed, {c.late} late, {c.duplicates} duplicates, {c.custom} custom); "
+            f"{sink.status()}")
 
 
 async def run_paced(sim: Simulation, sink: Sink, *, rate: float, duration: float | None,
@@ -399,7 +426,7 @@ async def simulate(args: argparse.Namespace) -> int:
     cfg = SimConfig(customers=args.customers, rate=args.rate, seed=args.seed,
                     late_share=args.late_share, duplicate_share=args.duplicate_share,
                     malformed_share=args.malformed_share,
-                    late_by_ms=int(args.late_by * 1000))
+                    late_by_ms=int(args.late_by * 1000), custom_share=args.custom_share)
     sim = Simulation(cfg)
     target = parse_target(args.to)
     started = time.monotonic()
@@ -496,6 +523,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="share of events sent a second time a few events later (0 to 1)")
     p.add_argument("--malformed-share", type=_share, default=0.0, metavar="SHARE",
                    help="share of events with a broken envelope (0 to 1)")
+    p.add_argument("--custom-share", type=_share, default=0.0, metavar="SHARE",
+                   help="share of extra custom events (app_session, review_posted: declare "
+                   "them with processors/event_types.yaml)")
     p.add_argument("--batch", type=int, default=10, help="events per array (default 10)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed: the same seed gives the same events")

@@ -42,7 +42,7 @@ from stream.auth import (
     scrub_http_parser_errors,
 )
 from stream.connections import redis_for
-from stream.definitions import file_catalogue
+from stream.definitions import file_catalogue, file_types
 from stream.settings import Settings, SettingsError
 from stream.worker.faust_adapter import on_rebalance, web_application
 
@@ -243,7 +243,8 @@ class MembershipApi:
         self.partitions = settings.topics.bundle_partitions
         self.definitions: Callable[[], ast.Catalogue] = (
             definitions if definitions is not None
-            else _returning(file_catalogue(settings.segmentation.segments_file)))
+            else _returning(file_catalogue(settings.segmentation.segments_file,
+                                           file_types(settings.ingest.types_file))))
         self._definitions_ready = definitions_ready
         self._store = store
         self._ping = ping

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from processors.lang.ast import Catalogue
 from stream.connections import redis_auth_problem
 from stream.definitions import file_catalogue
+from stream.eventtypes import LiveTypes
 from stream.settings import Settings, SettingsError
 from stream.worker.agents import ingest, segmentation
 from stream.worker.agents.ingest import IngestAgent
@@ -53,6 +54,7 @@ class Worker:
     registry: CollectorRegistry  # served on /metrics with Faust's own sensors
     ingest_metrics: IngestMetrics
     lag: PartitionLag  # segstream_partition_lag, set by each agent
+    types: LiveTypes  # the custom event types, followed on the event-types topic
     ingest: IngestAgent | None = None
     segmentation: SegmentationAgent | None = None
     api: MembershipApi | None = None
@@ -67,11 +69,14 @@ def build_worker(settings: Settings, *, with_agents: bool = True) -> Worker:
     app = SegstreamApp(settings.group_id, **faust_options(settings))
     registry = CollectorRegistry()
     worker = Worker(settings, app, declare_topics(app, settings), registry,
-                    IngestMetrics.create(registry), PartitionLag.create(registry))
+                    IngestMetrics.create(registry), PartitionLag.create(registry),
+                    LiveTypes.from_settings(settings))
     # Faust's own sensors and the /metrics page, both serving *our* registry.
     setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
     _add_startup_tasks(worker)
     if with_agents:
+        worker.types.followed = True
+        app.task(worker.types.follow)
         if "ingest" in settings.process.agents:
             attach_ingest(worker)
         if "segmentation" in settings.process.agents:
@@ -102,7 +107,7 @@ def attach_ingest(worker: Worker) -> IngestAgent:
     app, settings, topics = worker.app, worker.settings, worker.topics
     agent = IngestAgent(settings, sink=FaustSink(app), offsets=FaustBatchOffsets(app),
                         cursor=FaustCursor(app), fatal=app, metrics=worker.ingest_metrics,
-                        lag=worker.lag)
+                        lag=worker.lag, types=worker.types)
     define_batch_agent(app, topics.raw, ingest.AGENT_NAME, agent.run,
                        batch_records=settings.ingest.batch_records,
                        within_s=settings.ingest.bundle_linger_ms / 1000.0,
@@ -119,10 +124,10 @@ def attach_segmentation(worker: Worker, definitions: Catalogue | None = None
     app, settings, topics = worker.app, worker.settings, worker.topics
     agent = SegmentationAgent(
         settings, definitions if definitions is not None
-        else file_catalogue(settings.segmentation.segments_file),
+        else file_catalogue(settings.segmentation.segments_file, worker.types.types),
         sink=FaustSink(app), cursor=FaustCursor(app), clock=SystemClock(), fatal=app,
         metrics=SegmentMetrics.create(worker.registry), lag=worker.lag,
-        declare_definitions=topics.definitions.maybe_declare)
+        declare_definitions=topics.definitions.maybe_declare, types=worker.types)
     define_batch_agent(app, topics.bundles, segmentation.AGENT_NAME, agent.run,
                        batch_records=settings.segmentation.batch_records,
                        within_s=settings.segmentation.linger_ms / 1000.0,

@@ -71,10 +71,12 @@ class Topics:
     deadletters: TopicT
     changes: TopicT
     definitions: TopicT
+    types: TopicT
 
     def all(self) -> tuple[TopicT, ...]:
         """Every topic, in declaration order."""
-        return (self.raw, self.bundles, self.deadletters, self.changes, self.definitions)
+        return (self.raw, self.bundles, self.deadletters, self.changes, self.definitions,
+                self.types)
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -108,6 +110,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         deadletters=topic("deadletters"),
         changes=topic("changes"),
         definitions=topic("definitions"),
+        types=topic("types"),
     )
 
 

@@ -36,6 +36,8 @@ def test_demo_shows_live_changes_and_cleans_up(
     processed = re.search(r"events processed ([\d,]+)", text)
     assert processed and int(processed.group(1).replace(",", "")) > 0, text[-3000:]
     assert re.search(r"^engaged_30d\s+\d+", text, re.MULTILINE), text[-3000:]
+    # the simulator's custom events (processors/event_types.yaml) reach the example segments
+    assert re.search(r"^app_light_users\s+[1-9]", text, re.MULTILINE), text[-3000:]
     assert "demo: stopped worker, collector and simulator" in text
     leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
                  if p.info["cmdline"] and "stream.cli" in " ".join(p.info["cmdline"])

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -216,3 +217,24 @@ def test_client_leaving_mid_body_is_not_a_500(caplog: Any) -> None:
     with caplog.at_level(logging.ERROR, logger="stream.collector.service"):
         asyncio.run(main())
     assert not [r for r in caplog.records if r.name == "stream.collector.service"], caplog.text
+
+
+def test_custom_event_types_from_the_types_file() -> None:
+    types_file = str(Path(__file__).resolve().parents[2] / "processors" / "event_types.yaml")
+
+    async def t(client: TestClient[Any, Any], c: Collector, p: FakeProducer) -> None:
+        p.release.set()
+        resp = await client.post("/v1/events", data=orjson.dumps([
+            ev("e1", type="review_posted", properties={"rating": 5}),
+            ev("e2", type="review_posted", properties={"rating": 9}),
+            ev("e3", type="review_postd", properties={"rating": 1})]), headers=AUTH)
+        got = await body(resp)
+        assert got["accepted"] == 1, got
+        (bad_prop, unknown) = got["rejected"]
+        assert bad_prop["code"] == "bad_property" and "`rating`" in bad_prop["message"]
+        assert "expected integer >= 1 <= 5" in bad_prop["message"]
+        assert unknown["code"] == "unknown_type"
+        assert "did you mean 'review_posted'?" in unknown["message"]
+        assert [e["event_id"] for e in orjson.loads(p.sent[0][1])] == ["e1"]
+
+    run(t, types_file=types_file)

@@ -19,7 +19,9 @@ from processors import native
 
 MODULES = [
     "processors.lang.errors", "processors.lang.parser", "processors.lang.check",
-    "processors.lang.load", "processors.lang.unparse", "processors.lang.values",
+    "processors.lang.load", "processors.lang.props", "processors.lang.typesfile",
+    "processors.lang.unparse",
+    "processors.lang.values",
     "processors.lang.compile.ops", "processors.lang.compile.counts", "processors.engine",
 ]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -221,3 +221,25 @@ def test_csv_timestamp_with_non_ascii_digits_is_not_a_number() -> None:
 
     ((_, out),) = list(csv_events([{"timestamp": "١٧٩٥"}], {}))
     assert out["timestamp"] == "١٧٩٥"  # left as text: validation then refuses it
+
+
+def test_replay_with_custom_types(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    types = Path(__file__).resolve().parents[2] / "processors" / "event_types.yaml"
+    defs = tmp_path / "d.yaml"
+    defs.write_text('version: "1"\nsegments:\n  - {name: unhappy, description: d, condition: '
+                    '"count(review_posted where rating <= 2, 30d) >= 1"}\n', encoding="utf-8")
+    events = tmp_path / "e.jsonl"
+    t0 = 1_795_000_000_000
+    events.write_text("\n".join(orjson.dumps(e).decode() for e in [
+        {"event_id": "r1", "type": "review_posted", "customer_id": "c1", "timestamp": t0,
+         "properties": {"rating": 1}},
+        {"event_id": "r2", "type": "review_posted", "customer_id": "c2", "timestamp": t0,
+         "properties": {"rating": 7}}]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert replay_cli("--segments", str(defs), "--events", str(events), "--out", str(out),
+                      "--until", str(t0 + 1)) == 3  # the segment needs the types file
+    assert "unknown event type 'review_posted'" in capsys.readouterr().err
+    assert replay_cli("--segments", str(defs), "--types", str(types), "--events", str(events),
+                      "--out", str(out), "--until", str(t0 + 1)) == 0
+    assert [(c[0], c[1]) for c in changes(out)] == [("c1", "unhappy")]
+    assert "bad_property" in capsys.readouterr().out

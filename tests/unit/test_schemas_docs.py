@@ -41,6 +41,25 @@ def test_every_error_code_is_documented() -> None:
         assert f"| `{code.value}` |" in DOC, code
 
 
+def test_every_documented_code_exists() -> None:
+    table = DOC.split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert documented and set(documented) == {c.value for c in ErrorCode}
+
+
+def test_custom_type_example_validates() -> None:
+    from processors.lang.typesfile import load_types  # noqa: PLC0415
+    from schemas.validation import Schema  # noqa: PLC0415
+
+    (types_yaml,) = [b for b in re.findall(r"```yaml\n(.*?)```", DOC, flags=re.DOTALL)
+                     if "types:" in b]
+    schema = Schema(load_types(types_yaml))
+    custom = [b for b in BLOCKS if isinstance(b, dict) and b.get("type") in schema.custom]
+    assert custom
+    for event in custom:
+        assert validate_event(event, NOW, schema=schema)["type"] == event["type"]
+
+
 def test_format_examples_decode() -> None:
     by_shape = {("v", "kind"): [], ("v", "code"): [], ("customer_id", "segment"): []}
     for block in BLOCKS:

@@ -62,3 +62,27 @@ def test_record_schema_accepts_one_event_or_an_array() -> None:
     assert record.is_valid([])
     assert not record.is_valid([[event]])
     assert not record.is_valid({**event, "customer_id": None})
+
+
+def test_custom_types_get_schemas_like_the_built_ins(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    types = Path(__file__).resolve().parents[2] / "processors" / "event_types.yaml"
+    out = tmp_path / "out"
+    assert main(["schemas", "export", "--types", str(types), str(out)]) == 0
+    assert main(["schemas", "export", "--types", str(types), "--check", str(out)]) == 0
+    review = orjson.loads((out / "review_posted.json").read_bytes())
+    jsonschema.Draft202012Validator.check_schema(review)
+    one = jsonschema.Draft202012Validator(review)
+    record = jsonschema.Draft202012Validator(orjson.loads((out / "record.json").read_bytes()))
+    event = {"event_id": "e", "type": "review_posted", "customer_id": "c", "timestamp": 1,
+             "properties": {"rating": 5}}
+    assert one.is_valid(event) and record.is_valid([event])
+    for bad in ({"rating": 6}, {"rating": 2.5}, {}, {"rating": 3, "product_id": 7}):
+        assert not one.is_valid({**event, "properties": bad}), bad
+        assert not record.is_valid({**event, "properties": bad}), bad
+    assert not record.is_valid({**event, "type": "review_postd"})
+    bad_types = tmp_path / "t.yaml"
+    bad_types.write_text('version: "1"\ntypes: [{name: purchase, description: x}]\n')
+    capsys.readouterr()
+    assert main(["schemas", "export", "--types", str(bad_types), str(out)]) == 3
+    assert "a built-in type cannot be redefined" in capsys.readouterr().err

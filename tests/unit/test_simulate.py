@@ -178,3 +178,22 @@ def test_http_sink_waits_until_the_collector_is_ready() -> None:
             await server.close()
 
     assert asyncio.run(go()) >= 0.7
+
+
+def test_custom_share_sends_declared_custom_events(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "sim.jsonl"
+    simulate_file(path, "--custom-share", "0.2")
+    events = lines(path)
+    kinds = Counter(e["type"] for e in events)
+    assert 0.12 < (kinds["app_session"] + kinds["review_posted"]) / len(events) < 0.28
+    assert kinds["review_posted"] > 0 and kinds["page_view"] > 0
+    assert len({e["event_id"] for e in events}) == len(events)
+    changes = tmp_path / "changes.jsonl"
+    assert main(["replay", "--segments", str(REPO / "processors" / "custom_segments.yaml"),
+                 "--types", str(REPO / "processors" / "event_types.yaml"),
+                 "--events", str(path), "--out", str(changes), "--quiet", "--strict"]) == 0
+    assert f"{len(events)} valid, 0 invalid" in capsys.readouterr().out
+    entered = {orjson.loads(line)["segment"] for line in changes.read_bytes().splitlines()
+               if b'"enter"' in line}
+    assert {"unhappy_reviewers", "app_light_users"} <= entered

@@ -36,12 +36,14 @@ def test_names_partitions_and_replication_come_from_the_settings() -> None:
     assert {spec.replication for spec in specs.values()} == {3}
 
 
-def test_only_the_definitions_topic_is_compacted_with_one_partition() -> None:
-    specs = topic_specs(settings(SEGSTREAM_DEFINITIONS_TOPIC="defs"))
-    defs = specs["definitions"]
+def test_only_the_definitions_and_types_topics_are_compacted_with_one_partition() -> None:
+    specs = topic_specs(settings(SEGSTREAM_DEFINITIONS_TOPIC="defs",
+                                 SEGSTREAM_TYPES_TOPIC="tt"))
+    defs, types = specs["definitions"], specs["types"]
     assert (defs.name, defs.partitions, defs.compacted) == ("t1-defs", 1, True)
-    assert defs.configs() == {"cleanup.policy": "compact"}
-    assert [r for r, s in specs.items() if s.configs()] == ["definitions"]
+    assert (types.name, types.partitions, types.compacted) == ("t1-tt", 1, True)
+    assert defs.configs() == types.configs() == {"cleanup.policy": "compact"}
+    assert [r for r, s in specs.items() if s.configs()] == ["definitions", "types"]
 
 
 def test_configs_carry_a_retention() -> None:

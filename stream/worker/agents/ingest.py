@@ -57,6 +57,7 @@ from schemas.bundle import encode_bundle
 from schemas.deadletter import encode_dead_letter
 from schemas.partitioner import partition_for
 from schemas.validation import Limits, parse_record, partition_key
+from stream.eventtypes import LiveTypes
 from stream.settings import Settings
 from stream.worker.bundler import BatchResult, Bundler, PartitionCache, RecordPacker, encode_within
 from stream.worker.metrics import IngestMetrics, PartitionLag, partition_lags, report_lag_forever
@@ -95,8 +96,9 @@ def arrival_s(events: Batch) -> float:
     return min(newest, now)
 
 
-def make_packer(settings: Settings) -> RecordPacker:
-    """The record packer for *settings*, wired to the ``schemas`` functions."""
+def make_packer(settings: Settings, types: LiveTypes | None = None) -> RecordPacker:
+    """The record packer for *settings*, wired to the ``schemas`` functions; events are
+    validated against the built-in and the live custom ``types`` (default: the types file)."""
     limits = Limits(max_record_bytes=settings.ingest.max_record_bytes,
                     max_events_per_record=settings.ingest.max_events_per_record,
                     max_event_bytes=settings.ingest.max_event_bytes,
@@ -106,8 +108,10 @@ def make_packer(settings: Settings) -> RecordPacker:
         settings.ingest.bundle_max_bytes,
         PartitionCache(partition_for, settings.topics.bundle_partitions))
 
+    live = types if types is not None else LiveTypes.from_settings(settings)
+
     def parse(raw: bytes | None) -> tuple[list[dict[str, Any]], Sequence[Any]]:
-        return parse_record(raw, _now_ms(), limits)
+        return parse_record(raw, _now_ms(), limits, live.schema)
 
     return RecordPacker(bundler, parse=parse, routing_id=partition_key,
                         encode_dead_letter=encode_dead_letter, to_json=orjson.dumps,
@@ -119,7 +123,7 @@ class IngestAgent:
 
     def __init__(self, settings: Settings, *, sink: RecordSink, offsets: BatchOffsets,
                  cursor: PartitionCursor, fatal: Fatal, metrics: IngestMetrics,
-                 lag: PartitionLag) -> None:
+                 lag: PartitionLag, types: LiveTypes | None = None) -> None:
         self.settings = settings
         self.sink = sink
         self.offsets = offsets
@@ -127,7 +131,7 @@ class IngestAgent:
         self.fatal = fatal
         self.metrics = metrics
         self.lag = lag
-        self.packer = make_packer(settings)
+        self.packer = make_packer(settings, types)
         self._inflight: list[asyncio.Future[None]] = []  # batches sent, not yet acknowledged
         self._bundles_topic = settings.topic("bundles")
         self._deadletters_topic = settings.topic("deadletters")

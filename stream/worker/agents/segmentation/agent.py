@@ -47,6 +47,7 @@ from state.redis_store import RedisStore
 from state.store import StateStore
 from stream.connections import redis_for
 from stream.definitions import DefinitionsDoc
+from stream.eventtypes import LiveTypes
 from stream.settings import Settings
 from stream.worker.agents.segmentation.follower import DefinitionsFollower
 from stream.worker.agents.segmentation.gauges import Gauges
@@ -73,10 +74,15 @@ class SegmentationAgent:
     def __init__(self, settings: Settings, definitions: Catalogue, *, sink: RecordSink,
                  cursor: PartitionCursor, clock: Clock, fatal: Fatal, metrics: SegmentMetrics,
                  lag: PartitionLag, store: StateStore | None = None,
-                 declare_definitions: Callable[[], Awaitable[None]] | None = None) -> None:
+                 declare_definitions: Callable[[], Awaitable[None]] | None = None,
+                 types: LiveTypes | None = None) -> None:
         """``store`` None: the Redis store of the settings, created on first use (inside the
-        worker's event loop)."""
+        worker's event loop). ``types``: the custom event types published definitions may use
+        (default: the types file's, not followed)."""
         self.settings = settings
+        self.types = types if types is not None else LiveTypes.from_settings(settings)
+        self._refused: DefinitionsDoc | None = None  # refused, maybe for a missing custom type
+        self.types.listeners.append(self._retry_refused)
         self.clock = clock
         self.fatal = fatal
         self.metrics = metrics
@@ -219,16 +225,25 @@ class SegmentationAgent:
         log.info("partition %d: %d customers evaluated with definitions %s in %.1f s",
                  seg.partition, n, self.running.version, time.perf_counter() - started)
 
+    async def _retry_refused(self) -> None:
+        """New custom event types: run the definitions refused last, if they load now."""
+        doc, self._refused = self._refused, None
+        if doc is not None:
+            await self.switch(doc)
+
     async def switch(self, doc: DefinitionsDoc) -> None:
         """Run the published definitions ``doc`` from now on, and re-evaluate every owned
         partition whose stored definitions version differs (also after a failure midway: the
         caller retries, and partitions already done are skipped)."""
         running = self.running
         if doc.version != running.version:
+            if self.types.followed:  # published definitions may use published custom types
+                await self.types.ready.wait()
             try:
-                definitions = doc.catalogue()
+                definitions = doc.catalogue(self.types.types)
                 engine = running.compile(definitions)
             except DefinitionError as err:  # published by hand, bypassing `segments apply`
+                self._refused = doc  # tried again when the custom event types change
                 self.metrics.definitions_errors.inc()
                 log.error("definitions %s refused, keeping %s: %s", doc.version,
                           running.version, err)
