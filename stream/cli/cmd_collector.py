@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from stream.auth import scrub_http_parser_errors
 from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
+from stream.logs import configure_logging
 from stream.settings import Settings, SettingsError
 from stream.topics import topic_spec
 
@@ -122,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream collector: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.process.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     if settings.collector.auth == "none":
         log.warning("SEGSTREAM_COLLECTOR_AUTH=none: anyone who can reach %s:%d may post events",
                     settings.collector.host, settings.collector.port)

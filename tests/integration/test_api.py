@@ -342,3 +342,19 @@ def test_rebuild_retries_when_a_commit_lands_and_gives_up_when_it_keeps_changing
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_json_logs_of_a_worker(served: tuple[Worker, dict[str, str]]) -> None:
+    """SEGSTREAM_LOG_FORMAT=json: every line the worker writes, Faust's own included, from
+    start-up to a clean stop, is one JSON object; no banner, no token."""
+    worker, names = served
+    worker.start(SEGSTREAM_LOG_FORMAT="json", SEGSTREAM_LOG_LEVEL="info")
+    wait_ready(Http(int(names["port"])), worker)
+    assert worker.stop() == 0
+    text = worker.log_path.with_suffix(f".{worker.runs}.log").read_text()
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert len(records) > 20
+    assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+    loggers = {r["logger"].split(".")[0] for r in records}
+    assert {"faust", "stream"} <= loggers
+    assert TOKEN not in text
