@@ -119,8 +119,37 @@ def test_dashboard_names_only_exported_metrics() -> None:
     for wanted in ("segstream_ingest_events_valid_total", "segstream_segment_size",
                    "segstream_changes_total", "segstream_event_to_change_seconds_bucket",
                    "segstream_partition_lag", "segstream_ingest_events_invalid_total",
-                   "segstream_timer_backlog", "segstream_redis_commit_seconds_bucket"):
+                   "segstream_timer_backlog", "segstream_redis_commit_seconds_bucket",
+                   "process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "segstream_collector_produce_seconds_bucket"):
         assert wanted in seen, wanted
+
+
+def test_every_process_exports_cpu_memory_and_gc() -> None:
+    """process_* and python_* are in the worker's, the collector's and deliver's registries
+    (prometheus-client puts them in its global registry, which no segstream process serves)."""
+    worker = build_worker(Settings.build(api_auth="none"))
+    for registry in (worker.registry, CollectorMetrics().registry,
+                     DeliverMetrics.create().registry):
+        names = registry_names(registry)
+        assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                "process_open_fds", "python_info", "python_gc_collections_total"} <= names
+
+
+def test_instance_variable_filters_every_query_and_workers_up_is_never_empty() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    (instance,) = [v for v in doc["templating"]["list"] if v["name"] == "instance"]
+    assert instance["includeAll"] and instance["allValue"] == ".*"
+    assert instance["definition"].startswith("label_values(up{")
+    for title, expr in dashboard_exprs(doc):
+        selectors = re.findall(r"\b[a-z_]+(?:\{[^}]*\})?", expr)
+        for name in metric_names(expr):
+            assert all('instance=~"$instance"' in sel for sel in selectors
+                       if sel.split("{")[0] == name), f"{title}: {name} not filtered: {expr}"
+    (up,) = [e for t, e in dashboard_exprs(doc) if t == "Workers up"]
+    assert up.endswith(" or vector(0)"), "no worker scraped must show 0, not No data"
+    titles = {p["title"] for p in doc["panels"]}
+    assert {"CPU (cores)", "Resident memory"} <= titles
 
 
 def test_rules_name_only_exported_metrics() -> None:
