@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2
+    # absolute: Faust changes into the data directory, then creates its own directory by the
+    # same path, relative to the new working directory (a relative path failed to start)
+    settings = settings.but(data_dir=settings.process.data_dir.resolve())
     settings.process.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(settings)  # what is logged before Faust sets up logging (its own way)
     try:

@@ -358,3 +358,31 @@ def test_json_logs_of_a_worker(served: tuple[Worker, dict[str, str]]) -> None:
     loggers = {r["logger"].split(".")[0] for r in records}
     assert {"faust", "stream"} <= loggers
     assert TOKEN not in text
+
+
+def test_a_relative_data_dir_starts(served: tuple[Worker, dict[str, str]],
+                                    tmp_path: Path) -> None:
+    """SEGSTREAM_DATA_DIR relative to the working directory, as its default `.run/data` is:
+    Faust changes into the directory, the worker must still find (create) it."""
+    worker, names = served
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    log = tmp_path / "relative.log"
+    env = {**worker.env, "SEGSTREAM_DATA_DIR": "rel/data"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    relative = Worker(env, tmp_path / "unused", proc=proc)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                if Http(int(names["port"])).get("/ready", token=None)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert (cwd / "rel" / "data").is_dir()
+    finally:
+        assert relative.stop() == 0, log.read_text()[-3000:]
