@@ -37,16 +37,16 @@ class JsonFormatter(logging.Formatter):
     present, exc (the formatted traceback) when the record has one.
 
     >>> record = logging.makeLogRecord({"name": "x", "levelname": "WARNING", "msg": "%d left",
-    ...     "args": (2,), "created": 1796554923.456, "event_id": "e-1", "partition": 0})
+    ...     "args": (2,), "created": 1796641323.456, "event_id": "e-1", "partition": 0})
     >>> JsonFormatter().format(record)
     '{"ts":"2026-12-07T11:02:03.456Z","level":"warning","logger":"x","message":"2 left","event_id":"e-1","partition":0}'
     """  # noqa: E501
 
     def format(self, record: logging.LogRecord) -> str:
-        seconds = int(record.created)
-        millis = int((record.created - seconds) * 1000)
+        ms = round(record.created * 1000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z",
+            "ts": f"{stamp}.{ms % 1000:03d}Z",
             "level": record.levelname.lower(), "logger": record.name,
             "message": record.getMessage()}
         fields = record.__dict__

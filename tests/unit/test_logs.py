@@ -3,6 +3,7 @@ logging configuration the processes install, with the secret scrubbers still in 
 
 from __future__ import annotations
 
+import doctest
 import logging
 import logging.config
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from aiohttp.http_exceptions import BadStatusLine
 from aiokafka.protocol.admin import SaslAuthenticateRequest_v0
 
+import stream.logs
 from stream.auth import scrub_http_parser_errors
 from stream.connections import KAFKA_REQUEST_LOGGERS, scrub_kafka_client_logs
 from stream.logs import configure_logging, event_context, logging_config
@@ -88,3 +90,8 @@ def test_secrets_are_scrubbed_in_json_lines(capsys: pytest.CaptureFixture[str]) 
     assert http["message"].startswith("bad HTTP request from 10.0.0.7: BadStatusLine")
     assert "exc" not in http
     assert kafka["message"] == "Sending request SaslAuthenticateRequest_v0(auth bytes not logged)"
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(stream.logs)
+    assert result.attempted >= 2 and result.failed == 0
