@@ -13,7 +13,7 @@ NATIVE_SRC := build_native.py $(wildcard processors/*.py processors/lang/*.py) s
               state/codec.py
 
 .PHONY: help install native test test-unit test-integration test-faults lint fmt infra-up infra-down \
-        infra-status bench-ingest bench-engine bench-stream bench-deliver schemas deploy-check demo clean
+        infra-status bench-ingest bench-engine bench-stream bench-deliver lock schemas deploy-check demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,9 @@ infra-status: ## say whether local Kafka and Redis are running (infra-up's and t
 	@deploy/local/redis.sh status || true
 	@SEGSTREAM_KAFKA_DATA=.run/test-kafka deploy/local/kafka.sh status || true
 	@SEGSTREAM_REDIS_DATA=.run/test-redis deploy/local/redis.sh status || true
+
+lock: $(STAMP) ## regenerate deploy/compose/*requirements.lock (hash-pinned, for the Docker image) from pyproject.toml
+	$(PY) deploy/compose/lock.py
 
 schemas: $(STAMP) ## regenerate the published JSON Schema files from the models
 	$(PY) -m stream.cli schemas export schemas/jsonschema

@@ -54,6 +54,7 @@ ApiAuth = Literal["tokens", "none"]
 CollectorAuth = Literal["keys", "none"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+LogFormat = Literal["text", "json"]
 AGENT_NAMES: tuple[str, ...] = get_args(AgentName)
 MASK = "***"
 
@@ -404,6 +405,11 @@ class ProcessSettings(_Group):
         "`simulate`, `redis-rebuild`) waits for Kafka, Redis or the collector before it gives "
         "up with exit status 69 (announced on stderr once the first attempt failed).",
         minimum=1)
+    log_format: LogFormat = _f(
+        "text", "Log line format of the worker, collector and deliver processes: `text` "
+        "(human-readable lines) or `json` (one JSON object per line on stderr: ts, level, "
+        "logger, message, the event/customer ids and partition where the record concerns "
+        "them, exc; secrets are scrubbed as in text; stream/logs.py).")
 
 
 

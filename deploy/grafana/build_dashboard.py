@@ -12,6 +12,7 @@ one the worker or the collector exports.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +39,37 @@ class Panel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: the series the dashboard reads (ours, Faust's, the processes', Prometheus' ``up``)
+_SERIES = re.compile(r"\b((?:segstream|faust|process|python)_[A-Za-z0-9_]+|up)\b(\{[^}]*\})?")
+INSTANCE = 'instance=~"$instance"'
+
+
+def with_instance(expr: str) -> str:
+    """``expr`` with every series selector restricted to the ``$instance`` variable.
+
+    >>> with_instance('sum(rate(a_total[5m])) + sum(up{job="w"}) or vector(0)')
+    'sum(rate(a_total[5m])) + sum(up{job="w", instance=~"$instance"}) or vector(0)'
+    >>> with_instance('histogram_quantile(0.5, sum by (le) (rate(process_x_bucket[1m])))')
+    'histogram_quantile(0.5, sum by (le) (rate(process_x_bucket{instance=~"$instance"}[1m])))'
+    """
+    def add(m: re.Match[str]) -> str:
+        labels = m.group(2)
+        inner = f"{labels[1:-1]}, {INSTANCE}" if labels and labels[1:-1].strip() else INSTANCE
+        return f"{m.group(1)}{{{inner}}}"
+
+    return _SERIES.sub(add, expr)
+
+
 def q(legend: str, expr: str) -> tuple[str, str]:
-    return legend, " ".join(expr.split())
+    return legend, with_instance(" ".join(expr.split()))
 
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
     ("Overview", (
-        Panel("Workers up", (q("workers", 'count(up{job="segstream-worker"} == 1)'),),
-              kind="stat", width=4, height=4),
+        Panel("Workers up", (q("workers", 'sum(up{job="segstream-worker"}) or vector(0)'),),
+              kind="stat", width=4, height=4,
+              description="Worker targets Prometheus scraped successfully; 0 (not \"No data\") "
+                          "when none answers or none is discovered."),
         Panel("Events ingested / s", (q("events/s", f"""
               sum(rate(segstream_ingest_events_valid_total[{RATE}]))"""),),
               unit="ops", kind="stat", width=5, height=4),
@@ -84,6 +108,14 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Collector requests by status / s", (q("{{status}}", f"""
               sum by (status) (rate(segstream_collector_requests_total[{RATE}]))"""),),
               unit="reqps", stack=True),
+        Panel("Collector produce latency (until Kafka acknowledged)", (
+            q("p50", f"""histogram_quantile(0.50, sum by (le)
+                         (rate(segstream_collector_produce_seconds_bucket[{RATE}])))"""),
+            q("p99", f"""histogram_quantile(0.99, sum by (le)
+                         (rate(segstream_collector_produce_seconds_bucket[{RATE}])))"""),
+        ), unit="s", width=24,
+              description="The collector answers a POST only after Kafka acknowledged its "
+                          "records (acks=all): this is most of its response time."),
     )),
     ("Segments", (
         Panel("Segment sizes", (q("{{segment}}", "sum by (segment) (segstream_segment_size)"),),
@@ -150,6 +182,21 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ), description="Pending: changes consumed and not yet delivered or dead-lettered, per "
                        "destination. Consumer lag: changes-topic records beyond the delivery "
                        "group's committed offset."),
+    )),
+    ("Processes", (
+        Panel("CPU (cores)", (q("{{job}} {{instance}}", f"""
+              sum by (job, instance) (rate(process_cpu_seconds_total[{RATE}]))"""),),
+              width=8, description="CPU seconds per second of each worker, collector and "
+                                   "deliver process (1 = one core busy)."),
+        Panel("Resident memory", (q("{{job}} {{instance}}", """
+              sum by (job, instance) (process_resident_memory_bytes)"""),),
+              unit="bytes", width=8),
+        Panel("Python GC collections / s", (q("{{job}} {{instance}} gen {{generation}}", f"""
+              sum by (job, instance, generation)
+                (rate(python_gc_collections_total[{RATE}]))"""),),
+              unit="ops", width=8,
+              description="Garbage collections per generation; the worker freezes its "
+                          "start-up heap and collects the young generation less often."),
     )),
     ("Redis and engine", (
         Panel("Redis commit latency", (
@@ -228,7 +275,14 @@ def dashboard() -> dict[str, Any]:
         "templating": {"list": [{
             "name": "datasource", "label": "Prometheus", "type": "datasource",
             "query": "prometheus", "current": {"text": "Prometheus", "value": "prometheus"},
-            "hide": 0, "refresh": 1, "regex": "", "options": []}]},
+            "hide": 0, "refresh": 1, "regex": "", "options": []}, {
+            "name": "instance", "label": "Instance", "type": "query", "datasource": DS,
+            "query": {"query": 'label_values(up{job=~"segstream-.*"}, instance)',
+                      "refId": "instance"},
+            "definition": 'label_values(up{job=~"segstream-.*"}, instance)',
+            "multi": True, "includeAll": True, "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"},
+            "hide": 0, "refresh": 2, "regex": "", "sort": 1, "options": []}]},
         "annotations": {"list": []},
         "links": [],
         "panels": panels,

@@ -26,6 +26,7 @@ from processors.lang.errors import DefinitionError
 from stream.auth import scrub_http_parser_errors
 from stream.collector.service import AccessLogger, Collector, create_app
 from stream.connections import kafka_kwargs
+from stream.logs import configure_logging
 from stream.settings import Settings, SettingsError
 from stream.topics import topic_spec
 
@@ -139,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
     except DefinitionError as exc:  # SEGSTREAM_TYPES_FILE
         print(f"segstream collector: {exc}", file=sys.stderr)
         return 3
-    logging.basicConfig(level=settings.process.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     if settings.collector.auth == "none":
         log.warning("SEGSTREAM_COLLECTOR_AUTH=none: anyone who can reach %s:%d may post events",
                     settings.collector.host, settings.collector.port)

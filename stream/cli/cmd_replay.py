@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import orjson
 
+from schemas.changes import encode_change, from_change
 from schemas.errors import SegstreamError
 from schemas.numbers import json_float, json_int
 from stream.replay_order import DEFAULT_RUN_MB, OrderStats, TimeOrder
@@ -292,12 +293,11 @@ class Reader:
 
 
 # --- output -------------------------------------------------------------------------------
-def change_record(ch: Any) -> bytes:
-    """One change as a JSON line: customer_id, segment, action, at (ISO), at_ms, version,
-    cause."""
-    return orjson.dumps({"customer_id": ch.customer_id, "segment": ch.segment,
-                         "action": ch.action, "at": iso(ch.at), "at_ms": ch.at,
-                         "version": ch.version, "cause": ch.cause}) + b"\n"
+def change_record(ch: Any, definition_version: str) -> bytes:
+    """One change as a JSON line, byte for byte the value the live worker produces to the
+    changes topic (:func:`schemas.changes.encode_change`: ``at`` in epoch ms, the definitions
+    file's ``version`` as ``definition_version``)."""
+    return encode_change(from_change(ch, definition_version)) + b"\n"
 
 
 def order_line(order: OrderStats | None, late: int) -> str:
@@ -427,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
         def on_change(ch: Any) -> None:
             actions[ch.action] += 1
             if out is not None:
-                out.write(change_record(ch))
+                out.write(change_record(ch, catalogue.version))
 
         from processors.replay import replay  # noqa: PLC0415
 

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     import faust  # noqa: PLC0415 - keep `segstream --help` fast; faust imports take ~1 s
 
     from processors.lang.errors import DefinitionError  # noqa: PLC0415
+    from stream.logs import configure_logging, logging_config  # noqa: PLC0415 - same reason
     from stream.worker.bootstrap import build_worker  # noqa: PLC0415 - same reason
 
     try:
@@ -85,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"segstream worker: configuration error: {exc}")
         return 2
+    # absolute: Faust changes into the data directory, then creates its own directory by the
+    # same path, relative to the new working directory (a relative path failed to start)
+    settings = settings.but(data_dir=settings.process.data_dir.resolve())
     settings.process.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings)  # what is logged before Faust sets up logging (its own way)
     try:
         app = build_worker(settings).app  # reads the password files, builds the TLS contexts
     except SettingsError as exc:
@@ -94,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     except DefinitionError as exc:  # SEGSTREAM_SEGMENTS_FILE or SEGSTREAM_TYPES_FILE
         print(f"segstream worker: {exc}", file=sys.stderr)
         return 3
+    json_logs = settings.process.log_format == "json"
+    # JSON lines: our logging config instead of Faust's colored one, and no banner or spinner
+    # on stdout (stdout prints still become log records: Faust redirects them)
     worker = faust.Worker(app, loglevel=settings.process.log_level,
-                          workdir=str(settings.process.data_dir))
+                          workdir=str(settings.process.data_dir), quiet=json_logs,
+                          logging_config=logging_config(settings) if json_logs else None)
     tune_gc()
     worker.execute_from_commandline()  # exits the process (status 0, or non-zero on a crash)

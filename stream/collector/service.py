@@ -42,6 +42,7 @@ from stream.auth import (
     read_secret_lines,
 )
 from stream.eventtypes import LiveTypes
+from stream.process_metrics import register_process_metrics
 from stream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)  # process_* and python_*, like the worker
         self.requests = Counter("segstream_collector_requests", "Event POSTs answered, by "
                                 "HTTP status.", ["status"], registry=self.registry)
         self.events = Counter("segstream_collector_events", "Events received, by outcome "

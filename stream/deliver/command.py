@@ -28,6 +28,7 @@ from processors.lang.errors import DefinitionError
 from stream.deliver.config import Destination, load_destinations
 from stream.deliver.metrics import DeliverMetrics
 from stream.deliver.runner import Deliverer, deadletters_topic, group_id
+from stream.logs import configure_logging
 from stream.settings import Settings, SettingsError, mask_url
 
 log = logging.getLogger("segstream.deliver")
@@ -87,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         for dest in destinations:
             print(f"  {describe(dest)}")
         return 0
-    logging.basicConfig(level=settings.process.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         asyncio.run(serve(settings, destinations))
     except SettingsError as exc:  # e.g. a Kafka password file that cannot be read

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from stream.process_metrics import register_process_metrics
+
 #: Seconds from the change record's Kafka timestamp to the 2xx answer.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                    900.0)
@@ -39,7 +41,9 @@ class DeliverMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> DeliverMetrics:
-        registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:  # the process's own registry: with process_* and python_*
+            registry = CollectorRegistry()
+            register_process_metrics(registry)
         return cls(
             registry=registry,
             delivered=Counter(

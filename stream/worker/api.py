@@ -5,7 +5,8 @@ Routes (JSON everywhere, errors as ``{"error": {"code", "message"}}``):
 - ``GET /customers/{id}/segments``: a customer's segments and versions, read from Redis;
 - ``GET /segments``: the definitions the worker runs, with sizes summed over all partitions;
 - ``GET /segments/{name}/members?cursor=&limit=``: members, paged with an opaque cursor;
-- ``GET /health`` (the process answers) and ``GET /ready`` (started, assigned, Redis answers).
+- ``GET /health`` (the process answers) and ``GET /ready`` (started, assigned once, Redis
+  answers; a rebalance does not make it unready).
 
 State lives in Redis, so any worker answers for any customer. Authentication is an aiohttp
 middleware in front of *every* route of the web server (Faust's own pages included) except
@@ -218,13 +219,10 @@ def _returning(catalogue: ast.Catalogue) -> Callable[[], ast.Catalogue]:
 
 
 class WorkerStatus(Protocol):
-    """What readiness reads of the worker (the Faust app has both)."""
+    """What readiness reads of the worker (the Faust app has it)."""
 
     @property
     def should_stop(self) -> bool: ...
-
-    @property
-    def rebalancing(self) -> bool: ...
 
 
 class MembershipApi:
@@ -313,8 +311,9 @@ class MembershipApi:
             reasons.append("starting: the Faust app has not finished starting")
         elif self.assignments == 0:
             reasons.append("waiting for the first partition assignment of the consumer group")
-        elif self.status.rebalancing:
-            reasons.append("rebalancing")
+        # A rebalance is no reason: the API reads Redis, which every worker can, whatever
+        # partitions it owns; a rolling restart rebalances every worker, and failing then would
+        # take the API out of the Service on all of them at once.
         pending = self._definitions_ready
         if pending is not None and not pending.is_set():
             reasons.append("reading the definitions topic")

@@ -20,6 +20,7 @@ from processors.lang.ast import Catalogue
 from stream.connections import redis_auth_problem
 from stream.definitions import file_catalogue
 from stream.eventtypes import LiveTypes
+from stream.process_metrics import register_process_metrics
 from stream.settings import Settings, SettingsError
 from stream.worker.agents import ingest, segmentation
 from stream.worker.agents.ingest import IngestAgent
@@ -68,6 +69,7 @@ def build_worker(settings: Settings, *, with_agents: bool = True) -> Worker:
     check_version()
     app = SegstreamApp(settings.group_id, **faust_options(settings))
     registry = CollectorRegistry()
+    register_process_metrics(registry)  # process_* and python_*: CPU, memory, GC
     worker = Worker(settings, app, declare_topics(app, settings), registry,
                     IngestMetrics.create(registry), PartitionLag.create(registry),
                     LiveTypes.from_settings(settings))

@@ -58,6 +58,7 @@ from schemas.partitioner import partition_for
 from state.codec import decode_state, encode_state
 from state.model import CustomerState
 from state.store import Commit, CommitResult, MemberOp, StateStore
+from stream.logs import event_context
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,12 @@ class PartitionSegmenter:
                 self.links.update(links)
                 self.erasures.update(erasures)
                 out.failed.append((_item_bytes(item), f"the engine failed: {err!r}"))
-                log.error("partition %d: dead-lettering an item the engine failed on (%r)",
-                          self.partition, err)
+                event = item.event if isinstance(item, HandoffRecord) else item
+                context = event_context(event, partition=self.partition)
+                log.error("partition %d: dead-lettering event %s (customer %s) the engine "
+                          "failed on (%r)", self.partition, context.get("event_id", "?"),
+                          context.get("customer_id") or context.get("anonymous_id", "?"), err,
+                          extra=context)
                 continue
             _merge(out, scratch)
         return out

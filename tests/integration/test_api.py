@@ -342,3 +342,47 @@ def test_rebuild_retries_when_a_commit_lands_and_gives_up_when_it_keeps_changing
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_json_logs_of_a_worker(served: tuple[Worker, dict[str, str]]) -> None:
+    """SEGSTREAM_LOG_FORMAT=json: every line the worker writes, Faust's own included, from
+    start-up to a clean stop, is one JSON object; no banner, no token."""
+    worker, names = served
+    worker.start(SEGSTREAM_LOG_FORMAT="json", SEGSTREAM_LOG_LEVEL="info")
+    wait_ready(Http(int(names["port"])), worker)
+    assert worker.stop() == 0
+    text = worker.log_path.with_suffix(f".{worker.runs}.log").read_text()
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert len(records) > 20
+    assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+    loggers = {r["logger"].split(".")[0] for r in records}
+    assert {"faust", "stream"} <= loggers
+    assert TOKEN not in text
+
+
+def test_a_relative_data_dir_starts(served: tuple[Worker, dict[str, str]],
+                                    tmp_path: Path) -> None:
+    """SEGSTREAM_DATA_DIR relative to the working directory, as its default `.run/data` is:
+    Faust changes into the directory, the worker must still find (create) it."""
+    worker, names = served
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    log = tmp_path / "relative.log"
+    env = {**worker.env, "SEGSTREAM_DATA_DIR": "rel/data"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    relative = Worker(env, tmp_path / "unused", proc=proc)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                if Http(int(names["port"])).get("/ready", token=None)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert (cwd / "rel" / "data").is_dir()
+    finally:
+        assert relative.stop() == 0, log.read_text()[-3000:]

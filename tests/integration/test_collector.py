@@ -229,3 +229,42 @@ def test_health_and_metrics(collector: Running) -> None:
         text = resp.read().decode()
     assert "segstream_collector_requests_total" in text
     assert "segstream_collector_events_total" in text
+
+
+def test_probes_while_kafka_is_unreachable(tmp_path: Path) -> None:
+    """The probes the manifests use, on a collector whose broker does not answer: /health (startup,
+    liveness) is 200, so the pod is not restarted; /ready (readiness, compose healthcheck) is 503
+    with its reason, and a POST is refused with 503 rather than lost. Logs as JSON lines."""
+    port, dead = free_port(), free_port()  # nothing listens on `dead`
+    log = tmp_path / "collector.log"
+    env = {"PATH": "/usr/bin:/bin", "SEGSTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{dead}",
+           "SEGSTREAM_COLLECTOR_PORT": str(port),
+           "SEGSTREAM_COLLECTOR_WRITE_KEYS": f"web={KEYS['web']}", "SEGSTREAM_LOG_FORMAT": "json"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli.cmd_collector"], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    running = Running(f"http://127.0.0.1:{port}", "unused", "unused", log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = request(urllib.request.Request(running.url + "/health"))
+                break
+            except OSError:  # not listening yet
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert health[:2] == (200, {"status": "ok"})
+        time.sleep(2)  # a few connection attempts have failed by now
+        assert request(urllib.request.Request(running.url + "/ready"))[:2] == (
+            503, {"status": "not_ready", "reasons": ["not connected to Kafka yet"]})
+        status, body, headers = running.post(ev("p-1"), KEYS["web"])
+        assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "starting", "1")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    # SEGSTREAM_LOG_FORMAT=json: every line is a JSON record, the access log included
+    records = [orjson.loads(line) for line in log.read_text().splitlines()]
+    messages = [r["message"] for r in records if r["logger"].startswith("segstream")]
+    assert any("not reachable" in m for m in messages)
+    assert any("GET /ready 503" in r["message"] for r in records if r["logger"] == "aiohttp.access")
+    assert KEYS["web"] not in log.read_text()

@@ -178,3 +178,14 @@ def test_prometheus_and_grafana_find_the_compose_services() -> None:
         (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
     assert source["datasources"][0]["url"] == "http://prometheus:9090"
     assert "prometheus" in services
+
+
+def test_collector_healthcheck_asks_ready_on_its_port() -> None:
+    """Compose's `service_healthy` for the collector means connected to Kafka (/ready), like the
+    worker's; /health would be healthy with no broker."""
+    services = load()["services"]
+    for name, var, path in (("collector", "SEGSTREAM_COLLECTOR_PORT", "/ready"),
+                            ("worker", "SEGSTREAM_WEB_PORT", "/ready")):
+        port = env_of(services[name])[var]
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}{path}'" in test, f"{name}: {test}"

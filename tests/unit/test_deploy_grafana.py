@@ -119,8 +119,37 @@ def test_dashboard_names_only_exported_metrics() -> None:
     for wanted in ("segstream_ingest_events_valid_total", "segstream_segment_size",
                    "segstream_changes_total", "segstream_event_to_change_seconds_bucket",
                    "segstream_partition_lag", "segstream_ingest_events_invalid_total",
-                   "segstream_timer_backlog", "segstream_redis_commit_seconds_bucket"):
+                   "segstream_timer_backlog", "segstream_redis_commit_seconds_bucket",
+                   "process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "segstream_collector_produce_seconds_bucket"):
         assert wanted in seen, wanted
+
+
+def test_every_process_exports_cpu_memory_and_gc() -> None:
+    """process_* and python_* are in the worker's, the collector's and deliver's registries
+    (prometheus-client puts them in its global registry, which no segstream process serves)."""
+    worker = build_worker(Settings.build(api_auth="none"))
+    for registry in (worker.registry, CollectorMetrics().registry,
+                     DeliverMetrics.create().registry):
+        names = registry_names(registry)
+        assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+                "process_open_fds", "python_info", "python_gc_collections_total"} <= names
+
+
+def test_instance_variable_filters_every_query_and_workers_up_is_never_empty() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    (instance,) = [v for v in doc["templating"]["list"] if v["name"] == "instance"]
+    assert instance["includeAll"] and instance["allValue"] == ".*"
+    assert instance["definition"].startswith("label_values(up{")
+    for title, expr in dashboard_exprs(doc):
+        selectors = re.findall(r"\b[a-z_]+(?:\{[^}]*\})?", expr)
+        for name in metric_names(expr):
+            assert all('instance=~"$instance"' in sel for sel in selectors
+                       if sel.split("{")[0] == name), f"{title}: {name} not filtered: {expr}"
+    (up,) = [e for t, e in dashboard_exprs(doc) if t == "Workers up"]
+    assert up.endswith(" or vector(0)"), "no worker scraped must show 0, not No data"
+    titles = {p["title"] for p in doc["panels"]}
+    assert {"CPU (cores)", "Resident memory"} <= titles
 
 
 def test_rules_name_only_exported_metrics() -> None:
@@ -162,9 +191,32 @@ def test_every_alert_has_a_runbook_section_in_operations_md() -> None:
                 for h in re.findall(r"^#+ (.+)$", OPERATIONS.read_text(), re.MULTILINE)}
     alerts = [r for r in rules() if "alert" in r]
     assert len(alerts) >= 6
+    bases = set()
     for rule in alerts:
         url = rule["annotations"]["runbook_url"]
         path, _, anchor = url.partition("#")
-        assert path == "docs/operations.md", rule["alert"]
+        base, _, page = path.rpartition("/")
+        assert base.startswith("https://") and page == "operations.md", rule["alert"]
+        bases.add(base)
         assert anchor in headings, f"{rule['alert']}: no section #{anchor} in {OPERATIONS}"
         assert rule["labels"]["severity"] in {"warning", "critical"}
+    assert len(bases) == 1, f"runbook_url bases: {sorted(bases)} (one configurable base)"
+
+
+def test_the_runbook_base_is_set_in_one_go(tmp_path: Path) -> None:
+    """deploy/prometheus/runbooks.py moves every URL (rules and rule tests) to a new base and
+    changes nothing else."""
+    spec = importlib.util.spec_from_file_location("runbooks", RULES_DIR.parent / "runbooks.py")
+    assert spec is not None and spec.loader is not None
+    runbooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runbooks)
+    assert runbooks.main(["--check"]) == 0
+    for path in runbooks.FILES:
+        text = path.read_text()
+        moved = runbooks.rebase(text, "https://docs.example.net/seg/")
+        assert runbooks.bases(moved) == {"https://docs.example.net/seg"}
+        assert moved.count("runbook_url") == text.count("runbook_url") > 0
+        changed = [(a, b) for a, b in zip(text.splitlines(), moved.splitlines(), strict=True)
+                   if a != b]
+        assert changed and all("runbook_url" in a for a, _ in changed)
+        assert yaml.safe_load(moved)  # still YAML

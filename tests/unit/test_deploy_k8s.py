@@ -196,6 +196,18 @@ def test_worker_probes() -> None:
     assert stall > 60 and period < stall
 
 
+def test_collector_probes() -> None:
+    """Traffic only to a collector connected to Kafka (/ready); a broker outage does not restart
+    it (/health answers whenever the process does)."""
+    c = container("segstream-collector")
+    port = int(env_of("segstream-collector")["SEGSTREAM_COLLECTOR_PORT"])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    paths = {kind: (c[kind]["httpGet"]["path"], ports[c[kind]["httpGet"]["port"]])
+             for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert paths == {"startupProbe": ("/health", port), "readinessProbe": ("/ready", port),
+                     "livenessProbe": ("/health", port)}
+
+
 def test_pods_are_hardened_and_sized() -> None:
     for d in of_kind("Deployment"):
         spec = d["spec"]["template"]["spec"]

@@ -10,8 +10,10 @@ import orjson
 import pytest
 
 from processors.lang.load import load_definitions
+from schemas.changes import decode_change, encode_change
 from schemas.validation import parse_record
 from stream.cli import main
+from stream.cli.cmd_replay import iso
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import oracle as O
@@ -29,12 +31,21 @@ def replay_cli(*args: str) -> int:
     return main(["replay", "--quiet", *args])
 
 
-def changes(path: Path) -> list[tuple[str, str, str, str, int, str]]:
-    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    for r in rows:
-        assert set(r) == {"customer_id", "segment", "action", "at", "at_ms", "version", "cause"}
-    return [(r["customer_id"], r["segment"], r["action"], r["at"], r["version"], r["cause"])
-            for r in rows]
+def changes(path: Path, definition_version: str = "fixture-1"
+            ) -> list[tuple[str, str, str, str, int, str]]:
+    """The change lines (``at`` shown as ISO for readability); each line must be exactly what
+    the live worker writes to the changes topic: the same fields in the same order, ``at`` in
+    epoch ms, the file's definitions version."""
+    rows = []
+    for line in path.read_bytes().splitlines():
+        change = decode_change(line)  # the live topic's decoder: refuses anything else
+        assert line == encode_change(change), "not byte for byte the live format"
+        assert list(orjson.loads(line)) == ["customer_id", "segment", "action", "at", "version",
+                                            "cause", "definition_version"]
+        assert change.definition_version == definition_version
+        rows.append((change.customer_id, change.segment, change.action, iso(change.at),
+                     change.version, change.cause))
+    return rows
 
 
 def sizes(out: str) -> dict[str, int]:
@@ -241,5 +252,5 @@ def test_replay_with_custom_types(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "unknown event type 'review_posted'" in capsys.readouterr().err
     assert replay_cli("--segments", str(defs), "--types", str(types), "--events", str(events),
                       "--out", str(out), "--until", str(t0 + 1)) == 0
-    assert [(c[0], c[1]) for c in changes(out)] == [("c1", "unhappy")]
+    assert [(c[0], c[1]) for c in changes(out, "1")] == [("c1", "unhappy")]
     assert "bad_property" in capsys.readouterr().out

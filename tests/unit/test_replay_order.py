@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.lang.load import load_definitions
 from processors.replay import ReplayResult, replay
 from stream.cli import main
 from stream.cli.cmd_replay import build_engine, change_record
@@ -23,6 +24,7 @@ from stream.tools.generate import GeneratorConfig, generate
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "processors" / "catalogue.yaml"
 CLOCK = "2027-06-01"
+VERSION = load_definitions(CATALOGUE).version  # stamped on every change as definition_version
 
 
 def history(events: int, customers: int, seed: int) -> list[dict[str, Any]]:
@@ -47,7 +49,7 @@ def reference(events: list[dict[str, Any]]) -> tuple[ReplayResult, list[bytes]]:
     clock = 1_811_808_000_000  # 2027-06-01
     ordered = sorted((validate_event(e, clock) for e in events), key=lambda e: e["timestamp"])
     out: list[bytes] = []
-    result = replay(engine, ordered, on_change=lambda ch: out.append(change_record(ch)))
+    result = replay(engine, ordered, on_change=lambda ch: out.append(change_record(ch, VERSION)))
     return result, out
 
 
@@ -145,7 +147,7 @@ def test_arrival_order_is_the_plain_file_order_replay(tmp_path: Path,
     engine, _ = build_engine(CATALOGUE)
     old: list[bytes] = []
     want = replay(engine, [validate_event(e, 1_811_808_000_000) for e in events],
-                  on_change=lambda ch: old.append(change_record(ch)))
+                  on_change=lambda ch: old.append(change_record(ch, VERSION)))
     out = tmp_path / "changes.jsonl"
     report = run_cli(capsys, "--events", str(path), "--out", str(out), "--arrival-order")
     assert out.read_bytes().splitlines(keepends=True) == old

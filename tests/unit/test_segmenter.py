@@ -7,6 +7,7 @@ test_state_store.py runs both); the Kafka side is exercised by the integration t
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,7 @@ class PoisonEngine:
 
 
 def test_an_event_the_engine_fails_on_is_dead_lettered_and_the_batch_goes_on(
-    engine: Engine,
+    engine: Engine, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A poison event (the engine raises after half-updating the customer's state) must not
     stop the partition nor corrupt anyone's state: the batch runs again item by item from the
@@ -299,6 +300,13 @@ def test_an_event_the_engine_fails_on_is_dead_lettered_and_the_batch_goes_on(
     assert none == []
     assert by_key(got_changes) == by_key(clean_changes)
     assert sorted(orjson_loads(r)["events"][0]["event_id"] for r in failed) == sorted(poison)
+    # each dead letter is logged with the event's ids (message, and fields for JSON logs)
+    logged = [r for r in caplog.records if r.name == "stream.worker.segmenter"
+              and r.levelno == logging.ERROR and "dead-lettering" in r.getMessage()]
+    owner = {ev["event_id"]: ev["customer_id"] for ev in events}
+    assert sorted(getattr(r, "event_id", None) for r in logged) == sorted(poison)
+    assert all(getattr(r, "customer_id", None) == owner[r.event_id]  # type: ignore[attr-defined]
+               and r.event_id in r.getMessage() for r in logged)  # type: ignore[attr-defined]
     ids = sorted({ev["customer_id"] or ev["anonymous_id"] for ev in events})
     clean = asyncio.run(clean_store.load(0, ids))
     got = asyncio.run(got_store.load(0, ids))

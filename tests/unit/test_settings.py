@@ -110,7 +110,8 @@ VARIABLES_BEFORE_GROUPING = frozenset("SEGSTREAM_" + n for n in (
     "DATA_DIR",
     "LOG_LEVEL",
     # the command-line tools' bounded wait for a server (added after the grouping)
-    "CONNECT_WAIT_S"))
+    "CONNECT_WAIT_S",
+    "LOG_FORMAT"))
 
 
 def test_grouping_kept_every_variable_name() -> None:
@@ -158,7 +159,8 @@ def test_enumerated_settings_are_literals() -> None:
         "auto_offset_reset": ("earliest", "latest"),
         "api_auth": ("tokens", "none"), "collector_auth": ("keys", "none"),
         "agents": ("ingest", "segmentation"),
-        "log_level": ("debug", "info", "warning", "error", "critical")}
+        "log_level": ("debug", "info", "warning", "error", "critical"),
+        "log_format": ("text", "json")}
 
 
 def test_groups_validate_on_their_own_and_keys_are_checked() -> None:

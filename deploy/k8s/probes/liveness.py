@@ -1,7 +1,7 @@
 """Liveness of a segstream worker, tied to commit progress (a Kubernetes exec probe).
 
 A worker process can stay up, answer /health, and still have stopped working: an agent that
-died inside Faust (engineering.md, faust-streaming #175) or a task stuck on a lock. What shows
+died inside Faust (faust-streaming issues #175, #523) or a task stuck on a lock. What shows
 real progress is the commit counters: ``segstream_redis_commit_seconds_count`` (one per
 partition commit of the segmentation agent, timer passes included) and
 ``segstream_ingest_bundles_total`` (bundles the ingest agent got acknowledged). This probe reads
