@@ -92,7 +92,8 @@ bench-deliver: $(STAMP) $(NATIVE) ## webhook deliveries/s of segstream deliver v
 	$(WITH_INFRA) $(PY) bench/bench_deliver.py
 
 bench-engine: $(STAMP) $(NATIVE) ## offline engine throughput, latency and memory over >=1M generated events
-	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_engine.py --with processors/custom_segments.yaml \
+	    --types processors/event_types.yaml --custom-share 0.05
 
 deploy-check: $(STAMP) $(NATIVE) ## validate deploy/: compose, Kubernetes, Prometheus rules (promtool), dashboard
 	$(PY) -m pytest -q tests/unit/test_deploy_*.py tests/integration/test_deploy.py

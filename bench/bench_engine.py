@@ -34,6 +34,7 @@ import gc
 import importlib
 import io
 import pstats
+import random
 import resource
 import statistics
 import sys
@@ -45,6 +46,7 @@ from typing import Any
 
 import orjson
 import psutil
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,8 +55,9 @@ from processors import native  # noqa: E402
 from processors.engine import Engine  # noqa: E402
 from processors.lang.compile import compile_catalogue  # noqa: E402
 from processors.lang.load import load_definitions  # noqa: E402
+from processors.lang.typesfile import load_types  # noqa: E402
 from processors.replay import ReplayResult, replay  # noqa: E402
-from schemas.validation import validate_event  # noqa: E402
+from schemas.validation import Schema, validate_event  # noqa: E402
 from state.codec import decode_state, encode_state  # noqa: E402
 from stream.tools.generate import DAY, GeneratorConfig, generate  # noqa: E402
 
@@ -93,8 +96,11 @@ class Source:
     every call of :meth:`chunks` or :meth:`stream` makes it again from the same seed. The
     seconds spent generating and validating are added up, to be left out of timings."""
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: GeneratorConfig, custom_share: float = 0.0,
+                 schema: Any = None) -> None:
         self.cfg = cfg
+        self.custom_share = custom_share  # custom events after a customer's event (--with)
+        self.schema = schema
         # the validator's future bound: generated timestamps stay within days + a few hours
         self.clock = cfg.start + int(cfg.days * DAY) + 7 * DAY
         self.gen_s = 0.0
@@ -107,6 +113,8 @@ class Source:
     def chunks(self, limit: int | None = None,
                size: int = CHUNK) -> Iterator[list[dict[str, Any]]]:
         raw: Iterator[dict[str, Any]] = generate(self.cfg)
+        if self.custom_share:
+            raw = with_custom_events(raw, self.custom_share, self.cfg.seed)
         if limit is not None:
             raw = islice(raw, limit)
         clock = self.clock
@@ -114,7 +122,7 @@ class Source:
             t0 = time.perf_counter()
             batch = list(islice(raw, size))
             t1 = time.perf_counter()
-            chunk = [validate_event(e, clock) for e in batch]
+            chunk = [validate_event(e, clock, schema=self.schema) for e in batch]
             del batch
             self.gen_s += t1 - t0
             self.val_s += time.perf_counter() - t1
@@ -125,6 +133,67 @@ class Source:
     def stream(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
         for chunk in self.chunks(limit):
             yield from chunk
+
+
+def with_custom_events(raw: Iterator[dict[str, Any]], share: float,
+                       seed: int) -> Iterator[dict[str, Any]]:
+    """``raw`` with, after a share of the known customers' events, one custom event of the
+    same customer 1 ms later (app_session or review_posted of processors/event_types.yaml, the
+    mix of `segstream simulate --custom-share`)."""
+    rng = random.Random(seed * 31 + 7)
+    n = 0
+    for ev in raw:
+        yield ev
+        cid = ev.get("customer_id")
+        if cid is None or ev.get("type") in ("alias", "forget") or rng.random() >= share:
+            continue
+        n += 1
+        if rng.random() < 0.7:
+            typ, props = "app_session", {"minutes": round(rng.expovariate(1 / 12), 1),
+                                         "platform": rng.choice(["ios", "android", "web"])}
+        else:
+            typ, props = "review_posted", {
+                "rating": rng.choices([1, 2, 3, 4, 5], weights=[1, 1, 2, 4, 6])[0],
+                "product_id": f"p{rng.randrange(500):04d}"}
+        yield {"event_id": f"bench-c{n}", "type": typ, "customer_id": cid,
+               "anonymous_id": None, "timestamp": ev["timestamp"] + 1, "source": "bench",
+               "schema_version": 1, "properties": props}
+
+
+def combined_definitions(base: Path, extra: list[Path], types: Any) -> Any:
+    """One catalogue: the segments of ``base`` then those of each ``extra`` file."""
+    doc = yaml.safe_load(base.read_text(encoding="utf-8"))
+    for path in extra:
+        doc["segments"] += yaml.safe_load(path.read_text(encoding="utf-8"))["segments"]
+    doc["version"] = f"{doc['version']}+" + "+".join(p.stem for p in extra)
+    return load_definitions(yaml.safe_dump(doc, sort_keys=False), name="combined",
+                            types=types)
+
+
+def compare_catalogues(events: list[dict[str, Any]], base: Any, combined: Any,
+                       rounds: int = 3) -> float:
+    """Replay ``events`` with the ``base`` and the ``combined`` catalogue, alternating
+    ``rounds`` times (best CPU time of each); print both rates and the ratio (combined / base,
+    the goal of the language issue: at least 0.9)."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for label, cat in (("base", base), ("combined", combined)):
+            engine = Engine(compile_catalogue(cat))
+            gc.collect()
+            c = time.process_time()
+            replay(engine, events)
+            cpu = time.process_time() - c
+            best[label] = min(best.get(label, cpu), cpu)
+    n = len(events)
+    ratio = best["base"] / best["combined"]
+    print(f"\nthe catalogue with the extra segments ({n:,} events, best of {rounds} alternating "
+          f"runs):")
+    print(f"  {base.version:<28} {len(base.segments):3} segments "
+          f"{n / best['base']:10,.0f} events/CPU-s")
+    print(f"  {combined.version:<28} {len(combined.segments):3} segments "
+          f"{n / best['combined']:10,.0f} events/CPU-s")
+    print(f"  ratio with/without the extra segments: {ratio:.3f} (goal >= 0.90)")
+    return ratio
 
 
 def baseline(source: Source) -> tuple[float, int, int]:
@@ -237,8 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pure-sample", type=int, default=200_000, metavar="N",
                     help="compare the loaded engine with the pure-Python reference on the "
                          "first N events (0: skip)")
+    ap.add_argument("--with", dest="extra", type=Path, action="append", default=[],
+                    metavar="FILE", help="definitions whose segments are added for a last "
+                    "comparison (same stream, same sample as --pure-sample): the catalogue "
+                    "alone vs with them")
+    ap.add_argument("--types", type=Path, help="event-types file for --with's segments")
+    ap.add_argument("--custom-share", type=float, default=0.0,
+                    help="share of known customers' events followed by a custom event "
+                         "(app_session, review_posted: needs --types)")
     a = ap.parse_args(argv)
 
+    types = load_types(a.types) if a.types else None
     catalogue = load_definitions(a.segments)
     compiled = compile_catalogue(catalogue)
     print(f"catalogue: {a.segments.name} version {catalogue.version}, "
@@ -246,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = GeneratorConfig(customers=a.customers, events=a.events, days=a.days, seed=a.seed,
                           duplicate_share=0.01, out_of_order_share=0.01)
-    source = Source(cfg)
+    source = Source(cfg, a.custom_share, Schema(types) if types is not None else None)
     # like the worker (stream/cli/cmd_worker.py): freeze what exists before the loop and raise
     # the gen0 threshold
     gc.collect()
@@ -327,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.pure_sample:
         compare_pure(list(source.stream(a.pure_sample)), a.segments)
+    if a.extra:
+        compare_catalogues(list(source.stream(a.pure_sample or 200_000)), catalogue,
+                           combined_definitions(a.segments, a.extra, types))
     print(f"\npeak RSS of the whole run: {peak_mb():,.0f} MB")
     return 0
 
