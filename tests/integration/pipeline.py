@@ -42,7 +42,7 @@ from processors.replay import replay
 from schemas.bundle import EventsRecord, decode_record
 from schemas.changes import ChangeDeduplicator, SegmentChange, decode_change
 from schemas.partitioner import partition_for
-from schemas.validation import validate_event
+from schemas.validation import Schema, validate_event
 from state.redis_store import RedisStore, redis_client
 
 from .support import Worker, create_topic, free_port, read_all, read_records
@@ -296,14 +296,19 @@ def flapping_events(rng: random.Random, now: int, customers: int, per_customer: 
     return events
 
 
-def canonical(events: Sequence[Event]) -> list[Event]:
-    return [validate_event(ev, int(time.time() * 1000) + 60_000) for ev in events]
+def canonical(events: Sequence[Event], types: Any = None) -> list[Event]:
+    schema = None if types is None else Schema(types)
+    return [validate_event(ev, int(time.time() * 1000) + 60_000, schema=schema)
+            for ev in events]
 
 
-def expected_members(events: Sequence[Event], segments: Path, at: int) -> dict[str, set[str]]:
-    """Membership at instant ``at`` by the offline replay of the same events."""
-    engine = Engine(compile_catalogue(load_definitions(segments)))
-    result = replay(engine, sorted(canonical(events), key=lambda e: e["timestamp"]), until=at)
+def expected_members(events: Sequence[Event], segments: Path, at: int,
+                     types: Any = None) -> dict[str, set[str]]:
+    """Membership at instant ``at`` by the offline replay of the same events (``types``: the
+    custom event types, schemas.eventtypes.EventTypes)."""
+    engine = Engine(compile_catalogue(load_definitions(segments, types=types)))
+    result = replay(engine, sorted(canonical(events, types), key=lambda e: e["timestamp"]),
+                    until=at)
     return {seg: set(m) for seg, m in result.members.items() if m}
 
 
@@ -542,12 +547,13 @@ class EndReport:
         return {seg: len(m) for seg, m in sorted(self.members.items())}
 
 
-def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path) -> EndReport:
+def check_end_state(p: Pipeline, events: Sequence[Event], segments: Path,
+                    types: Any = None) -> EndReport:
     """Redis membership == offline replay at one instant; the change log is consistent (no
     conflicting version, no gap) and implies exactly Redis's membership and versions."""
     customers = sorted({ev.get("customer_id") or ev["anonymous_id"] for ev in events})
     at = int(time.time() * 1000)
-    expected = expected_members(events, segments, at)
+    expected = expected_members(events, segments, at, types)
     members, _, versions = redis_view(p.redis_url, p.names["namespace"], customers,
                                       p.bundle_partitions)
     assert expected, "the data must put someone in a segment"
