@@ -33,7 +33,7 @@ The module is pure: no I/O, no clock; the same events give the same changes.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,7 +75,8 @@ class ReplayResult:
     changes: int = 0
     watermark: int | None = None
     until: int | None = None
-    states: dict[str, Any] = field(default_factory=dict)  # routing id -> CustomerState
+    # routing id -> CustomerState (a dict, or processors.replay_states.CompactStates)
+    states: MutableMapping[str, Any] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # anonymous id -> customer id
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> customer ids
     due: dict[str, int] = field(default_factory=dict)  # routing id -> next due instant
@@ -98,10 +99,10 @@ class _Replayer:
         self.on_change = on_change
         self.result = resume if resume is not None else ReplayResult()
         self.due = self.result.due  # routing id -> its live heap entry's due instant
-        # (due, seq, routing id); rebuilt in (due, id) order when resuming
-        self.heap: list[tuple[int, int, str]] = [
-            (at, i, rid) for i, (at, rid) in enumerate(sorted((a, r) for r, a in self.due.items()))]
-        self.seq = len(self.heap)
+        # (due, routing id): profiles due at one instant fire in routing-id order, whatever
+        # order their due instants were set in (a profile kept encoded, processors.
+        # replay_states, recomputes its candidates when decoded: same instants, other pushes)
+        self.heap: list[tuple[int, str]] = sorted((a, r) for r, a in self.due.items())
 
     def take(self, rid: str, step: Any) -> None:  # a Step (see Engine)
         """Record a step's state, changes and next due instant for ``rid``."""
@@ -125,8 +126,7 @@ class _Replayer:
             self.due.pop(rid, None)
         elif self.due.get(rid) != nxt:
             self.due[rid] = nxt
-            self.seq += 1
-            heapq.heappush(self.heap, (nxt, self.seq, rid))
+            heapq.heappush(self.heap, (nxt, rid))
             if len(self.heap) > 2 * len(self.due) + COMPACT_SLACK:
                 self.compact()
 
@@ -136,24 +136,28 @@ class _Replayer:
         none would keep its last session's records to the end (2.1 of 5 KB per final profile
         on the default catalogue). They serve nothing: a copy of such an event is refused as
         late before it is looked up, and a forget that old erases everything."""
-        for st in self.result.states.values():
+        states = self.result.states
+        hot = getattr(states, "hot_values", None)  # CompactStates: its encoded ones are swept
+        if hot is not None:
+            setattr(states, "horizon", horizon)  # noqa: B010 - not every mapping has it
+        for st in hot() if hot is not None else states.values():
             if st.seen:
                 st.forget_seen_before(horizon)
 
     def compact(self) -> None:
         """Drop the superseded heap entries (a profile's due instant moved since it was
-        pushed). Every entry that ``fire`` would act on is kept, with its sequence number,
-        so the firing order is unchanged; the heap stays within twice the live profiles
+        pushed). Every entry that ``fire`` would act on is kept, so the firing order is
+        unchanged; the heap stays within twice the live profiles
         (1M events: 73 -> 18 MB)."""
         due = self.due
-        self.heap = [e for e in self.heap if due.get(e[2]) == e[0]]
+        self.heap = [e for e in self.heap if due.get(e[1]) == e[0]]
         heapq.heapify(self.heap)
 
     def fire(self, upto: int) -> None:
         """Advance every profile whose due instant is <= upto, in due order."""
         heap, due, states = self.heap, self.due, self.result.states
         while heap and heap[0][0] <= upto:
-            at, _, rid = heapq.heappop(heap)
+            at, rid = heapq.heappop(heap)
             if due.get(rid) != at:
                 continue  # superseded entry
             del due[rid]

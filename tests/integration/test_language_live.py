@@ -1,20 +1,27 @@
 """The language's newer constructs on the live worker: custom event types (a types file),
 segments built from segments (and, where the catalogue has them, sequences), against the
-offline replay of the same events with the same files: identical memberships in Redis, a
-consistent change log."""
+offline replay of the same events with the same files: identical changes (instant, version,
+cause) and memberships in Redis, a consistent change log."""
 
 from __future__ import annotations
 
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from processors.engine import Engine
+from processors.lang.compile import compile_catalogue
+from processors.lang.load import load_definitions
 from processors.lang.typesfile import load_types
+from processors.replay import replay
 
 from .pipeline import (
     Event,
+    canonical,
+    changes_of,
     check_end_state,
     flapping_events,
     make_pipeline,
@@ -63,22 +70,31 @@ def test_custom_types_and_segment_references_live_equal_the_replay(
 ) -> None:
     segments = tmp_path / "segments.yaml"
     segments.write_text(yaml.safe_dump(SEGMENTS, sort_keys=False))
+    # one raw partition and events in time order: the worker sees them in order, so not only
+    # the end state but every change (instant, version, cause) must be the replay's
     p = make_pipeline(kafka_bootstrap, redis_url, unique_topic_prefix, tmp_path, segments,
-                      SEGSTREAM_TYPES_FILE=str(TYPES))
+                      raw_partitions=1, SEGSTREAM_TYPES_FILE=str(TYPES))
     rng = random.Random(18)
     now = int(time.time() * 1000)
     shop = flapping_events(rng, now, customers=120, per_customer=6)
-    events = shop + custom_events(rng, shop)
-    rng.shuffle(events)
+    events = sorted(shop + custom_events(rng, shop), key=lambda e: e["timestamp"])
+    types = load_types(TYPES)
     worker = p.worker()
     try:
         worker.start()
-        produce(kafka_bootstrap, p.names["raw"], events, partitions=p.raw_partitions)
+        produce(kafka_bootstrap, p.names["raw"], events, partitions=1)
         wait_caught_up(p, len(events), [worker])
-        report = check_end_state(p, events, segments, load_types(TYPES))
+        report = check_end_state(p, events, segments, types)
         assert report.lost == 0 and report.conflicting == 0
         for seg in ("unhappy", "app_users", "unhappy_shoppers", "calm_app_users"):
             assert report.members.get(seg), f"{seg}: the data must put someone in it"
+        live = {(c.customer_id, c.segment, c.action, c.at, c.version, c.cause)
+                for _, c in changes_of(kafka_bootstrap, p.names["changes"])}  # repeats: once
+        offline: list[Any] = []
+        replay(Engine(compile_catalogue(load_definitions(segments, types=types))),
+               canonical(events, types), on_change=offline.append)
+        assert sorted(live) == sorted((c.customer_id, c.segment, c.action, c.at, c.version,
+                                       c.cause) for c in offline)
         assert worker.stop() == 0, worker.log_tail()
     finally:
         p.stop_all()

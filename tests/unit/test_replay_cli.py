@@ -254,3 +254,23 @@ def test_replay_with_custom_types(tmp_path: Path, capsys: pytest.CaptureFixture[
                       "--out", str(out), "--until", str(t0 + 1)) == 0
     assert [(c[0], c[1]) for c in changes(out, "1")] == [("c1", "unhappy")]
     assert "bad_property" in capsys.readouterr().out
+
+
+def test_profiles_kept_encoded_give_the_same_output(tmp_path: Path) -> None:
+    from stream.tools.generate import GeneratorConfig, generate  # noqa: PLC0415
+
+    events = tmp_path / "e.jsonl"
+    cfg = GeneratorConfig(customers=300, events=4_000, seed=5, duplicate_share=0.02,
+                          out_of_order_share=0.02)
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in generate(cfg)))
+    catalogue = str(Path(__file__).resolve().parents[2] / "processors" / "catalogue.yaml")
+    outs = []
+    for hot in ("0", "7"):
+        out = tmp_path / f"out{hot}.jsonl"
+        assert replay_cli("--segments", catalogue, "--events", str(events), "--out", str(out),
+                          "--hot-profiles", hot, "--quiet") == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[0].count(b"\n") > 500
+    with pytest.raises(SystemExit) as bad:
+        replay_cli("--segments", catalogue, "--events", str(events), "--hot-profiles", "-1")
+    assert bad.value.code == 2
