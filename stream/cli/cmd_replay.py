@@ -446,12 +446,6 @@ def run(args: argparse.Namespace) -> int:
             if out is not None:
                 out.write(change_record(ch, catalogue.version))
 
-        from processors.replay import ReplayResult, replay  # noqa: PLC0415
-        from processors.replay_states import CompactStates  # noqa: PLC0415
-
-        start = ReplayResult(states=CompactStates(args.hot_profiles)) if args.hot_profiles \
-            else None
-
         started = time.perf_counter()
         order = None
         events: Iterable[dict[str, Any]] = reader
@@ -461,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
                 until=until, tmp_dir=args.tmp_dir))
             events, order = sorter, sorter.stats
         try:
-            result = replay(engine, events, until=until, on_change=on_change, resume=start)
+            result = _replay(engine, events, until, on_change, args.hot_profiles)
         except BrokenPipeError:
             raise  # stdout closed early (`| head`): stream.cli.main exits quietly
         except OSError as e:
@@ -475,6 +469,16 @@ def run(args: argparse.Namespace) -> int:
         print(report, file=sys.stderr if "-" in (args.out, args.invalid_out) else sys.stdout)
     bad = sum(reader.invalid.values()) + result.late
     return EXIT_STRICT if args.strict and bad else EXIT_OK
+
+
+def _replay(engine: Any, events: Iterable[dict[str, Any]], until: int | None,
+            on_change: Callable[[Any], None], hot: int) -> Any:
+    """processors.replay.replay, the profiles beyond ``hot`` kept encoded (0: all decoded)."""
+    from processors.replay import ReplayResult, replay  # noqa: PLC0415
+    from processors.replay_states import CompactStates  # noqa: PLC0415
+
+    start = ReplayResult(states=CompactStates(hot)) if hot else None
+    return replay(engine, events, until=until, on_change=on_change, resume=start)
 
 
 def _flush(*outputs: IO[bytes] | None) -> None:
