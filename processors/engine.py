@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+from processors import sequences
 from processors.hashing import DEFAULT_ID_KEY, id_hash
 from processors.lang.compile import (
     CART,
@@ -26,7 +27,6 @@ from processors.lang.compile import (
     TraitInput,
 )
 from processors.lang.values import HOUR_MS, is_number
-from processors import sequences
 from processors.merge import merge_states
 from processors.types import Change, Step
 from state.model import (

@@ -48,7 +48,7 @@ def completes(ss: SeqState, j: int, n: int, within: int, on: bool) -> bool:
     return search(n - 2, tl[j])
 
 
-def _recheck(ss: SeqState, lo: int, hi: int, n: int, within: int, on: bool) -> None:
+def _recheck(ss: SeqState, lo: int, hi: int, n: int, within: int, on: bool) -> None:  # noqa: PLR0917
     """Raise ``done`` to the latest final-step event in ``[lo, hi]`` that completes."""
     tl, masks = ss.ts, ss.masks
     final = 1 << (n - 1)
@@ -98,7 +98,8 @@ def subtract(ss: SeqState, ts: int, mask: int, val: Any) -> None:
         k += 1
 
 
-def merge(a: SeqState, b: SeqState, n: int, within: int, on: bool, horizon: int) -> SeqState:
+def merge(a: SeqState, b: SeqState, n: int, within: int, on: bool,  # noqa: PLR0917
+          horizon: int) -> SeqState:
     """The sequence state of the union of two histories: both kept events, the larger
     ``done``, and the chains formed across both."""
     if not b.ts and b.done is None:
