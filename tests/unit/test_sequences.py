@@ -231,3 +231,21 @@ def test_events_older_than_t_plus_lateness_are_dropped() -> None:
 def test_catalogues_without_sequences_keep_no_sequence_state() -> None:
     eng, st, _ = run(defs("count(page_view, 5m) >= 1"), [ev("v", "page_view", 0)])
     assert st.seqs == [] and eng._seq_handlers == {}
+
+
+def test_the_documented_sequence_examples_load() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "segment-language.md").read_text()
+    section = doc.split("## Positive sequences", 1)[1]
+    block = section.split("```", 2)[1]
+    examples = [line for line in block.splitlines() if line.strip()]
+    assert len(examples) == 4
+    for text in examples:
+        cat = defs(text)
+        assert any(isinstance(n, A.Completion) for n in _walk(cat.segments[0].condition))
+
+
+def _walk(node: A.Expr) -> list[A.Expr]:
+    out = [node]
+    for c in A.subexpressions(node):
+        out += _walk(c)
+    return out
