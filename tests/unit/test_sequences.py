@@ -249,3 +249,20 @@ def _walk(node: A.Expr) -> list[A.Expr]:
     for c in A.subexpressions(node):
         out += _walk(c)
     return out
+
+
+@pytest.mark.xfail(strict=True, reason="documented bound (time-semantics.md, Positive "
+                   "sequences, alias merges): a side drops its step events older than T + "
+                   "lateness before the alias, so that cross-profile chain is not formed")
+def test_known_gap_cross_profile_chain_older_than_the_kept_events() -> None:
+    from processors.replay import replay  # noqa: PLC0415
+
+    cat = defs("last(page_view then cart_add within 2m) within 30m")
+    events = [ev("v", "page_view", 0, url="/"),
+              ev("a", "cart_add", MIN, cid=None, anon="x", product_id="p", price=1.0),
+              ev("v2", "page_view", 14 * MIN, cid=None, anon="x", url="/"),
+              ev("v3", "page_view", 15 * MIN, cid=None, anon="x", url="/"),
+              ev("al", "alias", 16 * MIN, cid="c", anon="x")]
+    result = replay(Engine(compile_catalogue(cat)), events)
+    assert O.expected_members(cat, events, result.watermark) == {"c": frozenset({"s"})}
+    assert result.segments_of("c") == frozenset({"s"})
