@@ -168,11 +168,17 @@ def decode_state(data: bytes) -> CustomerState:
             st.erased = raw[12]
     st.pending = [(p[0], p[1]) for p in pending]
     if len(raw) > 13:
-        for key, done, offs, vals, masks in raw[13]:
-            q = SeqState(key)
-            q.done = _back(clock, done)
-            q.ts = [clock - o for o in offs]
-            q.vals = vals
-            q.masks = masks
-            st.seqs.append(q)
+        st.seqs = _decode_seqs(raw[13], clock)
     return st
+
+
+def _decode_seqs(raw: list[Any], clock: int) -> list[SeqState]:
+    out: list[SeqState] = []
+    for key, done, offs, vals, masks in raw:
+        q = SeqState(key)
+        q.done = _back(clock, done)
+        q.ts = [clock - o for o in offs]
+        q.vals = vals
+        q.masks = masks
+        out.append(q)
+    return out
