@@ -100,7 +100,8 @@ class Engine:
             return {s.index for s in segs if key in s.inputs}
 
         # per event type: the sequences it may feed, (index, steps, T, on name, [(bit,
-        # filter) of the steps naming the type]); their users are re-evaluated on the type
+        # filter) of the steps naming the type]); a sequence's users are re-evaluated when an
+        # event raises its latest completion (their only input)
         seqs = catalogue.sequences
         self._seq_keys = tuple(q.key for q in seqs)
         self._seq_info = tuple((len(q.steps), q.within_ms, q.on is not None) for q in seqs)
@@ -112,11 +113,10 @@ class Engine:
                 self._seq_handlers.setdefault(typ, []).append(
                     (q.index, len(q.steps), q.within_ms, q.on, steps))
         self._seq_handlers = {t: tuple(v) for t, v in self._seq_handlers.items()}
+        self._seq_users = tuple(tuple(sorted(users(SeqInput(q.index)))) for q in seqs)
         self._handlers: dict[str, Any] = {}
         for typ, h in catalogue.handlers.items():
             base: set[int] = set()
-            for entry in self._seq_handlers.get(typ, ()):
-                base |= users(SeqInput(entry[0]))
             for i, m in h.series:
                 if m is None:
                     base |= users(SeriesInput(i))
@@ -505,7 +505,9 @@ class Engine:
             if state.p_last is None or ts > state.p_last:
                 state.p_last = ts
         if self._seq_handlers:
-            self._add_seqs(state, event["type"], props, ts, horizon)
+            raised = self._add_seqs(state, event["type"], props, ts, horizon)
+            if raised:
+                extra = [*extra, *raised] if extra else raised
         if trait_segs:
             given = props.get("traits") or {}
             for name in self._traits:
@@ -540,9 +542,16 @@ class Engine:
         return out
 
     def _add_seqs(self, state: CustomerState, typ: str, props: dict[str, Any], ts: int,
-                  horizon: int) -> None:
+                  horizon: int) -> list[int]:
+        """Feed the event to its sequences; the segments of those whose completion rose."""
+        raised: list[int] = []
         for k, n, within, on, mask, val in self._seq_entries(typ, props):
-            sequences.add(state.seqs[k], ts, mask, val, n, within, on, horizon)
+            q = state.seqs[k]
+            before = q.done
+            sequences.add(q, ts, mask, val, n, within, on, horizon)
+            if q.done != before:
+                raised += self._seq_users[k]
+        return raised
 
     def _drop_shared(self, target: CustomerState, released: CustomerState) -> None:
         """Take out of ``released`` the events ``target`` took too (an event re-sent after
