@@ -15,12 +15,14 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+from processors import sequences
 from processors.hashing import DEFAULT_ID_KEY, id_hash
 from processors.lang.compile import (
     CART,
     PURCHASES,
     CompiledCatalogue,
     Input,
+    SeqInput,
     SeriesInput,
     TraitInput,
 )
@@ -38,6 +40,7 @@ from state.model import (
     CartState,
     CustomerState,
     Record,
+    SeqState,
     SeriesState,
     record_props,
 )
@@ -96,6 +99,21 @@ class Engine:
         def users(key: Input) -> set[int]:
             return {s.index for s in segs if key in s.inputs}
 
+        # per event type: the sequences it may feed, (index, steps, T, on name, [(bit,
+        # filter) of the steps naming the type]); a sequence's users are re-evaluated when an
+        # event raises its latest completion (their only input)
+        seqs = catalogue.sequences
+        self._seq_keys = tuple(q.key for q in seqs)
+        self._seq_info = tuple((len(q.steps), q.within_ms, q.on is not None) for q in seqs)
+        self._seq_handlers: dict[str, Any] = {}
+        for q in seqs:
+            for typ in sorted(q.types):
+                steps = tuple((1 << s, m) for s, (types, m) in enumerate(q.steps)
+                              if typ in types)
+                self._seq_handlers.setdefault(typ, []).append(
+                    (q.index, len(q.steps), q.within_ms, q.on, steps))
+        self._seq_handlers = {t: tuple(v) for t, v in self._seq_handlers.items()}
+        self._seq_users = tuple(tuple(sorted(users(SeqInput(q.index)))) for q in seqs)
         self._handlers: dict[str, Any] = {}
         for typ, h in catalogue.handlers.items():
             base: set[int] = set()
@@ -129,6 +147,9 @@ class Engine:
                 need.add("amount")
             if h.traits:
                 need.add("traits")
+            for q in seqs:
+                if typ in q.types:
+                    need |= q.filter_props
             self._record_props[typ] = tuple(sorted(need))
         # A fresh state (first event) needs evaluating only the segments the event's type
         # affects, plus those whose value on an empty profile is true or varies with time.
@@ -147,6 +168,8 @@ class Engine:
         st = CustomerState(cid, clock)
         st.layout = self.catalogue
         st.series = list(self._empty_series)
+        if self._seq_keys:
+            st.seqs = [SeqState(k) for k in self._seq_keys]
         st.versions = [0] * self._n
         st.due = [NEVER] * self._n
         st.due_min = NEVER
@@ -481,6 +504,10 @@ class Engine:
                 state.p_first = ts
             if state.p_last is None or ts > state.p_last:
                 state.p_last = ts
+        if self._seq_handlers:
+            raised = self._add_seqs(state, event["type"], props, ts, horizon)
+            if raised:
+                extra = [*extra, *raised] if extra else raised
         if trait_segs:
             given = props.get("traits") or {}
             for name in self._traits:
@@ -495,6 +522,36 @@ class Engine:
             affected = tuple(sorted(set(affected).union(extra)))
             affected_set = frozenset(affected)
         return affected, affected_set
+
+    def _seq_entries(self, typ: str, props: dict[str, Any]
+                     ) -> list[tuple[int, int, int, bool, int, Any]]:
+        """(sequence, steps, T, on, step mask, on value) of the sequences an event feeds."""
+        out: list[tuple[int, int, int, bool, int, Any]] = []
+        for k, n, within, on, steps in self._seq_handlers.get(typ, ()):
+            mask = 0
+            for bit, match in steps:
+                if match is None or match(props):
+                    mask |= bit
+            val = None
+            if on is not None:
+                val = props.get(on)
+                if val is None:
+                    mask = 0  # null never equals: this event completes no chain
+            if mask:
+                out.append((k, n, within, on is not None, mask, val))
+        return out
+
+    def _add_seqs(self, state: CustomerState, typ: str, props: dict[str, Any], ts: int,
+                  horizon: int) -> list[int]:
+        """Feed the event to its sequences; the segments of those whose completion rose."""
+        raised: list[int] = []
+        for k, n, within, on, mask, val in self._seq_entries(typ, props):
+            q = state.seqs[k]
+            before = q.done
+            sequences.add(q, ts, mask, val, n, within, on, horizon)
+            if q.done != before:
+                raised += self._seq_users[k]
+        return raised
 
     def _drop_shared(self, target: CustomerState, released: CustomerState) -> None:
         """Take out of ``released`` the events ``target`` took too (an event re-sent after
@@ -554,6 +611,9 @@ class Engine:
             amount = props.get("amount")
             if amount is not None and is_number(amount):
                 st.add_amount(-amount)
+        if self._seq_handlers:
+            for k, _n, _w, _on, mask, val in self._seq_entries(typ, props):
+                sequences.subtract(st.seqs[k], ts, mask, val)
 
     @staticmethod
     def _cart(state: CustomerState, typ: str, props: dict[str, Any], ts: int,
@@ -652,6 +712,9 @@ class Engine:
                 s.hours = old.hours
             new_series.append(s)
         state.series = new_series
+        if self._seq_keys or state.seqs:
+            by_seq = {q.key: q for q in state.seqs}
+            state.seqs = [by_seq.get(k) or SeqState(k) for k in self._seq_keys]
         state.versions = [versions.pop(name, 0) for name in self._names]
         state.orphans = {k: v for k, v in versions.items() if v}
         state.due = [NEVER] * self._n

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from processors import sequences
 from state.model import CartLine, CartState, CustomerState, SeriesState, exact_add
 
 
@@ -93,9 +94,13 @@ def _min(x: int | None, y: int | None) -> int | None:
 def merge_states(target: CustomerState, source: CustomerState, catalogue: Any,
                  horizon: int) -> None:
     """Fold ``source`` into ``target`` in place (memberships are re-evaluated by the caller)."""
-    del catalogue, horizon  # both states are already bound to it
     target.series = [_merge_series(a, b)
                      for a, b in zip(target.series, source.series, strict=True)]
+    if target.seqs:
+        target.seqs = [sequences.merge(a, b, len(q.steps), q.within_ms, q.on is not None,
+                                       horizon)
+                       for a, b, q in zip(target.seqs, source.seqs, catalogue.sequences,
+                                          strict=True)]
     target.cart = _merge_cart(target.cart, source.cart)
     target.p_count += source.p_count
     for x in source.p_sum:

@@ -40,6 +40,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "processors.hashing",
     "processors.merge",
     "processors.replay",
+    "processors.sequences",
     "processors.types",
     "processors.lang.ast",
     "processors.lang.compile.analysis",

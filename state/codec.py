@@ -3,7 +3,7 @@
 Format version 2, a MessagePack array::
 
     [2, fingerprint, cid, clock, fresh, series, versions, cart, purchases, traits, seen,
-     pending, erased]
+     pending, erased, seqs]
 
 - times are stored as offsets back from ``clock`` (smaller integers), window timestamps as
   deltas between successive events; integral floats are stored as integers;
@@ -17,6 +17,8 @@ Format version 2, a MessagePack array::
   records decode with no type, so they de-duplicate but a late forget cannot rebuild from
   them);
 - ``erased``: the instant up to which a forget erased the history (None: never);
+- ``seqs`` (optional: states written before sequences end at ``erased``): the non-empty
+  positive sequences, each ``[key, done, ts offsets, on values, step masks]``;
 - the state decodes *unbound* (``layout`` = the catalogue fingerprint): the engine re-binds it
   on first use, re-evaluating only if the definitions changed.
 
@@ -32,7 +34,7 @@ from typing import Any
 import msgspec
 
 from schemas.errors import SegstreamError
-from state.model import NEVER, CartLine, CartState, CustomerState, SeriesState
+from state.model import NEVER, CartLine, CartState, CustomerState, SeqState, SeriesState
 
 FORMAT_VERSION = 2
 _KNOWN = (1, 2)
@@ -101,9 +103,13 @@ def encode_state(state: CustomerState) -> bytes:
     for k, (ts, typ, props) in state.seen.items():
         seen += [k, clock - ts, typ, props]
     pending = [[ts, ev] for ts, ev in state.pending]
-    return _enc.encode([FORMAT_VERSION, fp, state.cid, clock, int(state.fresh), series, versions,
-                        cart_enc, purchases, traits, seen, pending,
-                        None if state.erased <= -NEVER else state.erased])
+    out = [FORMAT_VERSION, fp, state.cid, clock, int(state.fresh), series, versions, cart_enc,
+           purchases, traits, seen, pending, None if state.erased <= -NEVER else state.erased]
+    seqs = [[q.key, _off(clock, q.done), [clock - t for t in q.ts], [_num(v) for v in q.vals],
+             q.masks] for q in state.seqs if q.ts or q.done is not None]
+    if seqs:
+        out.append(seqs)
+    return _enc.encode(out)
 
 
 def decode_state(data: bytes) -> CustomerState:
@@ -161,4 +167,18 @@ def decode_state(data: bytes) -> CustomerState:
         if raw[12] is not None:
             st.erased = raw[12]
     st.pending = [(p[0], p[1]) for p in pending]
+    if len(raw) > 13:
+        st.seqs = _decode_seqs(raw[13], clock)
     return st
+
+
+def _decode_seqs(raw: list[Any], clock: int) -> list[SeqState]:
+    out: list[SeqState] = []
+    for key, done, offs, vals, masks in raw:
+        q = SeqState(key)
+        q.done = _back(clock, done)
+        q.ts = [clock - o for o in offs]
+        q.vals = vals
+        q.masks = masks
+        out.append(q)
+    return out

@@ -89,6 +89,30 @@ class SeriesState:
                 del v[:extra]
 
 
+SEQ_CAP = 1024  # events kept per sequence (docs/time-semantics.md, "State bounds")
+
+
+class SeqState:
+    """One positive sequence (``A then B ... within T [on P]``) of one customer.
+
+    ``done`` is the latest completion instant (None: none yet). ``ts``/``vals``/``masks`` are
+    the recent events matching some step, sorted by time: ``masks[k]`` has bit ``s`` set when
+    event ``k`` matches step ``s``, ``vals[k]`` is its ``on`` property (None without ``on``).
+    Only events that a later (or late) event can still complete a chain with are kept
+    (``processors.sequences``): within ``T`` + the allowed lateness of the clock, final-step-only
+    ones within the lateness, at most ``SEQ_CAP``.
+    """
+
+    __slots__ = ("done", "key", "masks", "ts", "vals")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.done: int | None = None
+        self.ts: list[int] = []
+        self.vals: list[Any] = []
+        self.masks: list[int] = []
+
+
 class CartLine:
     """One product in the cart: quantity, latest cart_add price, instant of the last change."""
 
@@ -271,6 +295,7 @@ class CustomerState:
         "p_total",
         "pending",
         "seen",
+        "seqs",
         "series",
         "traits",
         "versions",
@@ -281,6 +306,7 @@ class CustomerState:
         self.clock = clock  # the instant up to which memberships are evaluated
         self.layout: Any = None  # the CompiledCatalogue this state is bound to (None: unbound)
         self.series: list[SeriesState] = []
+        self.seqs: list[SeqState] = []  # per sequence of the layout (positional, like series)
         self.versions: list[int] = []  # per segment; odd = member
         self.orphans: dict[str, int] = {}  # versions of segments not in the layout
         self.due: list[int] = []  # per segment: next instant its value may change, or NEVER

@@ -94,6 +94,9 @@ def _events_of(node: ast.Expr) -> list[tuple[ast.EventSet, str | None]]:
                 out.append((n.events, None))
             case ast.ThenNo():
                 out += [(n.first, None), (n.then, None)]
+            case ast.Completion():
+                on = None if n.seq.on_extra else n.seq.on
+                out += [(es, on) for es in n.seq.steps]
         stack.extend(ast.subexpressions(n))
     return out
 

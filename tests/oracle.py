@@ -305,6 +305,42 @@ def _then_no(node: A.ThenNo, ctx: Context) -> bool:
     return not any(ta <= ev["timestamp"] <= ctx.now for ev in _matching(node.then, ctx))
 
 
+def _last_completion(seq: A.Sequence, ctx: Context) -> int | None:
+    """The latest ``tn <= now`` such that distinct events e1..en (ek in step k) have
+    ``t1 <= t2 <= ... <= tn <= t1 + T`` and, with ``on``, all the same non-null ``on``
+    property. Brute force: every final event, every choice of the earlier steps."""
+    steps = [_matching(es, ctx) for es in seq.steps]
+
+    def prop(ev: Event) -> Value:
+        return (ev.get("properties") or {}).get(seq.on) if seq.on is not None else None
+
+    def chain(k: int, after: int, used: list[str], final: Event, t1: int | None) -> bool:
+        """Steps k..n-2 chosen at or after ``after``, the final event ``final`` last."""
+        tn = final["timestamp"]
+        if k == len(steps) - 1:
+            return t1 is not None and tn <= t1 + seq.within_ms
+        for ev in steps[k]:
+            ts = ev["timestamp"]
+            if ev["event_id"] in used or not after <= ts <= tn:
+                continue
+            if seq.on is not None and not values_equal(prop(ev), prop(final)):
+                continue
+            if chain(k + 1, ts, [*used, ev["event_id"]], final, ts if t1 is None else t1):
+                return True
+        return False
+
+    best: int | None = None
+    for final in steps[-1]:
+        tn = final["timestamp"]
+        if best is not None and tn <= best:
+            continue
+        if seq.on is not None and prop(final) is None:
+            continue
+        if chain(0, tn - seq.within_ms, [final["event_id"]], final, None):
+            best = tn
+    return best
+
+
 def _hour_share(node: A.HourShare, ctx: Context) -> Value:
     evs = _matching(node.events, ctx)
     if not evs:
@@ -364,6 +400,11 @@ def evaluate_node(node: A.Expr, ctx: Context) -> Value:  # noqa: C901 - one case
             return is_number(x) and ctx.now - node.duration_ms < x <= ctx.now
         case A.ThenNo():
             return _then_no(node, ctx)
+        case A.Completion():
+            done = _last_completion(node.seq, ctx)
+            if done is None or node.func == "last":
+                return done
+            return ctx.now - done
         case A.HourShare():
             return _hour_share(node, ctx)
         case A.DateFunc():

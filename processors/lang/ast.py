@@ -141,6 +141,32 @@ class ThenNo(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Sequence(Node):
+    """``A then B [then C ...] within T [on PROP]``: the completion instants of a positive
+    sequence (not a value by itself: the argument of ``last(...)`` / ``since(...)``).
+
+    A completion at ``tn`` is a choice of *distinct* events ``e1 .. en``, ``ek`` in
+    ``steps[k]``, with ``t1 <= t2 <= ... <= tn <= t1 + T`` (equal times count); with ``on``,
+    every step's property ``on`` is equal to (and, like ``==``, not null in) the first's.
+    ``on_extra`` is true for ``on props.NAME`` (an undeclared property).
+    """
+
+    steps: tuple[EventSet, ...]
+    within_ms: int
+    on: str | None = None
+    on_extra: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Node):
+    """``last(SEQ)``: the latest completion instant ``<= now`` of the sequence, or null;
+    ``since(SEQ)``: ``now - last(SEQ)`` (a duration, only compared), or null."""
+
+    func: Lit["last", "since"]
+    seq: Sequence
+
+
+@dataclass(frozen=True, slots=True)
 class HourShare(Node):
     """``hour_share(E, FROM, TO)``: share (0..1) of all E events whose UTC hour of day h has
     ``FROM <= h <= TO`` (a range wrapping midnight when FROM > TO), null when no E event."""
@@ -231,8 +257,8 @@ class Not(Node):
 
 Expr = (
     Literal | Duration | Now | ProfileRef | SegmentRef | PropRef | Aggregate | Instant | Since
-    | Within | ThenNo | HourShare | DateFunc | Arith | Neg | Compare | Between | In | IsNull | And
-    | Or | Not
+    | Within | ThenNo | Completion | HourShare | DateFunc | Arith | Neg | Compare | Between | In
+    | IsNull | And | Or | Not
 )
 
 
@@ -285,4 +311,6 @@ def children(node: Expr) -> tuple[Expr, ...]:
             return (node.events.filter,) if node.events.filter is not None else ()
         case ThenNo():
             return tuple(es.filter for es in (node.first, node.then) if es.filter is not None)
+        case Completion():
+            return tuple(es.filter for es in node.seq.steps if es.filter is not None)
     return subexpressions(node)

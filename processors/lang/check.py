@@ -119,6 +119,10 @@ def check(node: ast.Expr) -> T:
             _check_events(node.first)
             _check_events(node.then)
             return T("bool")
+        case ast.Completion():
+            for es in node.seq.steps:
+                _check_events(es)
+            return T("instant") if node.func == "last" else T("duration", True)
         case ast.HourShare():
             _check_events(node.events)
             return T("number")

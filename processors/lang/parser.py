@@ -9,6 +9,8 @@ Grammar (``docs/segment-language.md`` has the full reference)::
     atom := NUMBER | STRING | DURATION | true | false | null | now | "(" expr ")" | call
           | trait.NAME | cart.FIELD | purchases.FIELD | segment.NAME
           | EVENTSET "then" "no" EVENTSET "within" DURATION
+    call := ... | ("last" | "since") "(" SEQUENCE ")"
+    SEQUENCE := EVENTSET ("then" EVENTSET)+ "within" DURATION ["on" PROP]
     EVENTSET := TYPE ("|" TYPE)* ["where" filter]
 
 >>> parse("count(purchase, 30d) >= 2")  # doctest: +NORMALIZE_WHITESPACE
@@ -42,6 +44,8 @@ from processors.lang.vocab import (
 #: this deep. The checker and the compiler recurse over the tree: they stay far from Python's
 #: recursion limit at this depth (tests/unit/test_lang_errors.py compiles conditions at it).
 MAX_DEPTH = 50
+#: Most steps of a positive sequence ``A then B then C ... within T``.
+MAX_STEPS = 8
 _TOO_DEEP = f"expression nested too deeply (max {MAX_DEPTH} levels)"
 _DIGITS = frozenset("0123456789")  # ASCII only: str.isdigit() also accepts '²' and '٣'
 
@@ -432,10 +436,59 @@ class _Parser:
             raise _err(self.tok.pos, "an event set is not a value here: use count(...), "
                                      "last(...), since(...) or 'A then no B within T'")
         pos = self.take().pos
-        self.expect("no", "'no' after 'then'")
+        if not self.at("no"):
+            raise _err(self.tok.pos, "'A then B within T' (a positive sequence) is not a "
+                                     "condition: use it inside last(...) or since(...), e.g. "
+                                     "last(A then B within 1h) within 7d; or write "
+                                     "'A then no B within T'")
+        self.take()
         then = self.event_set()
-        self.expect("within", "'within' and a duration")
+        if self.at("then"):
+            raise _err(self.tok.pos, "'then no' takes two event sets: A then no B within T "
+                                     "(no chain)")
+        self.expect("within", "'within' and a duration: A then no B within 1h")
         return ast.ThenNo(pos, first, then, self.duration())
+
+    def sequence(self, fn: str, first: ast.EventSet) -> ast.Sequence:
+        """``then B [then C ...] within T [on PROP]`` after ``first`` inside ``fn(...)``."""
+        pos = self.tok.pos
+        steps = [first]
+        while self.at("then"):
+            self.take()
+            if self.at("no"):
+                raise _err(self.tok.pos, f"'then no' cannot be inside {fn}(...): "
+                                         "'A then no B within T' is a condition by itself "
+                                         "(write it outside, joined with and); "
+                                         f"{fn}(A then B within T) is about A followed by B")
+            steps.append(self.event_set())
+        if len(steps) > MAX_STEPS:
+            raise _err(pos, f"a sequence has at most {MAX_STEPS} steps")
+        if not self.at("within"):
+            raise _err(self.tok.pos, "a sequence needs 'within' and a duration: "
+                                     f"{fn}(A then B within 1h); found {self.describe()}")
+        self.take()
+        within = self.duration()
+        on, extra = None, False
+        if self.at("on"):
+            self.take()
+            p = self.tok
+            if p.kind != "NAME" or p.text in KEYWORDS:
+                raise _err(p.pos, f"expected a property name after 'on', found {self.describe()}")
+            self.take()
+            on = p.text
+            if on == "props" and self.at("."):
+                on, extra = self.extra_name(), True
+        return ast.Sequence(pos, tuple(steps), within, on, extra)
+
+    def instant_arg(self, name: str) -> ast.EventSet | ast.Sequence:
+        """The argument of last/first/since: an event set or (last, since) a sequence."""
+        es = self.event_set()
+        if not self.at("then"):
+            return es
+        if name == "first":
+            raise _err(self.tok.pos, "first(...) of a sequence is not supported: use "
+                                     "last(A then B within T) or since(...)")
+        return self.sequence(name, es)
 
     def call(self) -> ast.Expr:
         fn = self.take()
@@ -450,6 +503,9 @@ class _Parser:
             extra = False
             if name == "count":
                 events, prop = self.event_set(), None
+                if self.at("then"):
+                    raise _err(self.tok.pos, "a sequence 'A then B within T' can only be the "
+                                             "argument of last(...) or since(...)")
             else:
                 tpos = self.tok.pos
                 typ = self.event_type()
@@ -465,10 +521,14 @@ class _Parser:
             self.expect(",", "',' and a window such as 30d")
             node = ast.Aggregate(pos, name, events, prop, self.duration(),  # type: ignore[arg-type]
                                  extra)
-        elif name in INSTANT_FUNCS:
-            node = ast.Instant(pos, name, self.event_set())  # type: ignore[arg-type]
-        elif name == "since":
-            node = ast.Since(pos, self.event_set())
+        elif name in INSTANT_FUNCS or name == "since":
+            arg = self.instant_arg(name)
+            if isinstance(arg, ast.Sequence):
+                node = ast.Completion(pos, name, arg)  # type: ignore[arg-type]
+            elif name == "since":
+                node = ast.Since(pos, arg)
+            else:
+                node = ast.Instant(pos, name, arg)  # type: ignore[arg-type]
         elif name == "hour_share":
             events = self.event_set()
             self.expect(",", "',' and the first hour (0-23)")

@@ -82,5 +82,14 @@ def check_properties(node: ast.Expr, kinds: Kinds) -> None:
             _check_events(node.first, kinds)
             _check_events(node.then, kinds)
             return
+        case ast.Completion():
+            seq = node.seq
+            for es in seq.steps:
+                _check_events(es, kinds)
+                if seq.on is not None and not seq.on_extra:
+                    declared = _declared(es.types, kinds)
+                    if seq.on not in declared:
+                        raise _unknown(seq.pos, seq.on, es.types, declared)
+            return
     for child in ast.subexpressions(node):
         check_properties(child, kinds)

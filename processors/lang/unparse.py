@@ -27,6 +27,13 @@ def unparse_events(es: ast.EventSet) -> str:
     return text if es.filter is None else f"{text} where {unparse(es.filter)}"
 
 
+def unparse_sequence(seq: ast.Sequence) -> str:
+    """Canonical text of ``A then B ... within T [on P]`` (the key of its state)."""
+    text = " then ".join(f"({unparse_events(es)})" for es in seq.steps)
+    on = "" if seq.on is None else f" on {'props.' if seq.on_extra else ''}{seq.on}"
+    return f"{text} within {seq.within_ms}ms{on}"
+
+
 def unparse(node: ast.Expr) -> str:
     """Fully parenthesised canonical text (durations in ms)."""
     match node:
@@ -57,6 +64,8 @@ def unparse(node: ast.Expr) -> str:
         case ast.ThenNo():
             return (f"({unparse_events(node.first)} then no {unparse_events(node.then)} "
                     f"within {node.within_ms}ms)")
+        case ast.Completion():
+            return f"{node.func}({unparse_sequence(node.seq)})"
         case ast.HourShare():
             return f"hour_share({unparse_events(node.events)}, {node.from_hour}, {node.to_hour})"
         case ast.DateFunc():

@@ -273,7 +273,7 @@ def durations_of(catalogue: Any) -> list[int]:
             found.add(node.window_ms)
         if isinstance(node, A.Within):
             found.add(node.duration_ms)
-        if isinstance(node, A.ThenNo):
+        if isinstance(node, A.ThenNo | A.Sequence):
             found.add(node.within_ms)
         if is_dataclass(node):
             for f in fields(node):

@@ -41,6 +41,8 @@ from processors.lang.compile.model import (
     Epoch,
     FactInput,
     Input,
+    SeqInput,
+    SeqSpec,
     SeriesInput,
     SeriesSpec,
     TraitInput,
@@ -49,6 +51,6 @@ from processors.lang.compile.model import (
 
 __all__ = [
     "CART", "PURCHASES", "CompiledCatalogue", "CompiledSegment", "Epoch", "FactInput", "Input",
-    "SeriesInput", "SeriesSpec", "TraitInput", "TypeHandler", "compile_catalogue",
-    "constant_when_empty",
+    "SeqInput", "SeqSpec", "SeriesInput", "SeriesSpec", "TraitInput", "TypeHandler",
+    "compile_catalogue", "constant_when_empty",
 ]

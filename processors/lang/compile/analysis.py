@@ -23,7 +23,7 @@ def null_on_empty(node: ast.Expr) -> bool:
     match node:
         case ast.ProfileRef():
             return node.namespace == "trait" or (node.namespace, node.field) in NULL_FIELDS
-        case ast.Instant() | ast.Since() | ast.HourShare():
+        case ast.Instant() | ast.Since() | ast.HourShare() | ast.Completion():
             return True
         case ast.Aggregate():
             return node.func == "avg"

@@ -16,6 +16,7 @@ from processors.lang.compile.model import (
     Fn,
     Input,
     NextFn,
+    SeqSpec,
     SeriesSpec,
     TypeHandler,
     V,
@@ -24,7 +25,7 @@ from processors.lang.compile.ops import filter_fn
 from processors.lang.compile.segment import SegmentCompiler
 from processors.lang.compile.timing import MEMO_NODES, next_of
 from processors.lang.refs import expanded_conditions
-from processors.lang.unparse import unparse, unparse_events
+from processors.lang.unparse import unparse, unparse_events, unparse_sequence
 from processors.lang.vocab import CART_TYPES
 from state.model import SeriesState
 
@@ -34,6 +35,7 @@ class CatalogueBuilder:
 
     def __init__(self) -> None:
         self.specs: dict[str, SeriesSpec] = {}
+        self.seq_specs: dict[str, SeqSpec] = {}
         self.traits: set[str] = set()
         self.needs_cart = False
         self.needs_purchases = False
@@ -62,6 +64,20 @@ class CatalogueBuilder:
             self.specs[text] = spec
         return spec
 
+    def sequence(self, seq: ast.Sequence) -> SeqSpec:
+        text = unparse_sequence(seq)
+        spec = self.seq_specs.get(text)
+        if spec is None:
+            key = series_hash("seq:" + text)
+            if any(s.key == key for s in self.seq_specs.values()):  # 64-bit: never in practice
+                raise ValueError(f"sequence key collision for {text!r}")
+            steps = tuple((es.types, None if es.filter is None else filter_fn(es.filter))
+                          for es in seq.steps)
+            props = frozenset().union(*(prop_names(es.filter) for es in seq.steps))
+            spec = SeqSpec(len(self.seq_specs), key, text, steps, seq.within_ms, seq.on,
+                           props | ({seq.on} if seq.on is not None else frozenset()))
+            self.seq_specs[text] = spec
+        return spec
 
 
 def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
@@ -85,7 +101,9 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
         ))
     specs = tuple(builder.specs.values())
     handlers: dict[str, TypeHandler] = {}
-    all_types = {t for s in specs for t in s.types} | {t for s in segments for t in s.types}
+    seqs = tuple(builder.seq_specs.values())
+    all_types = ({t for s in specs for t in s.types} | {t for s in segments for t in s.types}
+                 | {t for q in seqs for t in q.types})
     for typ in sorted(all_types):
         handlers[typ] = TypeHandler(
             tuple((s.index, s.match) for s in specs if typ in s.types),
@@ -102,5 +120,6 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
         builder.needs_purchases, frozenset(builder.traits),
         tuple(s.index for s in segments if s.time_dependent), fingerprint,
         tuple(SeriesState(s.key, tuple(s.props), s.hours) for s in specs), builder.epoch,
+        seqs,
     )
 

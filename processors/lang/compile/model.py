@@ -54,9 +54,16 @@ class FactInput:
     name: str
 
 
+@dataclass(frozen=True)
+class SeqInput:
+    """A segment reads sequence ``index`` (``catalogue.sequences[index]``)."""
+
+    index: int
+
+
 CART = FactInput("cart")
 PURCHASES = FactInput("purchases")
-Input = SeriesInput | TraitInput | FactInput
+Input = SeriesInput | TraitInput | FactInput | SeqInput
 
 
 @dataclass
@@ -77,6 +84,23 @@ class SeriesSpec:
     def legacy_key(self) -> int:
         """The key of format-1 states written before series_hash (crc32 of the text)."""
         return zlib.crc32(self.text.encode())
+
+
+@dataclass
+class SeqSpec:
+    """One distinct positive sequence ``A then B ... within T [on P]`` kept in the state."""
+
+    index: int
+    key: int  # series_hash of ``text``: identifies the sequence in encoded states
+    text: str
+    steps: tuple[tuple[tuple[str, ...], Match | None], ...]  # (types, filter) per step
+    within_ms: int
+    on: str | None
+    filter_props: frozenset[str] = frozenset()  # properties its filters (and on) read
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(t for types, _ in self.steps for t in types)
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,7 @@ class CompiledCatalogue:
     fingerprint: int
     empty_series: tuple[SeriesState, ...]  # shared, never mutated: series nobody has used
     epoch: Epoch  # memoised sub-expressions of this catalogue are valid within one epoch
+    sequences: tuple[SeqSpec, ...] = ()  # positive sequences (``state.seqs`` positionally)
 
 
 class V(NamedTuple):

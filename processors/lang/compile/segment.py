@@ -104,6 +104,8 @@ class SegmentCompiler(AtomCompiler):
                 return self.within(node)
             case ast.ThenNo():
                 return self.then_no(node)
+            case ast.Completion():
+                return self.completion(node)
             case ast.HourShare():
                 return self.hour_share(node)
             case ast.DateFunc():

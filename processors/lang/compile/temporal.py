@@ -19,7 +19,15 @@ from processors.lang.compile.counts import (
     monotone_next,
     number_predicate,
 )
-from processors.lang.compile.model import NextFn, SeriesInput, SeriesSpec, V, const
+from processors.lang.compile.model import (
+    Lin,
+    NextFn,
+    SeqInput,
+    SeriesInput,
+    SeriesSpec,
+    V,
+    const,
+)
 from processors.lang.compile.timing import memo
 from processors.lang.values import (
     DAY_MS,
@@ -262,6 +270,26 @@ class AtomCompiler:
 
         self.producers.append(nxt)
         return V(then_no, "bool")
+
+    def completion(self, node: ast.Completion) -> V:
+        """``last(SEQ)``: the sequence's latest completion (kept in the state, raised by the
+        engine as events arrive); ``since(SEQ)``: now minus it, linear in now."""
+        spec = self.cat.sequence(node.seq)
+        self.types.update(spec.types)
+        self.inputs.add(SeqInput(spec.index))
+        k = spec.index
+        if node.func == "last":
+            return V(lambda st, now: st.seqs[k].done, "num")
+
+        def since(st: CustomerState, now: int) -> int | None:
+            done = st.seqs[k].done
+            return None if done is None else now - done
+
+        def since_lin(st: CustomerState, now: int) -> Lin:
+            done = st.seqs[k].done
+            return None if done is None else (now - done, 1)
+
+        return V(since, "num", lin=since_lin)
 
     def hour_share(self, node: ast.HourShare) -> V:
         spec = self.series(node.events)
