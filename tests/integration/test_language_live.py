@@ -1,5 +1,5 @@
 """The language's newer constructs on the live worker: custom event types (a types file),
-segments built from segments (and, where the catalogue has them, sequences), against the
+segments built from segments and positive sequences, against the
 offline replay of the same events with the same files: identical changes (instant, version,
 cause) and memberships in Redis, a consistent change log."""
 
@@ -46,6 +46,10 @@ SEGMENTS = {
          "condition": "segment.unhappy and segment.shoppers"},
         {"name": "calm_app_users", "description": "built from segments, with a not",
          "condition": "segment.app_users and not segment.unhappy"},
+        {"name": "viewed_then_carted", "description": "a positive sequence",
+         "condition": "last(page_view then cart_add within 1m) within 1h"},
+        {"name": "unhappy_funnel", "description": "a sequence and a custom type, by reference",
+         "condition": "segment.viewed_then_carted and segment.unhappy"},
     ],
 }
 
@@ -86,7 +90,8 @@ def test_custom_types_and_segment_references_live_equal_the_replay(
         wait_caught_up(p, len(events), [worker])
         report = check_end_state(p, events, segments, types)
         assert report.lost == 0 and report.conflicting == 0
-        for seg in ("unhappy", "app_users", "unhappy_shoppers", "calm_app_users"):
+        for seg in ("unhappy", "app_users", "unhappy_shoppers", "calm_app_users",
+                    "viewed_then_carted", "unhappy_funnel"):
             assert report.members.get(seg), f"{seg}: the data must put someone in it"
         live = {(c.customer_id, c.segment, c.action, c.at, c.version, c.cause)
                 for _, c in changes_of(kafka_bootstrap, p.names["changes"])}  # repeats: once
