@@ -545,10 +545,21 @@ class Engine:
                   horizon: int) -> list[int]:
         """Feed the event to its sequences; the segments of those whose completion rose."""
         raised: list[int] = []
-        for k, n, within, on, mask, val in self._seq_entries(typ, props):
+        for k, n, within, on, steps in self._seq_handlers.get(typ, ()):  # as _seq_entries
+            mask = 0
+            for bit, match in steps:
+                if match is None or match(props):
+                    mask |= bit
+            val = None
+            if on is not None:
+                val = props.get(on)
+                if val is None:
+                    continue  # null never equals: this event completes no chain
+            if not mask:
+                continue
             q = state.seqs[k]
             before = q.done
-            sequences.add(q, ts, mask, val, n, within, on, horizon)
+            sequences.add(q, ts, mask, val, n, within, on is not None, horizon)
             if q.done != before:
                 raised += self._seq_users[k]
         return raised

@@ -29,6 +29,13 @@ def completes(ss: SeqState, j: int, n: int, within: int, on: bool) -> bool:
     tl, masks, vals = ss.ts, ss.masks, ss.vals
     lo = tl[j] - within
     pv = vals[j]
+    if n == 2:  # the common case, without the search's closure and used list
+        k = bisect_right(tl, tl[j]) - 1
+        while k >= 0 and tl[k] >= lo:
+            if masks[k] & 1 and k != j and (not on or values_equal(vals[k], pv)):
+                return True
+            k -= 1
+        return False
     used = [j]
 
     def search(step: int, upto: int) -> bool:
