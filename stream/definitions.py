@@ -35,6 +35,26 @@ class DefinitionsDocError(SegstreamError, ValueError):
     """A definitions-topic record that is not a definitions document."""
 
 
+def encode_document(version: str, text: str, published_at: int) -> bytes:
+    """The record of a published file (definitions or event types): one JSON object."""
+    return orjson.dumps({"version": version, "text": text, "published_at": published_at})
+
+
+def decode_document(data: bytes, what: str, error: type[Exception]) -> tuple[str, str, int]:
+    """(version, text, published_at) of a record from :func:`encode_document`; ``error``
+    (naming ``what``) when it is not one."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise error(f"{what} record is not JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise error(f"{what} record must be a JSON object")
+    version, text, at = obj.get("version"), obj.get("text"), obj.get("published_at")
+    if not isinstance(version, str) or not isinstance(text, str) or not isinstance(at, int):
+        raise error(f"{what} record needs version (string), text (string), published_at (int)")
+    return version, text, at
+
+
 @dataclass(frozen=True, slots=True)
 class DefinitionsDoc:
     """One published definitions file."""
@@ -44,22 +64,11 @@ class DefinitionsDoc:
     published_at: int
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {"version": self.version, "text": self.text, "published_at": self.published_at})
+        return encode_document(self.version, self.text, self.published_at)
 
     @classmethod
     def decode(cls, data: bytes) -> DefinitionsDoc:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as err:
-            raise DefinitionsDocError(f"definitions record is not JSON: {err}") from None
-        if not isinstance(obj, dict):
-            raise DefinitionsDocError("definitions record must be a JSON object")
-        version, text, at = obj.get("version"), obj.get("text"), obj.get("published_at")
-        if not isinstance(version, str) or not isinstance(text, str) or not isinstance(at, int):
-            raise DefinitionsDocError(
-                "definitions record needs version (string), text (string), published_at (int)")
-        return cls(version, text, at)
+        return cls(*decode_document(data, "definitions", DefinitionsDocError))
 
     @classmethod
     def of_text(cls, text: str, name: str | None = None, types: EventTypes | None = None

@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -33,6 +32,7 @@ from processors.lang.typesfile import load_types
 from schemas.errors import SegstreamError
 from schemas.eventtypes import EventTypes
 from schemas.validation import Schema
+from stream.definitions import decode_document, encode_document
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,22 +53,11 @@ class TypesDoc:
     published_at: int
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {"version": self.version, "text": self.text, "published_at": self.published_at})
+        return encode_document(self.version, self.text, self.published_at)
 
     @classmethod
     def decode(cls, data: bytes) -> TypesDoc:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as err:
-            raise TypesDocError(f"event-types record is not JSON: {err}") from None
-        if not isinstance(obj, dict):
-            raise TypesDocError("event-types record is not a JSON object")
-        version, text, at = obj.get("version"), obj.get("text"), obj.get("published_at")
-        if not isinstance(version, str) or not isinstance(text, str) or not isinstance(at, int):
-            raise TypesDocError(
-                "event-types record needs version (string), text (string), published_at (int)")
-        return cls(version, text, at)
+        return cls(*decode_document(data, "event-types", TypesDocError))
 
     @classmethod
     def of_text(cls, text: str, name: str | None = None) -> tuple[TypesDoc, EventTypes]:
@@ -264,34 +253,6 @@ async def _ensure_topic(settings: Settings) -> None:
         log.warning("cannot create the event-types topic %s: %s", spec.name, err)
     finally:
         await admin.close()
-
-
-def read_published_types(settings: Settings, timeout_ms: int = 15_000) -> TypesDoc | None:
-    """The latest document on the event-types topic, or None (blocking; the CLI)."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
-    from stream.connections import kafka_kwargs  # noqa: PLC0415
-
-    topic = settings.topic("types")
-    tp = TopicPartition(topic, TYPES_PARTITION)
-    consumer: Any = KafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False,
-                                  request_timeout_ms=timeout_ms)
-    try:
-        if topic not in consumer.topics():  # read-only: a missing topic is not created
-            return None
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        if end == 0:
-            return None
-        consumer.seek(tp, end - 1)
-        for _ in range(30):
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    if r.offset == end - 1:
-                        return TypesDoc.decode(r.value)
-        raise TimeoutError("could not read the last event-types record")
-    finally:
-        consumer.close()
 
 
 def publish_types(settings: Settings, doc: TypesDoc, timeout_ms: int = 15_000) -> None:

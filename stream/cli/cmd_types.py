@@ -16,10 +16,10 @@ from pathlib import Path
 from processors.lang.errors import DefinitionError
 from processors.lang.typesfile import load_types
 from schemas.eventtypes import EventTypes
-from stream.cli.cmd_segments import read_published
+from stream.cli.cmd_segments import read_last, read_published
 from stream.cli.servers import EXIT_UNAVAILABLE
 from stream.definitions import file_catalogue
-from stream.eventtypes import TypesDoc, breaking_changes, publish_types, read_published_types
+from stream.eventtypes import TYPES_PARTITION, TypesDoc, breaking_changes, publish_types
 from stream.settings import Settings
 
 EXIT_OK, EXIT_USAGE, EXIT_DEFINITIONS, EXIT_IO = 0, 2, 3, 4
@@ -118,7 +118,7 @@ def _apply(args: argparse.Namespace) -> int:
         return EXIT_DEFINITIONS
     settings = Settings.from_env()
     try:
-        current = read_published_types(settings)
+        current = read_types(settings, "types apply")
         definitions = read_published(settings, "types apply")
         old = current.types() if current is not None else (
             load_types(Path(settings.ingest.types_file)) if settings.ingest.types_file else None)
@@ -161,10 +161,16 @@ def _apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def read_types(settings: Settings, command: str) -> TypesDoc | None:
+    """The published event-types document, or None (the topic is never created here)."""
+    raw = read_last(settings, command, "types", TYPES_PARTITION)
+    return None if raw is None else TypesDoc.decode(raw)
+
+
 def _show(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
-        current = read_published_types(settings)
+        current = read_types(settings, "types show")
     except Exception as err:  # any client error: Kafka unreachable or refusing
         print(f"error: cannot read the event-types topic: {err}", file=sys.stderr)
         return EXIT_UNAVAILABLE
