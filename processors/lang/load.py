@@ -279,13 +279,11 @@ def _raise(errors: list[DefinitionError]) -> NoReturn:
     raise ordered[0] if len(ordered) == 1 else CombinedDefinitionError(ordered)
 
 
-def load_definitions(source: str | Path, *, name: str | None = None,
-                     types: EventTypes | None = None) -> ast.Catalogue:
-    """Parse and validate a definitions file given as a path or as YAML text.
-
-    ``name`` is how errors cite the file (default: the path, else ``definitions``); ``types``
-    the custom event types conditions may use (a types file), besides the built-in ones.
-    """
+def read_document(source: str | Path, name: str | None, default_source: str, items: str,
+                  ) -> tuple[dict[Any, Any], list[DefinitionError], str]:
+    """(mapping, YAML problems, how errors cite the file) of a YAML file given as a path or as
+    text (a definitions or an event-types file, whose list key is ``items``); raises when it
+    is not UTF-8 or not a mapping."""
     if isinstance(source, Path) or (
         "\n" not in source and source.strip().endswith((".yaml", ".yml"))
     ):
@@ -298,11 +296,22 @@ def load_definitions(source: str | Path, *, name: str | None = None,
                                   source=name) from None
     else:
         text = source
-    src = name or DEFAULT_SOURCE
+    src = name or default_source
     doc, errors = read_yaml(text, src)
     if not isinstance(doc, dict):
         _raise([*errors, DefinitionError(
-            None, None, "the file must be a mapping with version and segments", source=src)])
+            None, None, f"the file must be a mapping with version and {items}", source=src)])
+    return doc, errors, src
+
+
+def load_definitions(source: str | Path, *, name: str | None = None,
+                     types: EventTypes | None = None) -> ast.Catalogue:
+    """Parse and validate a definitions file given as a path or as YAML text.
+
+    ``name`` is how errors cite the file (default: the path, else ``definitions``); ``types``
+    the custom event types conditions may use (a types file), besides the built-in ones.
+    """
+    doc, errors, src = read_document(source, name, DEFAULT_SOURCE, "segments")
     check = _Checker(src, types)
     check.errors.extend(errors)
     check.unknown_keys(doc, _TOP_KEYS, "the file")

@@ -35,8 +35,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from processors.lang.errors import DefinitionError, did_you_mean
-from processors.lang.load import _Checker, _Map, _raise, key_line, read_yaml
+from processors.lang.errors import did_you_mean
+from processors.lang.load import _Checker, _Map, _raise, key_line, read_document
 from schemas.eventtypes import EXTRA_MARKER, KINDS, EventTypes, PropertyDecl, TypeDecl
 from schemas.models import EVENT_TYPES, RESERVED_NAMES
 
@@ -162,23 +162,7 @@ class _TypesChecker(_Checker):
 
 def load_types(source: str | Path, *, name: str | None = None) -> EventTypes:
     """Parse and check an event-types file given as a path or as YAML text."""
-    if isinstance(source, Path) or (
-        "\n" not in source and source.strip().endswith((".yaml", ".yml"))
-    ):
-        path = Path(source)
-        name = name or str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DefinitionError(None, None, f"not UTF-8 text (byte {e.start})",
-                                  source=name) from None
-    else:
-        text = source
-    src = name or DEFAULT_SOURCE
-    doc, errors = read_yaml(text, src)
-    if not isinstance(doc, dict):
-        _raise([*errors, DefinitionError(
-            None, None, "the file must be a mapping with version and types", source=src)])
+    doc, errors, src = read_document(source, name, DEFAULT_SOURCE, "types")
     check = _TypesChecker(src)
     check.errors.extend(errors)
     check.unknown_keys(doc, _TOP_KEYS, "the file")

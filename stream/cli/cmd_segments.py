@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(func=_show)
 
 
-def _read(path: Path) -> str | int:
+def read_text_file(path: Path) -> str | int:
     """The file's text, or the exit code after printing why it cannot be read."""
     try:
         return path.read_text("utf-8")
@@ -100,7 +100,7 @@ def _print_json(obj: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    text = _read(args.file)
+    text = read_text_file(args.file)
     if isinstance(text, int):
         return text
     types_path = args.types or Settings.from_env().ingest.types_file
@@ -130,7 +130,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    text = _read(args.file)
+    text = read_text_file(args.file)
     if isinstance(text, int):
         return text
     settings = Settings.from_env()

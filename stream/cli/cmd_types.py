@@ -16,7 +16,7 @@ from pathlib import Path
 from processors.lang.errors import DefinitionError
 from processors.lang.typesfile import load_types
 from schemas.eventtypes import EventTypes
-from stream.cli.cmd_segments import read_last, read_published
+from stream.cli.cmd_segments import read_last, read_published, read_text_file
 from stream.cli.servers import EXIT_UNAVAILABLE
 from stream.definitions import file_catalogue
 from stream.eventtypes import TYPES_PARTITION, TypesDoc, breaking_changes, publish_types
@@ -66,23 +66,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(func=_show)
 
 
-def _read(path: Path) -> str | int:
-    try:
-        return path.read_text("utf-8")
-    except OSError as err:
-        print(f"error: cannot read {path}: {err.strerror}", file=sys.stderr)
-        return EXIT_IO
-    except UnicodeDecodeError as err:
-        print(f"{path}: not UTF-8 text (byte {err.start})", file=sys.stderr)
-        return EXIT_DEFINITIONS
-
-
 def _summary(types: EventTypes) -> str:
     return f"version {types.version!r}, {len(types.types)} types ({', '.join(types.names)})"
 
 
 def _validate(args: argparse.Namespace) -> int:
-    text = _read(args.file)
+    text = read_text_file(args.file)
     if isinstance(text, int):
         return text
     try:
@@ -108,7 +97,7 @@ def _diff(old: EventTypes | None, new: EventTypes) -> list[str]:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    text = _read(args.file)
+    text = read_text_file(args.file)
     if isinstance(text, int):
         return text
     try:
