@@ -13,6 +13,7 @@ See docs/time-semantics.md for the rules and their reasons.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from processors import sequences
@@ -46,6 +47,18 @@ from state.model import (
 )
 
 Event = dict[str, Any]
+Match = Callable[[dict[str, Any]], bool]
+# Typed (fixed-length) tuples: the compiled build unpacks them without generic iteration.
+# One series an event type feeds: (index, filter, window, summed props, hours, segments to
+# add when the filter matched).
+SeriesEntry = tuple[int, Match | None, int, tuple[str, ...], bool, tuple[int, ...]]
+# What an event type touches: (series entries, base affected segments as a tuple and a set,
+# cart, purchases, per trait the segments to add).
+Handler = tuple[tuple[SeriesEntry, ...], tuple[int, ...], frozenset[int], bool, bool,
+                dict[str, tuple[int, ...]]]
+# One sequence an event type may feed: (sequence, steps, T, on property, (bit, filter) of the
+# steps naming the type).
+SeqEntry = tuple[int, int, int, str | None, tuple[tuple[int, Match | None], ...]]
 _NONE: frozenset[int] = frozenset()
 TOO_LATE, RATE_LIMITED = "too_late", "rate_limited"
 
@@ -104,17 +117,19 @@ class Engine:
         # event raises its latest completion (their only input)
         seqs = catalogue.sequences
         self._seq_keys = tuple(q.key for q in seqs)
+        self._empty_seqs = catalogue.empty_seqs  # shared like _empty_series, never mutated
         self._seq_info = tuple((len(q.steps), q.within_ms, q.on is not None) for q in seqs)
-        self._seq_handlers: dict[str, Any] = {}
+        seq_lists: dict[str, list[SeqEntry]] = {}
         for q in seqs:
             for typ in sorted(q.types):
                 steps = tuple((1 << s, m) for s, (types, m) in enumerate(q.steps)
                               if typ in types)
-                self._seq_handlers.setdefault(typ, []).append(
+                seq_lists.setdefault(typ, []).append(
                     (q.index, len(q.steps), q.within_ms, q.on, steps))
-        self._seq_handlers = {t: tuple(v) for t, v in self._seq_handlers.items()}
+        self._seq_handlers: dict[str, tuple[SeqEntry, ...]] = {
+            t: tuple(v) for t, v in seq_lists.items()}
         self._seq_users = tuple(tuple(sorted(users(SeqInput(q.index)))) for q in seqs)
-        self._handlers: dict[str, Any] = {}
+        self._handlers: dict[str, Handler] = {}
         for typ, h in catalogue.handlers.items():
             base: set[int] = set()
             for i, m in h.series:
@@ -169,7 +184,7 @@ class Engine:
         st.layout = self.catalogue
         st.series = list(self._empty_series)
         if self._seq_keys:
-            st.seqs = [SeqState(k) for k in self._seq_keys]
+            st.seqs = list(self._empty_seqs)
         st.versions = [0] * self._n
         st.due = [NEVER] * self._n
         st.due_min = NEVER
@@ -504,10 +519,11 @@ class Engine:
                 state.p_first = ts
             if state.p_last is None or ts > state.p_last:
                 state.p_last = ts
-        if self._seq_handlers:
-            raised = self._add_seqs(state, event["type"], props, ts, horizon)
-            if raised:
-                extra = [*extra, *raised] if extra else raised
+        seq_entries = self._seq_handlers.get(event["type"]) if self._seq_handlers else None
+        if seq_entries is not None:
+            raised = self._add_seqs(state, seq_entries, props, ts, horizon)
+            if raised is not None:
+                extra = [*extra, *raised] if extra else list(raised)
         if trait_segs:
             given = props.get("traits") or {}
             for name in self._traits:
@@ -541,11 +557,12 @@ class Engine:
                 out.append((k, n, within, on is not None, mask, val))
         return out
 
-    def _add_seqs(self, state: CustomerState, typ: str, props: dict[str, Any], ts: int,
-                  horizon: int) -> list[int]:
-        """Feed the event to its sequences; the segments of those whose completion rose."""
-        raised: list[int] = []
-        for k, n, within, on, steps in self._seq_handlers.get(typ, ()):  # as _seq_entries
+    def _add_seqs(self, state: CustomerState, entries: tuple[SeqEntry, ...],
+                  props: dict[str, Any], ts: int, horizon: int) -> tuple[int, ...] | None:
+        """Feed the event to its sequences (``entries``: its type's ``_seq_handlers``); the
+        segments of those whose completion rose (None: none rose)."""
+        raised: tuple[int, ...] | None = None
+        for k, n, within, on, steps in entries:  # as _seq_entries
             mask = 0
             for bit, match in steps:
                 if match is None or match(props):
@@ -558,10 +575,12 @@ class Engine:
             if not mask:
                 continue
             q = state.seqs[k]
+            if q is self._empty_seqs[k]:
+                q = state.seqs[k] = SeqState(q.key)
             before = q.done
             sequences.add(q, ts, mask, val, n, within, on is not None, horizon)
             if q.done != before:
-                raised += self._seq_users[k]
+                raised = self._seq_users[k] if raised is None else raised + self._seq_users[k]
         return raised
 
     def _drop_shared(self, target: CustomerState, released: CustomerState) -> None:
@@ -590,7 +609,7 @@ class Engine:
                                 if i not in drop_pending]
 
     def _subtract(
-        self, st: CustomerState, handler: Any, ts: int, typ: str, props: dict[str, Any],
+        self, st: CustomerState, handler: Handler, ts: int, typ: str, props: dict[str, Any],
     ) -> None:
         """Undo what ``_add`` added for one event (its series rows, hour, cart op, purchase)."""
         series_entries, _, _, cart, purchases, _ = handler
@@ -623,7 +642,7 @@ class Engine:
             if amount is not None and is_number(amount):
                 st.add_amount(-amount)
         if self._seq_handlers:
-            for k, _n, _w, _on, mask, val in self._seq_entries(typ, props):
+            for k, _n, _t, _on, mask, val in self._seq_entries(typ, props):
                 sequences.subtract(st.seqs[k], ts, mask, val)
 
     @staticmethod
@@ -724,8 +743,10 @@ class Engine:
             new_series.append(s)
         state.series = new_series
         if self._seq_keys or state.seqs:
-            by_seq = {q.key: q for q in state.seqs}
-            state.seqs = [by_seq.get(k) or SeqState(k) for k in self._seq_keys]
+            # an empty one may be another catalogue's shared sentinel: never keep it
+            by_seq = {q.key: q for q in state.seqs if q.ts or q.done is not None}
+            state.seqs = [by_seq.get(k) or self._empty_seqs[i]
+                          for i, k in enumerate(self._seq_keys)]
         state.versions = [versions.pop(name, 0) for name in self._names]
         state.orphans = {k: v for k, v in versions.items() if v}
         state.due = [NEVER] * self._n

@@ -85,12 +85,21 @@ def add(ss: SeqState, ts: int, mask: int, val: Any, n: int, within: int, on: boo
         horizon: int) -> None:
     """Add one event (``mask``: the steps it matches, ``val``: its ``on`` property)."""
     tl = ss.ts
-    k = bisect_right(tl, ts)
-    tl.insert(k, ts)
-    ss.vals.insert(k, val)
-    ss.masks.insert(k, mask)
-    _recheck(ss, ts, ts + within, n, within, on)
-    prune(ss, within, horizon)
+    last = len(tl) - 1
+    if last < 0 or ts >= tl[last]:  # in order: append; only events at ``ts`` can complete
+        tl.append(ts)
+        ss.vals.append(val)
+        ss.masks.append(mask)
+        if mask >> (n - 1) or (last >= 0 and tl[last] == ts):
+            _recheck(ss, ts, ts, n, within, on)
+    else:
+        k = bisect_right(tl, ts)
+        tl.insert(k, ts)
+        ss.vals.insert(k, val)
+        ss.masks.insert(k, mask)
+        _recheck(ss, ts, ts + within, n, within, on)
+    if tl[0] < horizon - within or len(tl) > SEQ_CAP:
+        prune(ss, within, horizon)
 
 
 def subtract(ss: SeqState, ts: int, mask: int, val: Any) -> None:

@@ -266,3 +266,31 @@ def test_known_gap_cross_profile_chain_older_than_the_kept_events() -> None:
     result = replay(Engine(compile_catalogue(cat)), events)
     assert O.expected_members(cat, events, result.watermark) == {"c": frozenset({"s"})}
     assert result.segments_of("c") == frozenset({"s"})
+
+
+def test_a_definitions_switch_never_feeds_the_old_catalogues_shared_empty_state() -> None:
+    """Sequence states are created on a profile's first step event; until then the profile
+    holds its catalogue's shared empty one. Re-bound to new definitions (same sequence), the
+    profile gets the new catalogue's: feeding it must leave the old one empty."""
+    old = Engine(compile_catalogue(defs("last(page_view then cart_add within 1h) within 1d")))
+    new = Engine(compile_catalogue(load_definitions("""
+version: "seq-2"
+settings: {allowed_lateness: 10m}
+segments:
+  - name: s
+    description: the sequence under test
+    condition: last(page_view then cart_add within 1h) within 1d
+  - name: other
+    description: a second segment, so the definitions differ
+    condition: count(purchase, 1d) >= 1
+""")))
+    st = old.apply(None, ev("e1", "email_open", 0), T0).state
+    assert st.seqs[0] is old.catalogue.empty_seqs[0]
+    st = new.reevaluate(st, T0, "definitions:seq-2").state
+    for i, (typ, at) in enumerate((("page_view", MIN), ("cart_add", 2 * MIN))):
+        st = new.apply(st, ev(f"e{i + 2}", typ, at), T0 + at).state
+    assert last_done(st) == T0 + 2 * MIN
+    shared = old.catalogue.empty_seqs[0]
+    assert shared.ts == [] and shared.done is None
+    fresh = old.apply(None, ev("e9", "cart_add", 3 * MIN), T0 + 3 * MIN).state
+    assert last_done(fresh) is None  # no page_view leaked in from the other profile

@@ -27,7 +27,7 @@ from processors.lang.compile.timing import MEMO_NODES, next_of
 from processors.lang.refs import expanded_conditions
 from processors.lang.unparse import unparse, unparse_events, unparse_sequence
 from processors.lang.vocab import CART_TYPES
-from state.model import SeriesState
+from state.model import SeqState, SeriesState
 
 
 class CatalogueBuilder:
@@ -120,6 +120,6 @@ def compile_catalogue(catalogue: ast.Catalogue) -> CompiledCatalogue:
         builder.needs_purchases, frozenset(builder.traits),
         tuple(s.index for s in segments if s.time_dependent), fingerprint,
         tuple(SeriesState(s.key, tuple(s.props), s.hours) for s in specs), builder.epoch,
-        seqs,
+        seqs, tuple(SeqState(q.key) for q in seqs),
     )
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from processors.lang import ast
 from processors.lang.values import is_number
-from state.model import CustomerState, SeriesState
+from state.model import CustomerState, SeqState, SeriesState
 
 Fn = Callable[[CustomerState, int], Any]
 NextFn = Callable[[CustomerState, int], int]
@@ -142,6 +142,7 @@ class CompiledCatalogue:
     empty_series: tuple[SeriesState, ...]  # shared, never mutated: series nobody has used
     epoch: Epoch  # memoised sub-expressions of this catalogue are valid within one epoch
     sequences: tuple[SeqSpec, ...] = ()  # positive sequences (``state.seqs`` positionally)
+    empty_seqs: tuple[SeqState, ...] = ()  # shared, never mutated: sequences nobody fed yet
 
 
 class V(NamedTuple):
