@@ -13,7 +13,6 @@ See docs/time-semantics.md for the rules and their reasons.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
 from typing import Any
 
 from processors import sequences
@@ -27,6 +26,7 @@ from processors.lang.compile import (
     SeriesInput,
     TraitInput,
 )
+from processors.lang.compile.model import Match
 from processors.lang.values import HOUR_MS, is_number
 from processors.merge import merge_states
 from processors.types import Change, Step
@@ -47,7 +47,6 @@ from state.model import (
 )
 
 Event = dict[str, Any]
-Match = Callable[[dict[str, Any]], bool]
 # Typed (fixed-length) tuples: the compiled build unpacks them without generic iteration.
 # One series an event type feeds: (index, filter, window, summed props, hours, segments to
 # add when the filter matched).
@@ -118,7 +117,6 @@ class Engine:
         seqs = catalogue.sequences
         self._seq_keys = tuple(q.key for q in seqs)
         self._empty_seqs = catalogue.empty_seqs  # shared like _empty_series, never mutated
-        self._seq_info = tuple((len(q.steps), q.within_ms, q.on is not None) for q in seqs)
         seq_lists: dict[str, list[SeqEntry]] = {}
         for q in seqs:
             for typ in sorted(q.types):
@@ -466,7 +464,8 @@ class Engine:
         self, state: CustomerState, event: Event, ts: int, t: int, horizon: int,
     ) -> tuple[tuple[int, ...], frozenset[int]]:
         """Add an event's data to the state (clock ``t``); the segments it may change."""
-        handler = self._handlers.get(event["type"])
+        typ = event["type"]
+        handler = self._handlers.get(typ)
         state.clock = t
         if handler is None:
             return (), _NONE
@@ -509,7 +508,7 @@ class Engine:
                 assert s.hours is not None
                 s.hours[(ts // HOUR_MS) % 24] += 1
         if cart:
-            self._cart(state, event["type"], props, ts, horizon)
+            self._cart(state, typ, props, ts, horizon)
         if purchases:
             state.p_count += 1
             amount = props.get("amount")
@@ -519,7 +518,7 @@ class Engine:
                 state.p_first = ts
             if state.p_last is None or ts > state.p_last:
                 state.p_last = ts
-        seq_entries = self._seq_handlers.get(event["type"]) if self._seq_handlers else None
+        seq_entries = self._seq_handlers.get(typ)
         if seq_entries is not None:
             raised = self._add_seqs(state, seq_entries, props, ts, horizon)
             if raised is not None:

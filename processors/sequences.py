@@ -98,8 +98,7 @@ def add(ss: SeqState, ts: int, mask: int, val: Any, n: int, within: int, on: boo
         ss.vals.insert(k, val)
         ss.masks.insert(k, mask)
         _recheck(ss, ts, ts + within, n, within, on)
-    if tl[0] < horizon - within or len(tl) > SEQ_CAP:
-        prune(ss, within, horizon)
+    prune(ss, within, horizon)
 
 
 def subtract(ss: SeqState, ts: int, mask: int, val: Any) -> None:
